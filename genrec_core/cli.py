@@ -1,0 +1,105 @@
+"""The ``genrec`` command: one sub-command per pipeline stage (what dvc.yaml runs).
+
+Every command reads params.yaml (``--params``), applies ``-S section.key=value`` overrides the way
+``dvc exp run -S`` does, seeds the run, and calls ``stages.<name>.run(params, root)``. Stage
+modules are imported lazily so ``genrec --help`` stays instant. User errors (bad input, impossible
+params) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Generative recommendation pipeline: each command is one DVC stage (see dvc.yaml). "
+    "Run them all with `dvc repro`, or one alone for debugging.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="Override a param, e.g. -S data.max_items=50 (repeatable; value read as YAML)."),
+]
+RootOpt = Annotated[Path, typer.Option("--root", help="Project root under which data/ and reports/ live.")]
+
+
+def _run_stage(module: str, params_file: Path, overrides: list[str] | None, root: Path) -> None:
+    from genrec_core.config import load_params
+    from genrec_core.errors import GenrecError
+    from genrec_core.runtime import seed_everything
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        params = load_params(params_file, overrides or [])
+        seed_everything(params.seed)
+        importlib.import_module(f"stages.{module}").run(params, root)
+    except GenrecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def preprocess(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Raw interactions -> five-core, time-ordered sequences and leave-one-out example tables.
+
+    Reads the dataset named by data.dataset from data.raw_dir (ml-100k is downloaded and verified
+    when raw_dir is null). Writes data/processed/{items,sequences,train,valid,test}.parquet,
+    data/processed/dataset.json and reports/data_stats.{json,md}.
+    """
+    _run_stage("preprocess", params, set_, root)
+
+
+@app.command()
+def embed(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Item text -> vectors with sentence-transformers (or mean pooling of any transformers model).
+
+    Renders embed.template over each item's fields, encodes in batches on embed.device, optionally
+    PCA-whitens to embed.pca_dim. Writes data/embeddings/item_vectors.parquet (item_id, vector).
+    """
+    _run_stage("embed", params, set_, root)
+
+
+@app.command("train-tokenizer")
+def train_tokenizer(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Item vectors -> a trained RQ-VAE (or PQ) tokenizer, keeping the last tokenizer.keep_last epochs.
+
+    Resumes from data/tokenizer/last.pt when a run was interrupted. Writes data/tokenizer/ and
+    per-epoch metrics to reports/tokenizer/.
+    """
+    _run_stage("train_tokenizer", params, set_, root)
+
+
+@app.command("emit-ids")
+def emit_ids(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Kept tokenizers -> one collision-free semantic ID per item per tokenizer.
+
+    Collisions are resolved by ids.collision (reassign_last or dedup_level). Writes
+    data/ids/item_ids.parquet (item_id, tokenizer, codes) and reports/ids/emit.json.
+    """
+    _run_stage("emit_ids", params, set_, root)
+
+
+@app.command("analyse-ids")
+def analyse_ids(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """ID quality: candidates filtered per level, purity gain, codebook usage, ID drift across epochs.
+
+    Writes JSON, Markdown tables and PNG plots to reports/ids/.
+    """
+    _run_stage("analyse_ids", params, set_, root)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

