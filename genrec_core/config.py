@@ -134,6 +134,67 @@ class IdsParams:
 
 
 @dataclass
+class RecommenderParams:
+    """The T5 generative recommender and its training (SPEC sections 4 and 6)."""
+
+    tokenizer: str = "last"  # which kept tokenizer's IDs to train on: last | first | epoch_XXXX
+    encoder_input: str = "tokens"  # tokens: the history's IDs flattened (SPEC 4) | items: one position per item (sum of its token embeddings; ~4x faster on a CPU)
+    num_layers: int = 4  # encoder layers
+    num_decoder_layers: int = 4
+    d_model: int = 128
+    d_ff: int = 512
+    num_heads: int = 4
+    d_kv: int = 32
+    dropout: float = 0.1
+    loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adamw"
+    lr: float = 0.001
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    batch_size: int = 256
+    epochs: int = 200
+    patience: int = 10  # early stopping: evaluations without a better validation NDCG@10
+    eval_every: int = 1  # epochs between validation runs
+    eval_beam_size: int = 20
+    eval_batch_size: int = 256
+    max_eval_users: int = 0  # 0: every validation user; else a fixed seeded subset (faster CPU runs)
+    device: str = "auto"  # auto: CUDA with bf16 autocast when present, else CPU
+    log_every: int = 50  # optimiser steps between logged training losses
+
+    def validate(self, prefix: str = "recommender") -> None:
+        _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
+        for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "epochs", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
+            _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.optimizer in ("adamw",), f"{prefix}.optimizer", f"must be adamw, got {self.optimizer!r}")
+        _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+        _check(self.max_eval_users >= 0, f"{prefix}.max_eval_users", f"must be >= 0, got {self.max_eval_users}")
+        _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")
+        dev = self.device
+        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), f"{prefix}.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+
+
+@dataclass
+class EvaluateParams:
+    """Test-time generation and metrics (SPEC section 5)."""
+
+    beam_size: int = 20
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    batch_size: int = 256
+
+    def validate(self, prefix: str = "evaluate") -> None:
+        _check(1 <= self.beam_size <= 50, f"{prefix}.beam_size", f"must be between 1 and 50, got {self.beam_size}")
+        _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), f"{prefix}.ks", f"must be a non-empty list of positive integers, got {self.ks}")
+        _check(max(self.ks) <= self.beam_size, f"{prefix}.ks", f"the largest K ({max(self.ks)}) cannot exceed evaluate.beam_size ({self.beam_size}): beam search returns beam_size items")
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass
 class Params:
     """All sections of params.yaml. Sections of later stages are added here as they are built."""
 
@@ -142,6 +203,8 @@ class Params:
     embed: EmbedParams = field(default_factory=EmbedParams)
     tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
     ids: IdsParams = field(default_factory=IdsParams)
+    recommender: RecommenderParams = field(default_factory=RecommenderParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     extra: dict[str, Any] = field(default_factory=dict)  # sections this version does not know yet
 
     def validate(self) -> Params:

@@ -65,3 +65,34 @@ class ArtifactPaths:
     @property
     def id_reports_dir(self) -> Path:
         return self.reports_dir / "ids"
+
+    # train (recommender)
+    @property
+    def recommender_dir(self) -> Path:
+        """Checkpoints: last.pt (resume), best.pt (best validation NDCG@10)."""
+        return self.root / "data" / "recommender"
+
+    @property
+    def train_reports_dir(self) -> Path:
+        """dvclive logs and training summary of the recommender."""
+        return self.reports_dir / "train"
+
+    # evaluate
+    @property
+    def predictions(self) -> Path:
+        """user_id, target_item, items (ranked list), scores."""
+        return self.root / "data" / "predictions" / "test.parquet"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports_dir / "metrics.json"
+
+    # analyse
+    @property
+    def analysis_dir(self) -> Path:
+        return self.reports_dir / "analysis"
+
+    @property
+    def reports_readme(self) -> Path:
+        return self.reports_dir / "README.md"
+

@@ -1,0 +1,1 @@
+"""Analyses of pipeline artifacts (semantic-ID tables, ...) that write reports, not models."""
