@@ -97,6 +97,37 @@ def analyse_ids(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, ro
     _run_stage("analyse_ids", params, set_, root)
 
 
+@app.command()
+def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Semantic IDs + example tables -> a trained T5 generative recommender.
+
+    Trains on the IDs of recommender.tokenizer with the loss strategy recommender.loss, selects the
+    model on validation NDCG@10 (same beam search as the test) and stops early. Checkpoints every
+    epoch and on interrupt to data/recommender/last.pt; a rerun resumes from it. Logs with dvclive
+    to reports/train/.
+    """
+    _run_stage("train", params, set_, root)
+
+
+@app.command()
+def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Best checkpoint -> constrained beam search over every test user -> Hit@K, NDCG@K.
+
+    Writes data/predictions/test.parquet (user_id, target_item, items, scores) and
+    reports/metrics.json (Hit/NDCG at evaluate.ks and relaxed prefix-match NDCG@5).
+    """
+    _run_stage("evaluate", params, set_, root)
+
+
+@app.command()
+def analyse(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Predictions -> head/tail metrics, popularity deciles, examples, MostPop and Markov floors.
+
+    Writes reports/analysis/ (JSON, Markdown, PNG) and reports/README.md.
+    """
+    _run_stage("analyse", params, set_, root)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -93,11 +93,11 @@ class TokenizerParams:
     kmeans_iters: int = 50
     dead_code_reseed: bool = True
     dead_code_threshold: float = 1.0  # codes used fewer times than this in an epoch are re-seeded
-    optimizer: str = "adagrad"  # adagrad | adamw
-    lr: float = 0.1
+    optimizer: str = "adamw"  # adamw | adagrad
+    lr: float = 0.001
     weight_decay: float = 0.0
-    epochs: int = 200
-    batch_size: int = 0  # 0: full batch
+    epochs: int = 100
+    batch_size: int = 256  # 0: full batch
     keep_last: int = 5  # keep the tokenizers of the last n epochs (MTGRec multi-tokenizer tables)
     device: str = "auto"
 

@@ -1,0 +1,46 @@
+"""Stage train-tokenizer: item vectors -> trained semantic-ID tokenizer(s) (SPEC section 3).
+
+Reads data/embeddings/item_vectors.parquet (item_id Int32, vector Array[Float32]); writes
+data/tokenizer/{last.pt, kept/*.pt} and reports/tokenizer/{history.csv, metrics.json}. A killed
+RQ-VAE run resumes from data/tokenizer/last.pt, so that path must survive between runs
+(``persist: true`` in dvc.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from genrec_core.config import Params
+from genrec_core.errors import InputFormatError
+from genrec_core.io import read_parquet
+from genrec_core.paths import ArtifactPaths
+from genrec_core.tokenizers.training import train_pq, train_rqvae
+
+
+def load_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids int64 [N], vectors float32 [N, D]) from the embeddings Parquet, in file order."""
+    df = read_parquet(path, "item vectors")
+    missing = {"item_id", "vector"} - set(df.columns)
+    if missing:
+        raise InputFormatError(path, f"missing column(s) {sorted(missing)}; expected item_id and vector")
+    if df.height == 0:
+        raise InputFormatError(path, "no items")
+    vectors = df["vector"].to_numpy()
+    if vectors.ndim != 2:  # a List column of ragged lengths
+        raise InputFormatError(path, "column vector must hold fixed-length float vectors")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        raise InputFormatError(path, "vector has NaN or infinite values")
+    return df["item_id"].to_numpy().astype(np.int64), vectors
+
+
+def run(params: Params, root: Path) -> None:
+    paths = ArtifactPaths(Path(root))
+    ids, vectors = load_vectors(paths.embeddings)
+    tp = params.tokenizer
+    if tp.kind == "pq":
+        train_pq(vectors, tp, params.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
+    else:
+        train_rqvae(vectors, tp, params.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)
