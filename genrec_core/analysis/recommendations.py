@@ -17,7 +17,6 @@ the users' ``train_items``, never validation or test targets.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from genrec_core.evaluation.metrics import as_padded, hit_ndcg, metric_keys, prefix_match_ranks
+from genrec_core.evaluation.metrics import as_padded, hit_ndcg, metric_keys
 
 METHOD_LABELS = {"model": "Generative model", "markov": "Markov chain (1st order)", "mostpop": "MostPop"}
 
@@ -218,6 +217,11 @@ def _pct(x: float) -> str:
     return f"{round(100 * x, 2) + 0.0:.2f}%"
 
 
+def _sentence(text: str) -> str:
+    """A definition string as a Markdown paragraph: capitalised, full stop, blank line."""
+    return text[:1].upper() + text[1:] + ".\n"
+
+
 def _md_cell(text) -> str:
     return re.sub(r"\s+", " ", str(text)).replace("|", "\\|").strip()
 
@@ -233,7 +237,7 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str]) 
 
 def head_tail_markdown(report: dict, keys: Sequence[str]) -> str:
     """Head/tail tables (Figure 3 as numbers)."""
-    lines = ["# Head / tail (paper 001, Figure 3)\n", report["definition"] + ".\n", "| Group | items | users | training count range |", "|---|---:|---:|---|"]
+    lines = ["# Head / tail (paper 001, Figure 3)\n", _sentence(report["definition"]), "| Group | items | users | training count range |", "|---|---:|---:|---|"]
     for g in ("head", "tail"):
         d = report["groups"][g]
         lines.append(f"| {g} | {d['items']} | {d['users']} | {d['min_train_count']}..{d['max_train_count']} |")
@@ -269,7 +273,7 @@ def pick_examples(ranks: np.ndarray, n: int, seed: int, hit_k: int = 5) -> np.nd
     ranks = np.asarray(ranks)
     hits = np.flatnonzero((ranks >= 1) & (ranks <= hit_k))
     misses = np.flatnonzero(~((ranks >= 1) & (ranks <= hit_k)))
-    n_hit = min(hits.size, n // 2 if misses.size >= n - n // 2 else n - misses.size)
+    n_hit = min(hits.size, max(n // 2, n - misses.size))
     chosen = list(rng.choice(hits, n_hit, replace=False)) if n_hit else []
     n_miss = min(misses.size, n - n_hit)
     chosen += list(rng.choice(misses, n_miss, replace=False)) if n_miss else []
@@ -404,14 +408,15 @@ def render_readme(
     if relaxed:
         rkeys = list(next(iter(relaxed.values())))
         lines += ["## Relaxed prefix match (paper 001, Table 6)\n", "NDCG@5 where a ranked item counts as a hit when its first k ID tokens equal the target's (k = L is the exact ID).\n"]
-        lines.append("| Method | " + " | ".join(f"k={re.match(r'prefix(\d+)_', k).group(1)}" for k in rkeys) + " |")
+        levels = [re.match(r"prefix(\d+)_", k).group(1) for k in rkeys]
+        lines.append("| Method | " + " | ".join(f"k={lv}" for lv in levels) + " |")
         lines.append("|---|" + "---:|" * len(rkeys))
         for m, vals in relaxed.items():
             lines.append(f"| {_label(m)} | " + " | ".join(_num(vals[k]) for k in rkeys) + " |")
         lines.append("")
     pngs = dict(analysis_pngs or {})
     ht_keys = [k for k in keys if k.endswith(("@5", "@10"))] or keys
-    lines += ["## Head / tail items (paper 001, Figure 3)\n", head_tail["definition"] + ".\n"]
+    lines += ["## Head / tail items (paper 001, Figure 3)\n", _sentence(head_tail["definition"])]
     for g in ("head", "tail"):
         d = head_tail["groups"][g]
         lines.append(f"**{g.capitalize()}** ({d['items']} items, {d['users']} users, training count {d['min_train_count']}..{d['max_train_count']})\n")
@@ -419,7 +424,7 @@ def render_readme(
         lines.append("")
     if "head_tail" in pngs:
         lines.append(f"![head/tail metrics]({pngs['head_tail']})\n")
-    lines += ["## Popularity deciles (paper 001, Figure 2)\n", deciles["definition"] + ".\n", *decile_markdown(deciles), ""]
+    lines += ["## Popularity deciles (paper 001, Figure 2)\n", _sentence(deciles["definition"]), *decile_markdown(deciles), ""]
     if "deciles" in pngs:
         lines.append(f"![popularity deciles]({pngs['deciles']})\n")
     lines.append(demote_headings(examples_md))
@@ -433,13 +438,3 @@ def render_readme(
             lines.append(f"![{Path(p).stem}]({p})\n")
     return "\n".join(lines).rstrip() + "\n"
 
-
-def relaxed_for_lists(lists, targets, codes: np.ndarray, item_ids: np.ndarray, k: int = 5) -> dict[str, float]:
-    """Relaxed prefix NDCG@k (levels L..1) of padded ranked lists; thin wrapper for reports."""
-    ranks = prefix_match_ranks(lists, targets, codes, item_ids)
-    return {f"prefix{lv}_ndcg@{k}": hit_ndcg(ranks[:, lv - 1], [k])[f"ndcg@{k}"] for lv in range(ranks.shape[1], 0, -1)}
-
-
-def ceil_half(n: int) -> int:
-    """Head size used by ``head_tail_groups`` (exposed for tests and docs)."""
-    return math.ceil(n / 2)

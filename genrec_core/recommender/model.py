@@ -1,0 +1,78 @@
+"""A T5 encoder-decoder built from a config (no pretrained weights) over the semantic-ID vocabulary.
+
+Two encoder inputs (``recommender.encoder_input``):
+- ``tokens`` (SPEC 4): the history's IDs flattened, then eos; ``input_ids`` is [B, S].
+- ``items``: one encoder position per history item whose embedding is the sum of its tokens'
+  embeddings, then eos; ``input_ids`` is [B, S, L] (pad 0). About 4x cheaper per step on a CPU
+  for a 20-item history, at the cost of a deviation from the paper's input format.
+
+The decoder always generates the target's L tokens, then eos. ``encode`` and ``decode`` are split
+so that beam search can run the encoder once per user.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+
+from genrec_core.config import RecommenderParams
+from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
+
+
+def build_t5_config(params: RecommenderParams, vocab: SemanticIdVocab) -> T5Config:
+    # transformers 5 needs the special token ids passed explicitly.
+    return T5Config(
+        vocab_size=vocab.size,
+        d_model=params.d_model,
+        d_kv=params.d_kv,
+        d_ff=params.d_ff,
+        num_layers=params.num_layers,
+        num_decoder_layers=params.num_decoder_layers,
+        num_heads=params.num_heads,
+        dropout_rate=params.dropout,
+        feed_forward_proj="relu",
+        decoder_start_token_id=PAD,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        tie_word_embeddings=True,
+        use_cache=False,
+    )
+
+
+class GenerativeRecommender(nn.Module):
+    """T5 over semantic-ID tokens; returns next-token logits for teacher-forced targets."""
+
+    def __init__(self, params: RecommenderParams, vocab: SemanticIdVocab):
+        super().__init__()
+        self.vocab = vocab
+        self.encoder_input = params.encoder_input
+        self.t5 = T5ForConditionalGeneration(build_t5_config(params, vocab))
+
+    @property
+    def config(self) -> T5Config:
+        return self.t5.config
+
+    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, S] token ids or [B, S, L] per-item token groups -> [B, S, d]."""
+        emb = self.t5.shared(input_ids)
+        return emb.sum(dim=-2) if input_ids.dim() == 3 else emb
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.t5.encoder(inputs_embeds=self.input_embeddings(input_ids), attention_mask=attention_mask)
+        return out.last_hidden_state
+
+    def decode(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens)."""
+        out = self.t5(
+            encoder_outputs=(encoder_hidden,),
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            use_cache=False,
+        )
+        return out.logits
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos)."""
+        decoder_input_ids = self.t5._shift_right(labels)
+        return self.decode(self.encode(input_ids, attention_mask), attention_mask, decoder_input_ids)

@@ -1,0 +1,539 @@
+"""Training loop of the T5 recommender: one loop, extension points instead of copies.
+
+What later methods need, and where it goes (``TrainerHooks``):
+- MTGRec (SPEC 7): ``prepare_batch`` re-tokenizes each example with a sampled tokenizer
+  (``trainer.encoder.retokenize``); ``before_optimizer_step`` can read per-group gradients;
+  ``on_epoch_end`` computes influences from the AdamW moments (``trainer.optimizer.state``)
+  at stage ends; ``state_dict``/``load_state_dict`` keep its sampling distribution in checkpoints.
+- BLOGER (SPEC 8): ``compute_loss``/``backward`` and ``after_optimizer_step`` host the one-step
+  look-ahead and the tokenizer update; ``extra_parameters`` adds parameters to the optimiser.
+- DDP: ``wrap_model`` returns the wrapped module used for the forward pass.
+The token weighting itself is the ``LossStrategy`` (losses.py).
+
+Determinism and resumption: on the CPU, with one seed, a run is a pure function of its inputs.
+``last.pt`` holds everything that evolves (model, optimiser, scheduler, loss strategy and hooks
+state, counters, python/numpy/torch RNG states, the sampler position), so a run resumed from it,
+even mid-epoch, ends with bit-identical weights and metrics. SIGINT/SIGTERM finish the current
+step, save ``last.pt`` and raise ``TrainingInterrupted`` (the CLI exits non-zero).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from genrec_core.config import RecommenderParams
+from genrec_core.errors import GenrecError
+from genrec_core.io import save_torch, write_json
+from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, SequenceEncoder, eval_batches, seeded_subset
+from genrec_core.recommender.losses import LossOutput, LossStrategy
+from genrec_core.recommender.trie import ItemTrie
+from genrec_core.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+VALID_KS = (1, 5, 10)
+SELECTION_METRIC = "ndcg@10"
+
+
+class TrainingInterrupted(GenrecError):
+    """A signal stopped training after a checkpoint was saved; rerunning the stage resumes."""
+
+
+@dataclass
+class TrainState:
+    """Counters that evolve during training (saved in last.pt)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimiser steps done
+    total_steps: int = 0
+    best_score: float = -1.0  # best validation NDCG@10 (-1: no evaluation yet)
+    best_epoch: int = 0
+    bad_evals: int = 0  # evaluations since the best one (early stopping)
+    finished: bool = False
+    stopped_early: bool = False
+    seconds: float = 0.0  # training wall time over all (resumed) runs
+    evals: list[dict[str, float]] = field(default_factory=list)  # validation metrics per evaluation
+
+
+class TrainerHooks:
+    """Extension points of ``Trainer``; the defaults are plain TIGER training."""
+
+    def wrap_model(self, trainer: Trainer, model: nn.Module) -> nn.Module:
+        """The module used for training forward passes (e.g. a DDP wrapper)."""
+        return model
+
+    def extra_parameters(self, trainer: Trainer) -> list[nn.Parameter]:
+        """Further parameters the optimiser updates (no weight decay)."""
+        return []
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        pass
+
+    def prepare_batch(self, trainer: Trainer, batch: Batch) -> Batch:
+        """Reshape a training batch (e.g. MTGRec: a tokenizer per example)."""
+        return batch
+
+    def compute_loss(self, trainer: Trainer, batch: Batch) -> LossOutput:
+        return trainer.default_loss(batch)
+
+    def backward(self, trainer: Trainer, batch: Batch, out: LossOutput) -> None:
+        out.loss.backward()
+
+    def before_optimizer_step(self, trainer: Trainer, batch: Batch, out: LossOutput) -> None:
+        """Gradients are ready (unclipped); the optimiser has not stepped yet."""
+
+    def after_optimizer_step(self, trainer: Trainer, batch: Batch, out: LossOutput) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        """After the epoch's last step, before validation and the epoch checkpoint."""
+
+    def after_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0."""
+
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def amp_dtype_for(device: str) -> torch.dtype | None:
+    """bf16 autocast on CUDA, full precision elsewhere (CPU bf16 is slower and changes results)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def autocast_for(device: str):
+    dtype = amp_dtype_for(device)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def rank_split(model: nn.Module, examples: ExampleArrays, encoder: SequenceEncoder, trie: ItemTrie, beam_size: int, batch_size: int, device: str, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(items [E, beam], scores [E, beam]) of trie-constrained beam search, rows in split order.
+
+    The same routine serves validation (model selection) and test, so both rank alike.
+    """
+    from genrec_core.recommender.beam_search import constrained_beam_search
+
+    trie = trie.to(device)
+    n = len(examples)
+    items = np.full((n, beam_size), -1, dtype=np.int64)
+    scores = np.full((n, beam_size), -np.inf, dtype=np.float32)
+    for index in tqdm(eval_batches(examples, batch_size), desc="rank", leave=False, disable=not progress or None):
+        batch = encoder.collate(examples, index)
+        result = constrained_beam_search(model, batch.input_ids.to(device), batch.attention_mask.to(device), trie, beam_size, amp_dtype=amp_dtype_for(device))
+        items[index] = result.items.cpu().numpy()
+        scores[index] = result.scores.float().cpu().numpy()
+    return items, scores
+
+
+def validation_metrics(items: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Hit@K / NDCG@K (K = 1, 5, 10) of ranked item lists, SPEC 5 definitions."""
+    from genrec_core.evaluation.metrics import hit_ndcg, target_ranks
+
+    return hit_ndcg(target_ranks(items, targets), VALID_KS)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _truncate_live_plots(live_dir: Path, step: int) -> None:
+    """Drop dvclive rows logged after ``step`` (a crash after the last checkpoint), so a resumed
+    run's curves do not hold the lost steps twice."""
+    plots = live_dir / "plots" / "metrics"
+    if not plots.is_dir():
+        return
+    for tsv in plots.rglob("*.tsv"):
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        if not lines:
+            continue
+        header = lines[0].split("\t")
+        if "step" not in header:
+            continue
+        col = header.index("step")
+        kept = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split("\t")[col]) <= step]
+        if len(kept) != len(lines):
+            tsv.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """AdamW + warm-up/cosine, clipping, early stopping on validation NDCG@10, resumable checkpoints.
+
+    ``checkpoint_meta`` (plain data: params, vocab, tokenizer name, item tokens) is stored in
+    ``best.pt`` so the evaluate stage can rebuild the model from that file alone.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: RecommenderParams,
+        encoder: SequenceEncoder,
+        train: ExampleArrays,
+        valid: ExampleArrays,
+        loss: LossStrategy,
+        *,
+        checkpoint_dir: str | Path,
+        reports_dir: str | Path,
+        seed: int,
+        fingerprint: str,
+        fingerprint_info: dict[str, Any] | None = None,
+        checkpoint_meta: dict[str, Any] | None = None,
+        hooks: TrainerHooks | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        use_dvclive: bool = True,
+    ):
+        self.params = params
+        self.device = resolve_device(device or params.device)
+        self.model = model.to(self.device)
+        self.encoder = encoder
+        self.train_examples = train
+        self.valid_examples = valid.subset(seeded_subset(len(valid), params.max_eval_users, seed))
+        self.loss_strategy = loss.to(self.device)
+        self.hooks = hooks or TrainerHooks()
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.reports_dir = Path(reports_dir)
+        self.seed = int(seed)
+        self.fingerprint = fingerprint
+        self.fingerprint_info = fingerprint_info or {}
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.progress = progress
+        self.use_dvclive = use_dvclive
+        self.trie = ItemTrie.build(encoder.tables[encoder.default_tokenizer], model.config.vocab_size)
+        self.sampler = BucketBatchSampler(train.lengths, params.batch_size, seed)
+        self.state = TrainState(total_steps=params.epochs * len(self.sampler))
+        self.train_model = self.hooks.wrap_model(self, self.model)
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": params.weight_decay}]
+        extra = list(self.loss_strategy.parameters()) + list(self.hooks.extra_parameters(self))
+        if extra:
+            groups.append({"params": extra, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=params.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(min(params.warmup_steps, self.state.total_steps), self.state.total_steps))
+        self.live = None
+        self.stop_signal: int | None = None
+        self.resumed_from: str | None = None
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoint_dir / "best.pt"
+
+    @property
+    def live_dir(self) -> Path:
+        return self.reports_dir / "live"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.reports_dir / "summary.json"
+
+    # ------------------------------------------------------------------ steps
+    def default_loss(self, batch: Batch) -> LossOutput:
+        """Forward pass(es) and the loss strategy (what ``TrainerHooks.compute_loss`` calls)."""
+        logits = self.train_model(batch.input_ids, batch.attention_mask, batch.labels)
+        extra = None
+        if self.loss_strategy.extra_forward_needed:
+            ids, mask = self.loss_strategy.extra_inputs(batch)
+            extra = self.train_model(ids, mask, batch.labels)
+        return self.loss_strategy(logits, batch.labels, batch, self.state, extra_logits=extra)
+
+    def optimised_parameters(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def train_step(self, batch: Batch) -> tuple[LossOutput, torch.Tensor | None]:
+        """One optimiser step; returns the loss output and the pre-clipping gradient norm (a
+        tensor, read only when logged, so a GPU step does not wait for the host)."""
+        batch = self.hooks.prepare_batch(self, batch)
+        with autocast_for(self.device):
+            out = self.hooks.compute_loss(self, batch)
+        self.hooks.backward(self, batch, out)
+        self.hooks.before_optimizer_step(self, batch, out)
+        if self.params.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.optimised_parameters(), self.params.grad_clip)
+        else:
+            grad_norm = None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.loss_strategy.on_step(self.state.step, self.state.total_steps)
+        self.hooks.after_optimizer_step(self, batch, out)
+        return out, grad_norm
+
+    def evaluate(self, examples: ExampleArrays | None = None) -> dict[str, float]:
+        """Hit/NDCG@{1,5,10} of beam search (``eval_beam_size``) on validation (default) or ``examples``."""
+        examples = self.valid_examples if examples is None else examples
+        items, _ = rank_split(self.model, examples, self.encoder, self.trie, self.params.eval_beam_size, self.params.eval_batch_size, self.device, self.progress)
+        return validation_metrics(items, examples.targets)
+
+    # ------------------------------------------------------------------ signals
+    def handle_signal(self, signum: int, frame: Any = None) -> None:
+        """First signal: stop after the current step and save; a second SIGINT aborts at once."""
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        log.warning("received %s: finishing the current step, then saving %s", signal.Signals(signum).name, self.last_path)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _interrupt(self) -> None:
+        self.save_last()
+        name = signal.Signals(self.stop_signal).name
+        raise TrainingInterrupted(f"{name} received at step {self.state.step} (epoch {self.state.epoch + 1}); saved {self.last_path}; rerun to resume")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_last(self) -> None:
+        save_torch(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self.fingerprint,
+                "fingerprint_info": self.fingerprint_info,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loss_strategy": self.loss_strategy.state_dict(),
+                "hooks": self.hooks.state_dict(),
+                "state": dataclasses.asdict(self.state),
+                "sampler": self.sampler.state_dict(),
+                "rng": rng_state(),
+            },
+            self.last_path,
+        )
+
+    def save_best(self, metrics: dict[str, float]) -> None:
+        save_torch(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self.fingerprint,
+                "model": self.model.state_dict(),
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+                "valid": dict(metrics),
+                **self.checkpoint_meta,
+            },
+            self.best_path,
+        )
+
+    def try_resume(self) -> bool:
+        """Load last.pt when it exists and its fingerprint matches; otherwise start fresh (logged)."""
+        if not self.last_path.exists():
+            return False
+        try:
+            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a foreign or damaged file must not block a fresh run
+            log.warning("cannot read %s (%s); starting fresh", self.last_path, exc)
+            return False
+        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != self.fingerprint:
+            old = ckpt.get("fingerprint_info", {})
+            changed = sorted(k for k in set(old) | set(self.fingerprint_info) if old.get(k) != self.fingerprint_info.get(k))
+            log.warning("%s was written for other params or data (differs in: %s); starting fresh", self.last_path, ", ".join(changed) or "format")
+            return False
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.loss_strategy.load_state_dict(ckpt["loss_strategy"])
+        self.hooks.load_state_dict(ckpt["hooks"])
+        self.state = TrainState(**ckpt["state"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        self.resumed_from = str(self.last_path)
+        log.info("resumed from %s at epoch %d, step %d", self.last_path, self.state.epoch, self.state.step)
+        return True
+
+    # ------------------------------------------------------------------ logging
+    def _open_live(self, resumed: bool) -> None:
+        if not self.use_dvclive:
+            return
+        from dvclive import Live
+
+        if resumed:
+            _truncate_live_plots(self.live_dir, self.state.step)
+        # dvcyaml=None: the pipeline's dvc.yaml declares these outputs; dvclive must not edit it.
+        self.live = Live(dir=str(self.live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.live is None:
+            return
+        self.live.step = self.state.step
+        for name, value in metrics.items():
+            self.live.log_metric(name, float(value))
+
+    def write_summary(self) -> dict[str, Any]:
+        s = self.state
+        summary = {
+            "best_epoch": s.best_epoch,
+            f"best_valid_{SELECTION_METRIC}": s.best_score,
+            "best_valid": s.evals[[e["epoch"] for e in s.evals].index(s.best_epoch)] if s.best_epoch and s.evals else {},
+            "epochs": s.epoch,
+            "steps": s.step,
+            "seconds": round(s.seconds, 3),
+            "stopped_early": s.stopped_early,
+            "device": self.device,
+            "params_count": count_parameters(self.model),
+            "valid_users": len(self.valid_examples),
+            "train_examples": len(self.train_examples),
+            "encoder_input": self.params.encoder_input,
+            "loss": self.params.loss,
+            "resumed": self.resumed_from is not None,
+        }
+        summary.update({k: v for k, v in self.checkpoint_meta.items() if k == "tokenizer"})
+        write_json(summary, self.summary_path)
+        return summary
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> dict[str, Any]:
+        """Train (resuming from last.pt when it matches), keep best.pt, write the summary."""
+        resumed = self.try_resume()
+        if self.state.finished:
+            log.info("%s says training already finished; rewriting the summary only", self.last_path)
+            return self.write_summary()
+        self._open_live(resumed)
+        self.hooks.on_fit_start(self)
+        try:
+            with self._signals():
+                self._loop()
+        finally:
+            if self.live is not None:
+                self.live.make_summary()
+                self.live.end()
+        return self.write_summary()
+
+    def _loop(self) -> None:
+        p, s = self.params, self.state
+        window: list[torch.Tensor] = []
+        while s.epoch < p.epochs:
+            epoch = s.epoch
+            t0 = time.perf_counter()
+            if self.sampler.epoch != epoch:
+                self.sampler.set_epoch(epoch)
+            self.hooks.on_epoch_start(self, epoch)
+            self.model.train()
+            bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False)
+            for index in self.sampler:
+                batch = self.encoder.collate(self.train_examples, index).to(self.device)
+                out, grad_norm = self.train_step(batch)
+                window.append(out.loss.detach())
+                bar.update(1)
+                if s.step % p.log_every == 0:
+                    mean_loss = float(torch.stack(window).mean())
+                    window.clear()
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(f"training loss is {mean_loss} at step {s.step}; lower recommender.lr or check the data")
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    logs = {"train/loss": mean_loss, "train/lr": self.scheduler.get_last_lr()[0]}
+                    if grad_norm is not None:
+                        logs["train/grad_norm"] = float(grad_norm)
+                    logs.update({f"train/{k}": float(v) for k, v in out.logs.items()})
+                    self._log(logs)
+                if self.stop_signal is not None:
+                    s.seconds += time.perf_counter() - t0
+                    bar.close()
+                    self._interrupt()
+            bar.close()
+            s.epoch = epoch + 1
+            self.sampler.set_epoch(s.epoch)
+            self.hooks.on_epoch_end(self, epoch)
+            if s.epoch % p.eval_every == 0 or s.epoch == p.epochs:
+                metrics = self.evaluate()
+                s.evals.append({"epoch": s.epoch, **metrics})
+                self.hooks.after_evaluate(self, metrics)
+                self._log({f"valid/{k}": v for k, v in metrics.items()})
+                score = metrics[SELECTION_METRIC]
+                if score > s.best_score:
+                    s.best_score, s.best_epoch, s.bad_evals = score, s.epoch, 0
+                    self.save_best(metrics)
+                else:
+                    s.bad_evals += 1
+                log.info("epoch %d: valid %s", s.epoch, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                if s.bad_evals >= p.patience:
+                    s.stopped_early = True
+            seconds = time.perf_counter() - t0
+            s.seconds += seconds
+            self._log({"epoch": s.epoch, "epoch_seconds": seconds})
+            if self.live is not None:
+                self.live.summary[f"best/valid_{SELECTION_METRIC}"] = s.best_score
+                self.live.summary["best/epoch"] = s.best_epoch
+                self.live.make_summary()
+            if s.stopped_early or s.epoch == p.epochs:
+                s.finished = True
+            self.save_last()
+            if s.finished:
+                break
+            if self.stop_signal is not None:
+                self._interrupt()
+        if not self.best_path.exists():  # e.g. zero evaluations: still leave a usable model
+            self.save_best({})

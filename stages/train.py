@@ -1,0 +1,163 @@
+"""Stage train: example tables + ID table -> a trained T5 generative recommender (SPEC 4 and 6).
+
+Reads ``data/processed/{train,valid}.parquet`` and ``data/ids/item_ids.parquet``; trains on the
+IDs of ``recommender.tokenizer`` with the loss ``recommender.loss``; writes
+``data/recommender/{last,best}.pt`` and ``reports/train/`` (dvclive ``live/`` and
+``summary.json``). An interrupted run resumes from ``last.pt`` when its fingerprint (the
+recommender params, the seed, the tokenizer and the hashes of the input files) still matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from genrec_core.config import Params, RecommenderParams
+from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+from genrec_core.paths import ArtifactPaths
+
+log = logging.getLogger(__name__)
+
+#: Params that change neither the trajectory nor the result: a resume ignores them.
+FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device")
+
+
+def choose_tokenizer(names: list[str], choice: str) -> str:
+    """``last`` / ``first`` (epoch order) or an exact kept tokenizer name like ``epoch_0200``."""
+    if not names:
+        raise MissingInputError("data/ids/item_ids.parquet", "no tokenizer in the ID table")
+    if choice == "last":
+        return names[-1]
+    if choice == "first":
+        return names[0]
+    if choice in names:
+        return choice
+    raise ParamError("recommender.tokenizer", f"{choice!r} is not in the ID table; choose last, first or one of {', '.join(names)}")
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:
+    """(hash, its parts): what must match for last.pt to be resumed."""
+    rec = {k: v for k, v in dataclasses.asdict(params.recommender).items() if k not in FINGERPRINT_EXCLUDED}
+    info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
+    info.update({"seed": params.seed, "tokenizer": tokenizer})
+    info.update({f"sha256:{name}": file_hash(path) for name, path in files.items()})
+    digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()
+    return digest, info
+
+
+def target_counts(train, num_items: int) -> np.ndarray:
+    """Item frequency among training targets (frequency-based losses)."""
+    return np.bincount(train.targets, minlength=num_items).astype(np.int64)
+
+
+def run(params: Params, root: Path) -> None:
+    from genrec_core.recommender.data import SequenceEncoder, load_examples
+    from genrec_core.recommender.losses import LossContext, build_loss, check_loss_params
+    from genrec_core.recommender.model import GenerativeRecommender
+    from genrec_core.recommender.trainer import Trainer
+    from genrec_core.recommender.vocab import SemanticIdVocab
+    from genrec_core.tokenizers.id_table import read_id_table_with_items
+
+    rp = params.recommender
+    check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
+    paths = ArtifactPaths(Path(root))
+    item_ids, tables = read_id_table_with_items(paths.id_table)
+    if not np.array_equal(item_ids, np.arange(item_ids.size)):
+        raise InputFormatError(paths.id_table, "item ids must be 0..N-1 (the preprocess stage numbers items densely)")
+    names = list(tables)
+    chosen = choose_tokenizer(names, rp.tokenizer)
+    vocab = SemanticIdVocab.from_codes(tables.values())  # shared by every tokenizer (MTGRec)
+    all_tokens = torch.from_numpy(np.stack([vocab.codes_to_tokens(tables[n]) for n in names]))  # [T, N, L]
+    encoder = SequenceEncoder(all_tokens, rp.encoder_input, default_tokenizer=names.index(chosen))
+    item_tokens = all_tokens[names.index(chosen)].clone()
+
+    n_items = int(item_ids.size)
+    train = load_examples(paths.examples("train"), n_items)
+    valid = load_examples(paths.examples("valid"), n_items)
+    fp, fp_info = fingerprint(params, chosen, {"id_table": paths.id_table, "train": paths.examples("train"), "valid": paths.examples("valid")})
+
+    steps_per_epoch = -(-len(train) // rp.batch_size)
+    context = LossContext(
+        vocab=vocab,
+        item_tokens=item_tokens,
+        target_counts=target_counts(train, n_items),
+        item_vectors=lambda: _item_vectors(paths, n_items),
+        total_steps=rp.epochs * steps_per_epoch,
+    )
+    loss = build_loss(rp.loss, rp.loss_params, context)
+    model = GenerativeRecommender(rp, vocab)
+    log.info("training on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
+    trainer = Trainer(
+        model,
+        rp,
+        encoder,
+        train,
+        valid,
+        loss,
+        checkpoint_dir=paths.recommender_dir,
+        reports_dir=paths.train_reports_dir,
+        seed=params.seed,
+        fingerprint=fp,
+        fingerprint_info=fp_info,
+        checkpoint_meta={
+            "params": dataclasses.asdict(rp),
+            "vocab": vocab.to_dict(),
+            "tokenizer": chosen,
+            "item_tokens": item_tokens,
+        },
+    )
+    summary = trainer.fit()
+    log.info("best validation NDCG@10 %.4f at epoch %d", summary["best_valid_ndcg@10"], summary["best_epoch"])
+
+
+def _item_vectors(paths: ArtifactPaths, n_items: int) -> np.ndarray:
+    """Item embeddings [N, D] in item-id order (losses that need them load them lazily)."""
+    from stages.emit_ids import load_item_vectors
+
+    ids, vectors = load_item_vectors(paths.embeddings)
+    if not np.array_equal(ids, np.arange(n_items)):
+        raise InputFormatError(paths.embeddings, f"item ids must be 0..{n_items - 1}")
+    return vectors
+
+
+class LoadedRecommender(NamedTuple):
+    model: torch.nn.Module  # GenerativeRecommender in eval mode on the device
+    vocab: Any  # SemanticIdVocab
+    tokenizer: str  # the ID table's tokenizer the model was trained on
+    item_tokens: torch.Tensor  # [N, L] token ids of every item under that tokenizer (row = item id)
+    params: RecommenderParams
+
+
+def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender:
+    """Rebuild the model saved in best.pt (self-contained: params, vocab, tokenizer, item tokens)."""
+    from genrec_core.recommender.model import GenerativeRecommender
+    from genrec_core.recommender.vocab import SemanticIdVocab
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(path, "the trained recommender; run the train stage first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in ("model", "params", "vocab", "tokenizer", "item_tokens") if k not in ckpt]
+    if missing:
+        raise InputFormatError(path, f"not a recommender checkpoint (missing {', '.join(missing)})")
+    params = RecommenderParams(**ckpt["params"])
+    vocab = SemanticIdVocab.from_dict(ckpt["vocab"])
+    model = GenerativeRecommender(params, vocab)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return LoadedRecommender(model, vocab, ckpt["tokenizer"], ckpt["item_tokens"], params)
