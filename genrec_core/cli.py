@@ -128,6 +128,22 @@ def analyse(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: 
     _run_stage("analyse", params, set_, root)
 
 
+@app.command()
+def overrides(config: Annotated[Path, typer.Argument(help="A YAML overlay, e.g. configs/yelp-gpu.yaml.")]) -> None:
+    """Print a params overlay as `-S key=value` arguments for `dvc exp run` or any stage command.
+
+    Example: dvc exp run $(genrec overrides configs/yelp-gpu.yaml)
+    """
+    from genrec_core.config import flatten_overlay
+    from genrec_core.errors import GenrecError
+
+    try:
+        typer.echo(" ".join(f"-S {item}" for item in flatten_overlay(config)))
+    except GenrecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -305,3 +305,37 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
     return _build(Params, raw, "", known_only=False).validate()
+
+
+def flatten_overlay(path: str | Path) -> list[str]:
+    """``section.key=value`` strings for every leaf of a YAML overlay, checked against Params.
+
+    Values are written as compact YAML (``[4,4]``, ``null``) so each stays one shell word.
+    """
+    from genrec_core.errors import InputFormatError
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(path, "the overlay file")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputFormatError(path, f"invalid YAML: {exc}") from None
+    items: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node and not prefix.endswith("loss_params"):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+            return
+        text = yaml.safe_dump(node, default_flow_style=True, width=10**6).strip()
+        if text.endswith("..."):
+            text = text[: -len("...")].strip()
+        if " " in text:
+            raise InputFormatError(path, f"{prefix}: value {text!r} contains a space; it cannot be passed as one -S word")
+        items.append(f"{prefix}={text}")
+
+    walk(tree, "")
+    load_params(None, items)  # every key and value must be valid
+    return items
+

@@ -59,6 +59,17 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checksums, resume fingerprints)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_parquet(path: str | Path, what: str = "artifact") -> pl.DataFrame:
     """Read a stage artifact, with an error that says which stage to run when it is missing."""
     from genrec_core.errors import MissingInputError

@@ -28,29 +28,17 @@ from genrec_core.analysis.recommendations import (
     render_readme,
 )
 from genrec_core.config import Params
-from genrec_core.errors import InputFormatError, ParamError
+from genrec_core.errors import InputFormatError
 from genrec_core.evaluation.baselines import baseline_predictions, train_counts
 from genrec_core.evaluation.metrics import as_padded, hit_ndcg, metric_keys, relaxed_prefix_ndcg, target_ranks
 from genrec_core.io import read_parquet, write_json, write_text
 from genrec_core.paths import ArtifactPaths
-from genrec_core.tokenizers.id_table import read_id_table_with_items
+from genrec_core.tokenizers.id_table import choose_tokenizer, read_id_table_with_items
 
 log = logging.getLogger(__name__)
 
 N_EXAMPLES = 4  # qualitative users (Table 7 shows one)
 RELAXED_K = 5  # paper 001 Table 6 reports NDCG@5
-
-
-def select_tokenizer(tables: dict[str, np.ndarray], name: str) -> str:
-    """The kept tokenizer recommender.tokenizer names: last | first | an exact name."""
-    names = list(tables)  # epoch order
-    if name == "last":
-        return names[-1]
-    if name == "first":
-        return names[0]
-    if name not in tables:
-        raise ParamError("recommender.tokenizer", f"{name!r} is not in the ID table; kept: {', '.join(names)}")
-    return name
 
 
 def _read_predictions(path: Path) -> pl.DataFrame:
@@ -98,7 +86,7 @@ def run(params: Params, root: Path) -> None:
     codes_lookup = None
     if paths.id_table.exists():
         item_ids, tables = read_id_table_with_items(paths.id_table)
-        codes = tables[select_tokenizer(tables, params.recommender.tokenizer)]
+        codes = tables[choose_tokenizer(list(tables), params.recommender.tokenizer)]
         row = np.full(int(item_ids.max()) + 1, -1, dtype=np.int64)
         row[item_ids] = np.arange(item_ids.size)
 

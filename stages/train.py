@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from genrec_core.config import Params, RecommenderParams
-from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+from genrec_core.errors import InputFormatError, MissingInputError
+from genrec_core.io import sha256_file
 from genrec_core.paths import ArtifactPaths
+from genrec_core.tokenizers.id_table import choose_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -29,33 +31,12 @@ log = logging.getLogger(__name__)
 FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device")
 
 
-def choose_tokenizer(names: list[str], choice: str) -> str:
-    """``last`` / ``first`` (epoch order) or an exact kept tokenizer name like ``epoch_0200``."""
-    if not names:
-        raise MissingInputError("data/ids/item_ids.parquet", "no tokenizer in the ID table")
-    if choice == "last":
-        return names[-1]
-    if choice == "first":
-        return names[0]
-    if choice in names:
-        return choice
-    raise ParamError("recommender.tokenizer", f"{choice!r} is not in the ID table; choose last, first or one of {', '.join(names)}")
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:
     """(hash, its parts): what must match for last.pt to be resumed."""
     rec = {k: v for k, v in dataclasses.asdict(params.recommender).items() if k not in FINGERPRINT_EXCLUDED}
     info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
     info.update({"seed": params.seed, "tokenizer": tokenizer})
-    info.update({f"sha256:{name}": file_hash(path) for name, path in files.items()})
+    info.update({f"sha256:{name}": sha256_file(path) for name, path in files.items()})
     digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()
     return digest, info
 

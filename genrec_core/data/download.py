@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrec_core.errors import GenrecError, ParamError
-from genrec_core.io import atomic_path
+from genrec_core.io import atomic_path, sha256_file
 
 #: ``fetch(scratch_dir) -> archive path``: puts the archive somewhere under ``scratch_dir``.
 Fetcher = Callable[[Path], Path]
@@ -79,14 +79,6 @@ GROUPLENS_SPEC = DownloadSpec(
         "ml-100k/u.genre": ("u.genre", "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb"),
     },
 )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pip_download_recbole(scratch: Path) -> Path:

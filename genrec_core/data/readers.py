@@ -168,6 +168,16 @@ def locate_json_error(
     return InputFormatError(path, f"cannot read JSON lines: {exc}")
 
 
+def invalid_json_id(column: str) -> pl.Expr:
+    """True where a String id column read from JSON is not a usable id.
+
+    polars reads a missing key as null and a list/object as its JSON text: both would silently
+    become ids, so callers treat them as errors (and only then scan lines to name one).
+    """
+    value = pl.col(column)
+    return value.is_null() | (value == "") | value.str.starts_with("[") | value.str.starts_with("{")
+
+
 def collect_json(
     frame: pl.LazyFrame,
     path: Path,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from genrec_core.errors import InputFormatError
+from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 from genrec_core.io import read_parquet
 from genrec_core.tokenizers.collisions import group_ids
 
@@ -117,3 +117,16 @@ def read_id_table_with_items(path: str | Path, validate: bool = True) -> tuple[n
 def read_id_table(path: str | Path, validate: bool = True) -> dict[str, np.ndarray]:
     """{tokenizer: IDs int64 [N, L']} in epoch order; rows in ascending item_id order."""
     return read_id_table_with_items(path, validate)[1]
+
+
+def choose_tokenizer(names: list[str], choice: str) -> str:
+    """``last`` / ``first`` (epoch order) or an exact kept tokenizer name like ``epoch_0200``."""
+    if not names:
+        raise MissingInputError("data/ids/item_ids.parquet", "no tokenizer in the ID table")
+    if choice == "last":
+        return names[-1]
+    if choice == "first":
+        return names[0]
+    if choice in names:
+        return choice
+    raise ParamError("recommender.tokenizer", f"{choice!r} is not in the ID table; choose last, first or one of {', '.join(names)}")

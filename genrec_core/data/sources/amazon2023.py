@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from genrec_core.data.readers import collect_json, locate_json_error, read_json_lines
+from genrec_core.data.readers import collect_json, invalid_json_id, locate_json_error, read_json_lines
 from genrec_core.data.sources.base import RawDataset, Source, register_source
 from genrec_core.errors import MissingInputError
 
@@ -65,18 +65,11 @@ def _check_meta(obj: dict) -> str | None:
     return None
 
 
-def _bad_id(column: str) -> pl.Expr:
-    # polars reads a missing key as null and a list/object as its JSON text: both would silently
-    # become ids, so they are errors (the line scan runs only when one exists).
-    value = pl.col(column)
-    return value.is_null() | (value == "") | value.str.starts_with("[") | value.str.starts_with("{")
-
-
 def read_reviews(path: Path) -> pl.DataFrame:
     """Interactions (user, item, timestamp, order) of one review file, in line order."""
     frame = read_json_lines(path, REVIEW_FIELDS).with_row_index("order")
     df = collect_json(frame, path, tuple(REVIEW_FIELDS), _check_review)
-    if df.select(pl.any_horizontal(_bad_id("user_id"), _bad_id("parent_asin"), pl.col("timestamp").is_null()).any()).item():
+    if df.select(pl.any_horizontal(invalid_json_id("user_id"), invalid_json_id("parent_asin"), pl.col("timestamp").is_null()).any()).item():
         raise locate_json_error(path, "a review with a null, empty or non-string id or timestamp", tuple(REVIEW_FIELDS), _check_review)
     return df.select(
         pl.col("user_id").alias("user"),
@@ -94,7 +87,7 @@ def read_meta(path: Path) -> pl.DataFrame:
     """Item text fields, one row per parent_asin (first row wins when the file repeats one)."""
     frame = read_json_lines(path, META_FIELDS)
     df = collect_json(frame, path, ("parent_asin",), _check_meta)
-    if df.select(_bad_id("parent_asin").any()).item():
+    if df.select(invalid_json_id("parent_asin").any()).item():
         raise locate_json_error(path, "an item without parent_asin", ("parent_asin",), _check_meta)
     categories = _join("categories", " > ")
     return df.select(

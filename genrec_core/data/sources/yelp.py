@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from genrec_core.data.readers import collect_json, locate_json_error, read_json_lines, read_lines, require_file
+from genrec_core.data.readers import collect_json, invalid_json_id, locate_json_error, read_json_lines, read_lines, require_file
 from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 from genrec_core.data.sources.base import RawDataset, Source, register_source
 
@@ -150,19 +150,13 @@ def _check_business(obj: dict) -> str | None:
     return None
 
 
-def _bad_id(column: str) -> pl.Expr:
-    # polars reads a missing key as null and an object as its JSON text; neither is an id.
-    value = pl.col(column)
-    return value.is_null() | (value == "") | value.str.starts_with("[") | value.str.starts_with("{")
-
-
 def read_official_reviews(path: Path) -> pl.DataFrame:
     frame = read_json_lines(path, REVIEW_FIELDS).with_row_index("order")
     frame = frame.with_columns(
         pl.col("date").str.strptime(pl.Datetime("us"), DATE_FORMAT, strict=False).dt.epoch("s").alias("timestamp")
     )
     df = collect_json(frame, path, tuple(REVIEW_FIELDS), _check_review)
-    bad = pl.any_horizontal(_bad_id("user_id"), _bad_id("business_id"), pl.col("timestamp").is_null())
+    bad = pl.any_horizontal(invalid_json_id("user_id"), invalid_json_id("business_id"), pl.col("timestamp").is_null())
     if df.select(bad.any()).item():
         raise locate_json_error(path, "a review with a bad id or date", tuple(REVIEW_FIELDS), _check_review)
     return df.select(
@@ -175,7 +169,7 @@ def read_official_reviews(path: Path) -> pl.DataFrame:
 
 def read_official_businesses(path: Path) -> pl.DataFrame:
     df = collect_json(read_json_lines(path, BUSINESS_FIELDS), path, ("business_id",), _check_business)
-    if df.select(_bad_id("business_id").any()).item():
+    if df.select(invalid_json_id("business_id").any()).item():
         raise locate_json_error(path, "a business without business_id", ("business_id",), _check_business)
     return df.select(
         pl.col("business_id").alias("item"),
