@@ -97,6 +97,16 @@ def analyse_ids(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, ro
     _run_stage("analyse_ids", params, set_, root)
 
 
+@app.command("token-weights")
+def token_weights(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """Data-derived token weights of the SPEC 6 losses -> reports/token_weights.json.
+
+    Front-greater (mu_k and per-level weights, paper and released variants), frequency (weight of
+    every token of every level, beta 0.99) and IGD (share of zero-gain tokens per level).
+    """
+    _run_stage("token_weights", params, set_, root)
+
+
 @app.command()
 def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
     """Semantic IDs + example tables -> a trained T5 generative recommender.

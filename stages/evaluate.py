@@ -44,9 +44,13 @@ def run(params: Params, root: Path) -> None:
     from genrec_core.recommender.data import SequenceEncoder, load_examples
     from genrec_core.recommender.trainer import rank_split
     from genrec_core.recommender.trie import ItemTrie
+    from genrec_core.sequential.stage import is_sequential_checkpoint, run_evaluate
     from stages.train import load_recommender
 
     paths = ArtifactPaths(Path(root))
+    if is_sequential_checkpoint(paths.recommender_dir / "best.pt"):  # SASRec / GRU4Rec: full ranking
+        run_evaluate(params, root)
+        return
     device = resolve_device(params.recommender.device)
     loaded = load_recommender(paths.recommender_dir / "best.pt", device)
     item_tokens = loaded.item_tokens

@@ -10,8 +10,6 @@ recommender params, the seed, the tokenizer and the hashes of the input files) s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,25 +19,11 @@ import torch
 
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import InputFormatError, MissingInputError
-from genrec_core.io import sha256_file
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.fingerprint import fingerprint
 from genrec_core.tokenizers.id_table import choose_tokenizer
 
 log = logging.getLogger(__name__)
-
-#: Params that change neither the trajectory nor the result: a resume ignores them.
-FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device")
-
-
-def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:
-    """(hash, its parts): what must match for last.pt to be resumed."""
-    rec = {k: v for k, v in dataclasses.asdict(params.recommender).items() if k not in FINGERPRINT_EXCLUDED}
-    info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
-    info.update({"seed": params.seed, "tokenizer": tokenizer})
-    info.update({f"sha256:{name}": sha256_file(path) for name, path in files.items()})
-    digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()
-    return digest, info
-
 
 def target_counts(train, num_items: int) -> np.ndarray:
     """Item frequency among training targets (frequency-based losses)."""
@@ -52,8 +36,13 @@ def run(params: Params, root: Path) -> None:
     from genrec_core.recommender.model import GenerativeRecommender
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.recommender.vocab import SemanticIdVocab
+    from genrec_core.sequential.stage import GENERATIVE, model_kind, run_train
     from genrec_core.tokenizers.id_table import read_id_table_with_items
 
+    kind = model_kind(params)
+    if kind != GENERATIVE:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
+        run_train(params, root, kind)
+        return
     rp = params.recommender
     check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
     paths = ArtifactPaths(Path(root))

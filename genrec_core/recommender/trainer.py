@@ -27,7 +27,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,7 @@ class Trainer:
         device: str | None = None,
         progress: bool = True,
         use_dvclive: bool = True,
+        ranker: Callable[[nn.Module, ExampleArrays], tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         self.params = params
         self.device = resolve_device(device or params.device)
@@ -260,7 +261,10 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta or {}
         self.progress = progress
         self.use_dvclive = use_dvclive
-        self.trie = ItemTrie.build(encoder.tables[encoder.default_tokenizer], model.config.vocab_size)
+        # ranker(model, examples) -> (items, scores) replaces trie-constrained beam search in
+        # validation (the item-ID models of genrec_core.sequential rank all items instead)
+        self.ranker = ranker
+        self.trie = None if ranker is not None else ItemTrie.build(encoder.tables[encoder.default_tokenizer], model.config.vocab_size)
         self.sampler = BucketBatchSampler(train.lengths, params.batch_size, seed)
         self.state = TrainState(total_steps=params.epochs * len(self.sampler))
         self.train_model = self.hooks.wrap_model(self, self.model)
@@ -325,8 +329,11 @@ class Trainer:
         return out, grad_norm
 
     def evaluate(self, examples: ExampleArrays | None = None) -> dict[str, float]:
-        """Hit/NDCG@{1,5,10} of beam search (``eval_beam_size``) on validation (default) or ``examples``."""
+        """Hit/NDCG@{1,5,10} of beam search (``eval_beam_size``; or of ``ranker``) on validation (default) or ``examples``."""
         examples = self.valid_examples if examples is None else examples
+        if self.ranker is not None:
+            items, _ = self.ranker(self.model, examples)
+            return validation_metrics(items, examples.targets)
         items, _ = rank_split(self.model, examples, self.encoder, self.trie, self.params.eval_beam_size, self.params.eval_batch_size, self.device, self.progress)
         return validation_metrics(items, examples.targets)
 
@@ -450,7 +457,7 @@ class Trainer:
             "loss": self.params.loss,
             "resumed": self.resumed_from is not None,
         }
-        summary.update({k: v for k, v in self.checkpoint_meta.items() if k == "tokenizer"})
+        summary.update({k: v for k, v in self.checkpoint_meta.items() if k in ("tokenizer", "model_kind")})
         write_json(summary, self.summary_path)
         return summary
 

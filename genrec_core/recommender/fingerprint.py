@@ -1,0 +1,27 @@
+"""What must match for a training checkpoint to be resumed: params, seed, tokenizer, input hashes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from genrec_core.config import Params
+from genrec_core.io import sha256_file
+
+#: Params that change neither the trajectory nor the result: a resume ignores them.
+FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device")
+
+
+def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:
+    """(hash, its parts): what must match for last.pt to be resumed."""
+    rec = {k: v for k, v in dataclasses.asdict(params.recommender).items() if k not in FINGERPRINT_EXCLUDED}
+    if rec.get("model") == "tiger":  # the default model: keeps fingerprints of older checkpoints valid
+        rec.pop("model")
+    info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
+    info.update({"seed": params.seed, "tokenizer": tokenizer})
+    info.update({f"sha256:{name}": sha256_file(path) for name, path in files.items()})
+    digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()
+    return digest, info

@@ -1,0 +1,174 @@
+"""The train and evaluate stages for SASRec / GRU4Rec (``stages/train.py`` and
+``stages/evaluate.py`` dispatch here).
+
+Which model: ``recommender.model`` (``tiger`` | ``sasrec`` | ``gru4rec``). Sizes come from the recommender
+section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
+``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
+``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
+``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative). The
+validation list length is ``eval_beam_size`` (>= 10: selection is on NDCG@10); at test time
+``evaluate.beam_size`` items are kept per user, as for the generative model.
+
+Outputs are the generative path's: ``data/recommender/{last,best}.pt`` (``best.pt`` holds
+``model_kind``, the model's ``config`` and the params, so evaluate needs nothing else),
+``reports/train/`` (dvclive, ``summary.json``), ``data/predictions/test.parquet`` and
+``reports/metrics.json`` (``users``, hit@K/ndcg@K, ``beam_size`` = list length, ``model``,
+``users_per_second``; no relaxed prefix metrics: these models have no semantic IDs, the analyse
+stage computes them from the ID table when one exists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from genrec_core.config import Params, RecommenderParams
+from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+from genrec_core.io import write_json, write_parquet
+from genrec_core.paths import ArtifactPaths
+from genrec_core.runtime import resolve_device
+from genrec_core.sequential.models import MODEL_KINDS, build_model, model_from_config
+
+log = logging.getLogger(__name__)
+
+GENERATIVE = "tiger"
+
+
+def model_kind(params: Params) -> str:
+    """``recommender.model`` (validated again here for callers that build Params by hand)."""
+    kind = params.recommender.model
+    if kind not in (GENERATIVE, *MODEL_KINDS):
+        raise ParamError("recommender.model", f"must be one of {', '.join((GENERATIVE, *MODEL_KINDS))}, got {kind!r}")
+    return kind
+
+
+def _num_items(paths: ArtifactPaths) -> int:
+    from genrec_core.io import read_parquet
+
+    items = read_parquet(paths.items, "items table (stage preprocess)")
+    n = int(items.height)
+    if n == 0 or not np.array_equal(np.sort(items["item_id"].to_numpy()), np.arange(n)):
+        raise InputFormatError(paths.items, "item ids must be 0..N-1 (the preprocess stage numbers items densely)")
+    return n
+
+
+def _check_sizes(kind: str, rp: RecommenderParams) -> None:
+    if kind == "sasrec" and rp.d_model % rp.num_heads:
+        raise ParamError("recommender.num_heads", f"must divide recommender.d_model ({rp.d_model}), got {rp.num_heads}")
+    if rp.eval_beam_size < 10:
+        raise ParamError("recommender.eval_beam_size", f"validation ranks this many items and selects on NDCG@10; must be >= 10, got {rp.eval_beam_size}")
+
+
+def sequential_fingerprint(params: Params, kind: str, max_len: int, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:
+    """The generative fingerprint's parts (recommender params, seed, input hashes) plus the model kind."""
+    from genrec_core.recommender.fingerprint import fingerprint
+
+    _, info = fingerprint(params, "-", files)
+    info.pop("tokenizer", None)
+    info.update({"model": kind, "max_len": max_len})
+    return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest(), info
+
+
+def run_train(params: Params, root: Path, kind: str, progress: bool = True, use_dvclive: bool = True) -> dict[str, Any]:
+    from genrec_core.recommender.data import load_examples
+    from genrec_core.recommender.trainer import Trainer
+    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker
+
+    rp = params.recommender
+    loss = SequentialLoss(rp.loss)  # fail on a generative-only loss before reading anything
+    _check_sizes(kind, rp)
+    paths = ArtifactPaths(Path(root))
+    n_items = _num_items(paths)
+    train = load_examples(paths.examples("train"), n_items)
+    valid = load_examples(paths.examples("valid"), n_items)
+    max_len = int(params.data.max_items)
+    longest = int(max(train.lengths.max(initial=0), valid.lengths.max(initial=0)))
+    if longest > max_len:
+        raise InputFormatError(paths.examples("train"), f"a history has {longest} items but data.max_items is {max_len}; rerun preprocess")
+    files = {"items": paths.items, "train": paths.examples("train"), "valid": paths.examples("valid")}
+    fp, fp_info = sequential_fingerprint(params, kind, max_len, files)
+    model = build_model(kind, n_items, max_len, rp)
+    encoder = ItemIdEncoder(n_items)
+    device = resolve_device(rp.device)
+    log.info("training %s on %d items (%d train examples, %d params, loss %s)", kind, n_items, len(train), sum(p.numel() for p in model.parameters()), rp.loss)
+    trainer = Trainer(
+        model,
+        rp,
+        encoder,  # type: ignore[arg-type]  # collate() is all the trainer uses without a trie
+        train,
+        valid,
+        loss,  # type: ignore[arg-type]  # the LossStrategy interface over all-item scores
+        checkpoint_dir=paths.recommender_dir,
+        reports_dir=paths.train_reports_dir,
+        seed=params.seed,
+        fingerprint=fp,
+        fingerprint_info=fp_info,
+        checkpoint_meta={"model_kind": kind, "config": dict(model.config), "params": dataclasses.asdict(rp)},
+        device=device,
+        progress=progress,
+        use_dvclive=use_dvclive,
+        ranker=make_ranker(encoder, rp.eval_beam_size, rp.eval_batch_size, device),
+    )
+    summary = trainer.fit()
+    log.info("best validation NDCG@10 %.4f at epoch %d", summary["best_valid_ndcg@10"], summary["best_epoch"])
+    return summary
+
+
+class LoadedSequential(NamedTuple):
+    model: torch.nn.Module  # in eval mode on the device
+    kind: str
+    config: dict[str, Any]
+
+
+def is_sequential_checkpoint(path: str | Path) -> bool:
+    path = Path(path)
+    if not path.exists():
+        return False
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt.get("model_kind") in MODEL_KINDS
+
+
+def load_sequential(path: str | Path, device: str = "cpu") -> LoadedSequential:
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(path, "the trained recommender; run the train stage first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in ("model", "model_kind", "config") if k not in ckpt]
+    if missing or ckpt["model_kind"] not in MODEL_KINDS:
+        raise InputFormatError(path, f"not a sequential-model checkpoint (missing {', '.join(missing) or 'a known model_kind'})")
+    model = model_from_config(ckpt["model_kind"], ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return LoadedSequential(model, ckpt["model_kind"], ckpt["config"])
+
+
+def run_evaluate(params: Params, root: Path) -> dict[str, Any]:
+    """Full ranking of every test user -> the predictions Parquet and metrics JSON of SPEC 5."""
+    from genrec_core.evaluation.metrics import evaluation_summary
+    from genrec_core.recommender.data import load_examples
+    from genrec_core.sequential.training import ItemIdEncoder, rank_full
+    from stages.evaluate import predictions_frame
+
+    paths = ArtifactPaths(Path(root))
+    device = resolve_device(params.recommender.device)
+    loaded = load_sequential(paths.recommender_dir / "best.pt", device)
+    n_items = int(loaded.config["num_items"])
+    test = load_examples(paths.examples("test"), num_items=n_items)
+    start = time.perf_counter()
+    items, scores = rank_full(loaded.model, test, ItemIdEncoder(n_items), params.evaluate.beam_size, params.evaluate.batch_size, device)
+    seconds = time.perf_counter() - start
+    preds = predictions_frame(test.user_ids, test.targets, items, scores)
+    metrics = evaluation_summary(preds, params.evaluate.ks)
+    metrics.update({"beam_size": params.evaluate.beam_size, "model": loaded.kind, "users_per_second": round(len(test) / max(seconds, 1e-9), 2)})
+    write_parquet(preds, paths.predictions)
+    write_json(metrics, paths.metrics)
+    log.info("test %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    return metrics

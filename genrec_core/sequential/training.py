@@ -1,0 +1,124 @@
+"""Glue that lets the generic ``Trainer`` train an item-ID model: a collate, a loss, a ranker.
+
+- ``ItemIdEncoder.collate`` gives the same ``Batch`` as the generative encoder, but
+  ``input_ids`` [B, H] are item ids + 1 (0 = pad, right-padded) and ``labels`` [B, 1] the target
+  item ids; the trainer's ``default_loss`` then calls ``model(input_ids, attention_mask, labels)``
+  (scores [B, N]) and the loss below.
+- ``SequentialLoss``: ``ce`` = softmax cross-entropy over all N items; ``bce`` = the original
+  SASRec's binary cross-entropy of the target against one negative sampled uniformly from the
+  other N - 1 items (the original samples outside the user's whole sequence; here only the target
+  is excluded). Negatives come from torch's global RNG, which ``last.pt`` saves, so a resumed run
+  stays bit-identical.
+- ``rank_full``: top-K of the full [B, N] score matrix (every item is a candidate, history items
+  included, as in the rest of the pipeline); the validation ranker and the evaluate stage share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec_core.errors import ParamError
+from genrec_core.recommender.data import Batch, ExampleArrays, eval_batches
+from genrec_core.recommender.losses import LossOutput
+
+SEQUENTIAL_LOSSES = ("ce", "bce")
+
+
+class ItemIdEncoder:
+    """Examples -> item-id batches (``Batch`` with item ids where the T5 path has tokens)."""
+
+    def __init__(self, num_items: int):
+        self.num_items = int(num_items)
+
+    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None) -> Batch:
+        index = np.asarray(index, dtype=np.int64)
+        starts = examples.offsets[index]
+        lengths = examples.offsets[index + 1] - starts
+        h = int(lengths.max()) if index.size else 0
+        pos = np.arange(h)
+        valid = pos[None, :] < lengths[:, None]
+        flat = np.where(valid, starts[:, None] + pos[None, :], 0)
+        history = np.where(valid, examples.history[flat] if examples.history.size else 0, -1).astype(np.int64)
+        history_t = torch.from_numpy(history)
+        targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))
+        return Batch(
+            input_ids=history_t + 1,  # pad -1 -> 0
+            attention_mask=torch.from_numpy(valid.astype(np.int64)),
+            labels=targets_t.unsqueeze(1),
+            history=history_t,
+            lengths=torch.from_numpy(lengths.astype(np.int64)),
+            targets=targets_t,
+            user_ids=torch.from_numpy(examples.user_ids[index].astype(np.int64)),
+            example_index=torch.from_numpy(index),
+            tokenizer_index=None,
+        )
+
+
+class SequentialLoss(nn.Module):
+    """The ``LossStrategy`` interface the Trainer uses, over all-item scores [B, N]."""
+
+    extra_forward_needed: ClassVar[bool] = False
+
+    def __init__(self, name: str = "ce"):
+        super().__init__()
+        if name not in SEQUENTIAL_LOSSES:
+            raise ParamError("recommender.loss", f"the sequential models train with {' or '.join(SEQUENTIAL_LOSSES)}, got {name!r}")
+        self.name = name
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        pass
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, batch: Batch, state: Any = None, extra_logits: Any = None) -> LossOutput:
+        logits = logits.float()
+        targets = batch.targets
+        if self.name == "ce":
+            return LossOutput(F.cross_entropy(logits, targets))
+        n = logits.shape[1]
+        negatives = (targets + torch.randint(1, n, targets.shape, device=targets.device)) % n  # uniform over items != target
+        pos = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+        neg = logits.gather(1, negatives.unsqueeze(1)).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+        return LossOutput(loss)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def rank_full(model: nn.Module, examples: ExampleArrays, encoder: ItemIdEncoder, k: int, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(items [E, k], scores [E, k]) = top-k of every item's score, rows in split order."""
+    n = len(examples)
+    k = min(int(k), encoder.num_items)
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=np.float32)
+    with eval_mode(model), torch.inference_mode():
+        for index in eval_batches(examples, batch_size):
+            batch = encoder.collate(examples, index)
+            logits = model(batch.input_ids.to(device), batch.attention_mask.to(device)).float()
+            top = torch.topk(logits, k, dim=1)
+            items[index] = top.indices.cpu().numpy()
+            scores[index] = top.values.cpu().numpy()
+    return items, scores
+
+
+def make_ranker(encoder: ItemIdEncoder, k: int, batch_size: int, device: str) -> Callable[[nn.Module, ExampleArrays], tuple[np.ndarray, np.ndarray]]:
+    """The ``Trainer(ranker=...)`` callable: validation by full ranking instead of beam search."""
+
+    def ranker(model: nn.Module, examples: ExampleArrays) -> tuple[np.ndarray, np.ndarray]:
+        return rank_full(model, examples, encoder, k, batch_size, device)
+
+    return ranker

@@ -1,0 +1,298 @@
+"""The token-weighting baseline and ablation ladder of paper 001 (Tables 3 and 4), as DVC experiments.
+
+Two modes (run from the repository root, with the venv active):
+
+``python scripts/ladder.py queue [--seeds 5] [--run] [-S key=value ...]``
+    Prints one ``dvc exp run --queue -n <loss>-s<seed> -S recommender.loss=<loss> -S seed=<seed> ...``
+    line per rung and seed (``--run`` also executes them; then ``dvc queue start`` runs the queue).
+    Extra ``-S`` overrides (e.g. a GPU configuration from ``genrec overrides configs/yelp-gpu.yaml``)
+    are appended to every experiment. Rungs: ``RUNGS`` below (ce = TIGER, the token-weighting
+    baselines, the single weightings, the Table 4 ablation steps and the regularised multi-target).
+
+``python scripts/ladder.py collect [--json exp.json | --metrics-dir DIR] [--out reports/ladder]``
+    Reads ``dvc exp show --json`` (run it when ``--json`` is not given) or per-experiment
+    ``DIR/<exp name>/metrics.json`` files, groups the experiments by rung (the name without its
+    ``-s<seed>`` suffix, or ``recommender.loss`` from the params), and writes ``<out>.md`` (Table 3
+    and Table 4 layouts: mean and std over seeds of H@5 N@5 H@10 N@10, and the two-sided
+    Mann-Whitney U p of each rung's per-seed NDCG@5 against ce's) and ``<out>.csv`` (one row per rung).
+
+Each experiment trains and evaluates the whole pipeline (``dvc exp run`` reruns the out-of-date
+stages), so a ladder of 12 rungs x 5 seeds is a GPU job; nothing here trains by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METRICS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")
+METRIC_LABELS = {"hit@5": "H@5", "ndcg@5": "N@5", "hit@10": "H@10", "ndcg@10": "N@10"}
+BASELINE = "ce"
+SIGNIFICANCE_METRIC = "ndcg@5"
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str  # experiment name stem (also the row key)
+    loss: str  # recommender.loss
+    label: str  # row label in the tables
+    loss_params: dict[str, Any] = field(default_factory=dict)
+
+
+RUNGS: tuple[Rung, ...] = (
+    Rung("ce", "ce", "TIGER"),
+    Rung("rank", "rank", "TIGER + Rank"),
+    Rung("pos", "pos", "TIGER + Pos"),
+    Rung("cft", "cft", "TIGER + CFT"),
+    Rung("igd", "igd", "TIGER + IGD"),
+    Rung("front_greater", "front_greater", "TIGER + FrontGreater (fixed)"),
+    Rung("frequency", "frequency", "TIGER + Frequency (fixed)"),
+    Rung("fg_to_ce", "fg_to_ce", "+ FrontGreater"),
+    Rung("fg_ce_fr", "fg_ce_fr", "+ Frequency"),
+    Rung("multi_target", "multi_target", "+ Multi-Target"),
+    Rung("multi_target_unc", "multi_target", "+ Multi-Target (uncertainty reg.)", {"regulariser": "uncertainty"}),
+    Rung("curriculum", "curriculum", "+ Curriculum"),
+)
+#: Paper 001 Table 3 (main comparison) and Table 4 (ablation ladder), as rung names.
+TABLE3 = ("ce", "rank", "pos", "cft", "igd", "curriculum")
+TABLE4 = ("ce", "fg_to_ce", "fg_ce_fr", "multi_target", "curriculum")
+TABLE_EXTRA = ("front_greater", "frequency", "multi_target_unc")
+
+
+# --------------------------------------------------------------------------- queue
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def experiment_commands(seeds: Iterable[int], overrides: Iterable[str] = (), rungs: Iterable[Rung] = RUNGS) -> list[list[str]]:
+    """``dvc exp run --queue`` argument lists, one per rung and seed.
+
+    ``loss_params`` keys may be new under params.yaml's ``recommender.loss_params``, hence Hydra's
+    add-or-override ``++`` prefix. Every queued experiment starts from the workspace params.yaml.
+    """
+    cmds = []
+    for rung in rungs:
+        for seed in seeds:
+            cmd = ["dvc", "exp", "run", "--queue", "-n", f"{rung.name}-s{seed}", "-S", f"recommender.loss={rung.loss}", "-S", f"seed={seed}"]
+            for key, value in rung.loss_params.items():
+                cmd += ["-S", f"++recommender.loss_params.{key}={_value(value)}"]
+            for ov in overrides:
+                cmd += ["-S", ov]
+            cmds.append(cmd)
+    return cmds
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def _walk(node: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _merged(files: dict[str, Any] | None) -> dict[str, Any]:
+    """{key: value} over every file of a ``params``/``metrics`` block (``{file: {"data": {...}}}``)."""
+    out: dict[str, Any] = {}
+    for content in (files or {}).values():
+        if isinstance(content, dict) and isinstance(content.get("data"), dict):
+            out.update(content["data"])
+    return out
+
+
+def experiments_from_exp_show(payload: Any) -> list[dict[str, Any]]:
+    """[{name, loss, loss_params, seed, metrics}] of every named experiment in ``dvc exp show --json``."""
+    out = []
+    seen = set()
+    for node in _walk(payload):
+        data = node.get("data")
+        if not isinstance(data, dict) or "metrics" not in data:
+            continue
+        name = node.get("name") or data.get("name")
+        if not name:
+            continue
+        metrics = _merged(data.get("metrics"))
+        if not metrics or name in seen:
+            continue
+        seen.add(name)
+        params = _merged(data.get("params"))
+        rec = params.get("recommender", {}) or {}
+        out.append({"name": name, "loss": rec.get("loss"), "loss_params": rec.get("loss_params") or {}, "seed": params.get("seed"), "metrics": metrics})
+    return out
+
+
+def experiments_from_dir(metrics_dir: str | Path) -> list[dict[str, Any]]:
+    """[{name, metrics}] from ``DIR/<name>/metrics.json``."""
+    out = []
+    for path in sorted(Path(metrics_dir).glob("*/metrics.json")):
+        out.append({"name": path.parent.name, "loss": None, "loss_params": {}, "seed": None, "metrics": json.loads(path.read_text(encoding="utf-8"))})
+    return out
+
+
+def rung_of(exp: dict[str, Any], rungs: Iterable[Rung] = RUNGS) -> str:
+    """The rung an experiment belongs to: its name minus ``-s<seed>`` if that is a rung, else the
+    rung with the same loss and loss params, else the bare name."""
+    stem = re.sub(r"-s\d+$", "", exp["name"])
+    names = {r.name for r in rungs}
+    if stem in names:
+        return stem
+    for r in rungs:
+        if exp.get("loss") == r.loss and (exp.get("loss_params") or {}) == r.loss_params:
+            return r.name
+    return stem
+
+
+def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided Mann-Whitney U p-value (None with fewer than 2 values on a side)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def summarise(experiments: list[dict[str, Any]], rungs: Iterable[Rung] = RUNGS) -> list[dict[str, Any]]:
+    """One row per rung present: label, seeds, mean/std of each metric, p vs the baseline."""
+    rungs = list(rungs)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for exp in experiments:
+        groups.setdefault(rung_of(exp, rungs), []).append(exp)
+    labels = {r.name: r.label for r in rungs}
+    order = [r.name for r in rungs] + sorted(set(groups) - {r.name for r in rungs})
+    base = [e["metrics"].get(SIGNIFICANCE_METRIC) for e in groups.get(BASELINE, [])]
+    base = [float(v) for v in base if v is not None]
+    rows = []
+    for name in order:
+        if name not in groups:
+            continue
+        exps = groups[name]
+        row: dict[str, Any] = {"rung": name, "label": labels.get(name, name), "seeds": len(exps)}
+        for m in METRICS:
+            vals = [float(e["metrics"][m]) for e in exps if m in e["metrics"]]
+            mean = sum(vals) / len(vals) if vals else math.nan
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            row[m], row[f"{m}_std"] = mean, std
+        if name != BASELINE:
+            vals = [float(e["metrics"][SIGNIFICANCE_METRIC]) for e in exps if SIGNIFICANCE_METRIC in e["metrics"]]
+            row["p_vs_ce"] = mann_whitney_p(vals, base)
+        else:
+            row["p_vs_ce"] = None
+        rows.append(row)
+    return rows
+
+
+def _fmt(row: dict[str, Any], m: str) -> str:
+    if math.isnan(row[m]):
+        return "-"
+    return f"{row[m]:.4f}" + (f" ± {row[f'{m}_std']:.4f}" if row["seeds"] > 1 else "")
+
+
+def markdown_table(rows: list[dict[str, Any]], rung_names: Iterable[str], title: str) -> str:
+    by = {r["rung"]: r for r in rows}
+    present = [n for n in rung_names if n in by]
+    if not present:
+        return f"### {title}\n\n(no experiments)\n"
+    base = by.get(BASELINE)
+    head = "| Method | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | N@5 vs TIGER | p (N@5) |"
+    lines = [f"### {title}", "", head, "|" + "---|" * (len(METRICS) + 4)]
+    for n in present:
+        r = by[n]
+        gain = f"{100 * (r['ndcg@5'] / base['ndcg@5'] - 1):+.1f}%" if base and n != BASELINE and base["ndcg@5"] > 0 else ""
+        p = "" if r.get("p_vs_ce") is None else f"{r['p_vs_ce']:.3g}"
+        lines.append(f"| {r['label']} | {r['seeds']} | " + " | ".join(_fmt(r, m) for m in METRICS) + f" | {gain} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
+    """``<out>.md`` (Table 3, Table 4, other rungs) and ``<out>.csv``."""
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    others = [r["rung"] for r in rows if r["rung"] not in set(TABLE3) | set(TABLE4)]
+    md = "\n".join(
+        [
+            "## Token-weighting ladder (paper 001 layout)",
+            "",
+            f"Mean ± std over seeds; p: two-sided Mann-Whitney U of per-seed {SIGNIFICANCE_METRIC} against TIGER (ce).",
+            "",
+            markdown_table(rows, TABLE3, "Table 3: token-weighting baselines vs ours (curriculum)"),
+            markdown_table(rows, TABLE4, "Table 4: ablation ladder"),
+            markdown_table(rows, others, "Other rungs"),
+        ]
+    )
+    md_path = out_stem.with_suffix(".md")
+    md_path.write_text(md, encoding="utf-8")
+    csv_path = out_stem.with_suffix(".csv")
+    cols = ["rung", "label", "seeds"] + [c for m in METRICS for c in (m, f"{m}_std")] + ["p_vs_ce"]
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
+    return md_path, csv_path
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="mode", required=True)
+    q = sub.add_parser("queue", help="print (or queue with --run) the ladder's dvc experiments")
+    q.add_argument("--seeds", type=int, default=5, help="seeds 1..N per rung (paper: 5)")
+    q.add_argument("--rungs", nargs="*", default=None, help="only these rungs (default: all)")
+    q.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra -S override for every experiment")
+    q.add_argument("--run", action="store_true", help="execute the dvc exp run --queue commands")
+    c = sub.add_parser("collect", help="tables from dvc exp show --json or per-experiment metrics.json")
+    c.add_argument("--json", type=Path, default=None, help="saved `dvc exp show --json` output (default: run it)")
+    c.add_argument("--metrics-dir", type=Path, default=None, help="DIR/<experiment>/metrics.json instead")
+    c.add_argument("--out", type=Path, default=Path("reports/ladder"), help="output stem (.md and .csv)")
+    p = sub.add_parser("plot-alphas", help="Figure 5: alpha trajectories of a multi_target/curriculum run")
+    p.add_argument("--live", type=Path, default=Path("reports/train/live"))
+    p.add_argument("--out", type=Path, default=Path("reports/alphas.png"))
+    args = ap.parse_args(argv)
+
+    if args.mode == "queue":
+        rungs = [r for r in RUNGS if args.rungs is None or r.name in args.rungs]
+        for cmd in experiment_commands(range(1, args.seeds + 1), args.overrides, rungs):
+            print(shlex.join(cmd))
+            if args.run:
+                subprocess.run(cmd, check=True)
+        if args.run:
+            print("queued; start with: dvc queue start -j 1")
+        return 0
+    if args.mode == "collect":
+        if args.metrics_dir is not None:
+            exps = experiments_from_dir(args.metrics_dir)
+        else:
+            text = args.json.read_text(encoding="utf-8") if args.json else subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout
+            exps = experiments_from_exp_show(json.loads(text))
+        rows = summarise(exps)
+        md, csv_path = write_tables(rows, args.out)
+        print(md.read_text(encoding="utf-8"))
+        print(f"wrote {md} and {csv_path}", file=sys.stderr)
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from stages.token_weights import plot_alpha_trajectories
+
+    print(plot_alpha_trajectories(args.live, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

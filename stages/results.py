@@ -1,0 +1,72 @@
+"""Results table over finished DVC experiments: mean ± std per method, gain and Mann-Whitney p.
+
+Usage (from the project root, after the seeds of each method have run, see scripts/seeds.py)::
+
+    python -m stages.results --baseline tiger/ce                # runs `dvc exp show --json`
+    python -m stages.results --json exps.json --baseline tiger/ce --metrics hit@10,ndcg@10
+    python -m stages.results --by recommender.model,recommender.loss,tokenizer.levels -A
+
+A method is the ``/``-joined values of ``--by`` params (default ``recommender.model`` and
+``recommender.loss``; a run without ``recommender.model`` is ``tiger``). Each method's runs are its
+experiments with distinct ``seed`` values. Writes ``reports/results.md`` and
+``reports/results.csv`` (genrec_core.evaluation.significance documents the columns and the test).
+Not a DVC stage: it reads the experiments DVC keeps, not a pipeline output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from genrec_core.evaluation.significance import group_runs, results_table, runs_from_exp_show, to_csv, to_markdown
+from genrec_core.io import write_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")
+
+
+def exp_show_json(all_commits: bool = False) -> list:
+    cmd = ["dvc", "exp", "show", "--json"] + (["-A"] if all_commits else [])
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(proc.stdout)
+
+
+def build(exp_show: list, by: list[str], baseline: str | None, metrics: list[str] | None, metrics_file: str, include_baselines: bool = False):
+    runs = runs_from_exp_show(exp_show, metrics_file=metrics_file, include_baselines=include_baselines)
+    if not runs:
+        raise SystemExit(f"no finished experiment with {metrics_file} found in `dvc exp show --json`")
+    groups, seeds = group_runs(runs, by)
+    if baseline is not None and baseline not in groups:
+        raise SystemExit(f"baseline {baseline!r} not found; methods: {', '.join(groups)}")
+    return results_table(groups, baseline=baseline, metrics=metrics, seeds=seeds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.results", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, help="a saved `dvc exp show --json` output (default: run it)")
+    ap.add_argument("-A", "--all-commits", action="store_true", help="pass -A to dvc exp show (experiments of every commit)")
+    ap.add_argument("--include-baselines", action="store_true", help="also count the commits' own results as runs")
+    ap.add_argument("--by", default="recommender.model,recommender.loss", help="comma-separated params that define a method")
+    ap.add_argument("--baseline", default=None, help="method the gains and p-values compare against, e.g. tiger/ce")
+    ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys (empty: all shared numeric keys)")
+    ap.add_argument("--metrics-file", default="reports/metrics.json")
+    ap.add_argument("--out", type=Path, default=Path("reports"), help="folder for results.md and results.csv")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    data = json.loads(args.json.read_text(encoding="utf-8")) if args.json else exp_show_json(args.all_commits)
+    metrics = [m for m in args.metrics.split(",") if m] or None
+    table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines)
+    md = "# Results over seeds\n\n" + to_markdown(table)
+    write_text(md, args.out / "results.md")
+    write_text(to_csv(table), args.out / "results.csv")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
