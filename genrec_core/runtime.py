@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -17,6 +18,18 @@ def resolve_device(name: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Dropout off while ranking; the caller's train/eval flag of every module restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def seed_everything(seed: int) -> None:

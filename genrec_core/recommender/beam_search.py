@@ -22,7 +22,7 @@ scaling of tied-embedding models. It runs under a caller's CUDA autocast (bf16/f
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import PAD
+from genrec_core.runtime import eval_mode
 
 
 @dataclass
@@ -131,18 +132,6 @@ class CachedT5Decoder:
         self.self_kv = [None if kv is None else (kv[0][rows, parent], kv[1][rows, parent]) for kv in self.self_kv]
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout off while decoding, the caller's train/eval flags restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
-
-
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -176,7 +165,7 @@ def constrained_beam_search(
         else contextlib.nullcontext()
     )
     length = trie.id_length
-    with _eval_mode(model), torch.inference_mode(), autocast:
+    with eval_mode(model), torch.inference_mode(), autocast:
         encoder_hidden = model.encode(input_ids, attention_mask)
         decoder = CachedT5Decoder(model.t5, encoder_hidden, attention_mask, max_steps=length)
         batch = encoder_hidden.shape[0]

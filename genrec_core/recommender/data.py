@@ -48,6 +48,18 @@ class ExampleArrays:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def padded(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(histories [B, H] int64 right-padded with -1, lengths [B]) of the examples at ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        starts = self.offsets[index]
+        lengths = self.offsets[index + 1] - starts
+        h = int(lengths.max()) if index.size else 0
+        pos = np.arange(h)
+        valid = pos[None, :] < lengths[:, None]
+        flat = np.where(valid, starts[:, None] + pos[None, :], 0)
+        history = np.where(valid, self.history[flat] if self.history.size else 0, -1).astype(np.int64)
+        return history, lengths
+
     def subset(self, index: np.ndarray) -> ExampleArrays:
         """The examples at ``index`` (in that order), e.g. a seeded validation sample."""
         index = np.asarray(index, dtype=np.int64)
@@ -186,13 +198,7 @@ class SequenceEncoder:
     def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None) -> Batch:
         """Gather examples ``index`` of a split and tokenize them into one right-padded batch."""
         index = np.asarray(index, dtype=np.int64)
-        starts = examples.offsets[index]
-        lengths = examples.offsets[index + 1] - starts
-        h = int(lengths.max()) if index.size else 0
-        pos = np.arange(h)
-        valid = pos[None, :] < lengths[:, None]
-        flat = np.where(valid, starts[:, None] + pos[None, :], 0)
-        history = np.where(valid, examples.history[flat] if examples.history.size else 0, -1).astype(np.int64)
+        history, lengths = examples.padded(index)
         history_t = torch.from_numpy(history)
         lengths_t = torch.from_numpy(lengths.astype(np.int64))
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))

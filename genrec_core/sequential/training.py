@@ -15,8 +15,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +26,7 @@ from torch import nn
 from genrec_core.errors import ParamError
 from genrec_core.recommender.data import Batch, ExampleArrays, eval_batches
 from genrec_core.recommender.losses import LossOutput
+from genrec_core.runtime import eval_mode
 
 SEQUENTIAL_LOSSES = ("ce", "bce")
 
@@ -39,18 +39,12 @@ class ItemIdEncoder:
 
     def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None) -> Batch:
         index = np.asarray(index, dtype=np.int64)
-        starts = examples.offsets[index]
-        lengths = examples.offsets[index + 1] - starts
-        h = int(lengths.max()) if index.size else 0
-        pos = np.arange(h)
-        valid = pos[None, :] < lengths[:, None]
-        flat = np.where(valid, starts[:, None] + pos[None, :], 0)
-        history = np.where(valid, examples.history[flat] if examples.history.size else 0, -1).astype(np.int64)
+        history, lengths = examples.padded(index)
         history_t = torch.from_numpy(history)
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))
         return Batch(
             input_ids=history_t + 1,  # pad -1 -> 0
-            attention_mask=torch.from_numpy(valid.astype(np.int64)),
+            attention_mask=(history_t >= 0).long(),
             labels=targets_t.unsqueeze(1),
             history=history_t,
             lengths=torch.from_numpy(lengths.astype(np.int64)),
@@ -86,17 +80,6 @@ class SequentialLoss(nn.Module):
         neg = logits.gather(1, negatives.unsqueeze(1)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
         return LossOutput(loss)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def rank_full(model: nn.Module, examples: ExampleArrays, encoder: ItemIdEncoder, k: int, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
