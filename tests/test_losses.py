@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import manual_nll
 from genrec_core.errors import ParamError
 from genrec_core.recommender.losses import (
     LOSSES,
@@ -31,16 +32,6 @@ def tiny_batch():
     logits = torch.randn(2, 3, VOCAB.size)
     labels = torch.tensor([[2, 6, EOS], [4, 5, EOS]])
     return logits, labels
-
-
-def manual_nll(logits, labels):
-    """-log softmax(logits)[label], written out element by element."""
-    out = torch.zeros(labels.shape)
-    for b in range(labels.shape[0]):
-        for t in range(labels.shape[1]):
-            row = logits[b, t]
-            out[b, t] = -(row[labels[b, t]] - torch.log(torch.exp(row).sum()))
-    return out
 
 
 def test_ce_matches_hand_computed_log_softmax():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import manual_nll
 from genrec_core.errors import ParamError
 from genrec_core.recommender.losses import (
     LOSSES,
@@ -46,12 +47,7 @@ def batch_logits(seed=0):
 
 def nll_of(logits, labels=LABELS):
     """[B, 3] -log softmax, element by element."""
-    out = torch.zeros(labels.shape)
-    for b in range(labels.shape[0]):
-        for t in range(labels.shape[1]):
-            row = logits[b, t]
-            out[b, t] = -(row[labels[b, t]] - torch.log(torch.exp(row).sum()))
-    return out
+    return manual_nll(logits, labels)
 
 
 def expected(nll, w, eos=True):

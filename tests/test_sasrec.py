@@ -24,26 +24,16 @@ from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.data import examples_from_frame
 from genrec_core.recommender.trainer import Trainer, TrainerHooks, TrainingInterrupted
 from genrec_core.runtime import seed_everything
+from helpers import next_item_pattern_splits
 from genrec_core.sequential.models import SASRec
 from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker, rank_full
 
 N_ITEMS = 40
 MAX_LEN = 5
-SCHEMA = {"user_id": pl.Int32, "history": pl.List(pl.Int32), "target": pl.Int32}
 
 
 def synthetic(n_users=60, seq_len=8, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = {s: [] for s in ("train", "valid", "test")}
-    for u in range(n_users):
-        seq = [int(rng.integers(N_ITEMS))]
-        for _ in range(seq_len - 1):
-            seq.append((seq[-1] * 7 + 3) % N_ITEMS)
-        train = seq[:-2]
-        rows["train"] += [(u, train[max(0, t - MAX_LEN) : t], train[t]) for t in range(1, len(train))]
-        rows["valid"].append((u, train[-MAX_LEN:], seq[-2]))
-        rows["test"].append((u, (train + [seq[-2]])[-MAX_LEN:], seq[-1]))
-    return {s: pl.DataFrame({"user_id": [r[0] for r in v], "history": [r[1] for r in v], "target": [r[2] for r in v]}, schema=SCHEMA) for s, v in rows.items()}
+    return next_item_pattern_splits(N_ITEMS, MAX_LEN, n_users, seq_len, seed)
 
 
 FRAMES = synthetic()

@@ -11,7 +11,6 @@ import logging
 import signal
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
@@ -24,23 +23,13 @@ from genrec_core.recommender.model import GenerativeRecommender
 from genrec_core.recommender.trainer import Trainer, TrainerHooks, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
+from helpers import next_item_pattern_splits
 
 N_ITEMS = 40
-SCHEMA = {"user_id": pl.Int32, "history": pl.List(pl.Int32), "target": pl.Int32}
 
 
 def synthetic(n_users=60, seq_len=8, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = {s: [] for s in ("train", "valid", "test")}
-    for u in range(n_users):
-        seq = [int(rng.integers(N_ITEMS))]
-        for _ in range(seq_len - 1):
-            seq.append((seq[-1] * 7 + 3) % N_ITEMS)
-        train = seq[:-2]
-        rows["train"] += [(u, train[max(0, t - 5) : t], train[t]) for t in range(1, len(train))]
-        rows["valid"].append((u, train[-5:], seq[-2]))
-        rows["test"].append((u, (train + [seq[-2]])[-5:], seq[-1]))
-    frames = {s: pl.DataFrame({"user_id": [r[0] for r in v], "history": [r[1] for r in v], "target": [r[2] for r in v]}, schema=SCHEMA) for s, v in rows.items()}
+    frames = next_item_pattern_splits(N_ITEMS, 5, n_users, seq_len, seed)
     codes = np.stack([np.arange(N_ITEMS) // 8, np.arange(N_ITEMS) % 8], axis=1)
     return frames, codes
 
