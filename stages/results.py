@@ -36,11 +36,20 @@ def exp_show_json(all_commits: bool = False) -> list:
     return json.loads(proc.stdout)
 
 
-def build(exp_show: list, by: list[str], baseline: str | None, metrics: list[str] | None, metrics_file: str, include_baselines: bool = False):
+def floor_groups(path: Path) -> dict[str, list[dict]]:
+    """MostPop and Markov rows from an analyse stage's baselines.json (one deterministic run each:
+    they depend on the split only, not on the seed)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {name: [data[name]] for name in ("mostpop", "markov") if name in data}
+
+
+def build(exp_show: list, by: list[str], baseline: str | None, metrics: list[str] | None, metrics_file: str, include_baselines: bool = False, floors: Path | None = None):
     runs = runs_from_exp_show(exp_show, metrics_file=metrics_file, include_baselines=include_baselines)
     if not runs:
         raise SystemExit(f"no finished experiment with {metrics_file} found in `dvc exp show --json`")
     groups, seeds = group_runs(runs, by)
+    if floors is not None:
+        groups.update(floor_groups(floors))
     if baseline is not None and baseline not in groups:
         raise SystemExit(f"baseline {baseline!r} not found; methods: {', '.join(groups)}")
     return results_table(groups, baseline=baseline, metrics=metrics, seeds=seeds)
@@ -56,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys (empty: all shared numeric keys)")
     ap.add_argument("--metrics-file", default="reports/metrics.json")
     ap.add_argument("--out", type=Path, default=Path("reports"), help="folder for results.md and results.csv")
+    ap.add_argument("--floors", type=Path, default=Path("reports/analysis/baselines.json"), help="add the MostPop and Markov rows of this analyse-stage file (skipped when absent)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     data = json.loads(args.json.read_text(encoding="utf-8")) if args.json else exp_show_json(args.all_commits)
     metrics = [m for m in args.metrics.split(",") if m] or None
-    table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines)
+    floors = args.floors if args.floors and args.floors.exists() else None
+    table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines, floors)
     md = "# Results over seeds\n\n" + to_markdown(table)
     write_text(md, args.out / "results.md")
     write_text(to_csv(table), args.out / "results.csv")

@@ -157,3 +157,20 @@ def test_seeds_script_prints_queue_commands():
     assert seeds.default_prefix(["recommender.model=sasrec", "recommender.loss=bce"]) == "sasrec-bce"
     with pytest.raises(SystemExit):
         seeds.commands([0], ["seed=3"], "x")
+
+
+def test_results_command_adds_the_mostpop_and_markov_floors(tmp_path):
+    from stages.results import main
+
+    sample = tmp_path / "exps.json"
+    sample.write_text(json.dumps(EXP_SHOW))
+    floors = tmp_path / "baselines.json"
+    floors.write_text(json.dumps({"split": "test", "mostpop": {"ndcg@10": 0.1, "hit@10": 0.2}, "markov": {"ndcg@10": 0.3, "hit@10": 0.4}}))
+    out = tmp_path / "reports"
+    assert main(["--json", str(sample), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(floors)]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert float(rows["mostpop"]["ndcg@10_mean"]) == 0.1 and float(rows["markov"]["ndcg@10_mean"]) == 0.3
+    # a floor is one deterministic run: no std, and its gain is against the baseline's mean
+    base = float(rows["tiger/ce"]["ndcg@10_mean"])
+    assert float(rows["markov"]["ndcg@10_gain"]) == pytest.approx(0.3 / base - 1)
+    assert rows["markov"]["ndcg@10_std"] in ("", "nan")
