@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     floors = args.floors if args.floors and args.floors.exists() else None
     table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines, floors)
     md = "# Results over seeds\n\n" + to_markdown(table)
+    if any(row.runs < 2 for row in table.rows):
+        md += (
+            "\nRows with a single run have no std, and their Mann-Whitney p cannot fall below 1 (1 vs 1) "
+            "or 2/3 (1 vs 2): run several seeds (scripts/seeds.py) before reading a p-value.\n"
+        )
     write_text(md, args.out / "results.md")
     write_text(to_csv(table), args.out / "results.csv")
     print(md)
