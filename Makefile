@@ -30,3 +30,4 @@ test: setup
 benchmarks: setup
 	$(PY) benchmarks/preprocess_10m.py
 	$(PY) benchmarks/tokenizer_speed.py
+	$(PY) benchmarks/beam_search_speed.py
