@@ -54,27 +54,41 @@ def test_front_greater_groups_and_edge_cases():
     assert tw.front_greater_weights(np.array([1.0, 2.0, 0.0])).tolist() == [0.0, 2.0]  # negative delta -> 0
 
 
-def _real_inputs():
-    ids = REPO / "data" / "ids" / "item_ids.parquet"
-    emb = REPO / "data" / "embeddings" / "item_vectors.parquet"
-    info = REPO / "data" / "processed" / "dataset.json"
-    if not (ids.exists() and emb.exists() and info.exists()):
-        pytest.skip("data/ids, data/embeddings or data/processed absent in the repository: run `dvc repro emit_ids` for ml-100k first")
-    if json.loads(info.read_text())["dataset"] != "ml-100k":
-        pytest.skip("the workspace data are not ml-100k")
+@pytest.fixture(scope="module")
+def real_ml100k(tmp_path_factory):
+    """(codes [N, L], vectors [N, D]) of ml-100k: the workspace's pipeline outputs when they are
+    there, else built from ../shared/datasets/ml-100k by the real stages (preprocess, MiniLM
+    embeddings, a 30-epoch RQ-VAE, emit-ids) in a temporary root."""
+    from conftest import SHARED_DATASETS
+
     from genrec_core.tokenizers.id_table import choose_tokenizer, read_id_table
     from stages.emit_ids import load_item_vectors
 
-    tables = read_id_table(ids)
+    root = REPO
+    info = root / "data" / "processed" / "dataset.json"
+    have = all((root / p).exists() for p in ("data/ids/item_ids.parquet", "data/embeddings/item_vectors.parquet")) and info.exists()
+    if not have or json.loads(info.read_text())["dataset"] != "ml-100k":
+        raw = SHARED_DATASETS / "ml-100k"
+        if not raw.is_dir():
+            pytest.skip(f"../shared/datasets absent ({raw}) and no ml-100k pipeline outputs in the workspace")
+        from genrec_core.config import load_params
+        from stages import embed, emit_ids, preprocess, train_tokenizer
+
+        root = tmp_path_factory.mktemp("ml100k")
+        params = load_params(None, [f"data.raw_dir={raw}", "tokenizer.epochs=30", "embed.device=cpu", "tokenizer.device=cpu"])
+        for stage in (preprocess, embed, train_tokenizer, emit_ids):
+            stage.run(params, root)
+    tables = read_id_table(root / "data" / "ids" / "item_ids.parquet")
     codes = tables[choose_tokenizer(list(tables), "last")]
-    item_ids, vectors = load_item_vectors(emb)
+    item_ids, vectors = load_item_vectors(root / "data" / "embeddings" / "item_vectors.parquet")
     if not np.array_equal(item_ids, np.arange(codes.shape[0])):
-        pytest.skip("embeddings and ID table list different items (stale outputs)")
+        pytest.skip("embeddings and ID table list different items (stale workspace outputs)")
     return codes, vectors
 
 
-def test_front_greater_mu_non_increasing_on_real_ml100k():
-    codes, vectors = _real_inputs()
+def test_front_greater_mu_non_increasing_on_real_ml100k(real_ml100k):
+    codes, vectors = real_ml100k
+    assert codes.shape[0] == 1_349
     mu = tw.front_greater_dispersion(vectors, codes, "paper")
     assert np.all(np.diff(mu) <= 1e-9), mu
     w = tw.front_greater_weights(mu)
