@@ -7,6 +7,7 @@ values, so an impossible or misspelt param fails at start-up with its dotted pat
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic")
 def _check(cond: bool, param: str, message: str) -> None:
     if not cond:
         raise ParamError(param, message)
+
+
+def _check_device(device: str, param: str) -> None:
+    _check(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), param, f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
 @dataclass
@@ -71,8 +76,7 @@ class EmbedParams:
         _check(self.max_length >= 1, f"{prefix}.max_length", f"must be >= 1, got {self.max_length}")
         _check(self.dtype in ("float32", "float16", "bfloat16"), f"{prefix}.dtype", f"must be float32, float16 or bfloat16, got {self.dtype!r}")
         _check(self.pca_dim is None or self.pca_dim >= 1, f"{prefix}.pca_dim", f"must be null or >= 1, got {self.pca_dim}")
-        dev = self.device
-        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), f"{prefix}.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+        _check_device(self.device, f"{prefix}.device")
 
 
 @dataclass
@@ -119,8 +123,7 @@ class TokenizerParams:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 0, f"{prefix}.batch_size", f"must be >= 0 (0 = full batch), got {self.batch_size}")
         _check(1 <= self.keep_last <= self.epochs, f"{prefix}.keep_last", f"must be between 1 and tokenizer.epochs ({self.epochs}), got {self.keep_last}")
-        dev = self.device
-        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), f"{prefix}.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+        _check_device(self.device, f"{prefix}.device")
 
 
 @dataclass
@@ -177,8 +180,7 @@ class RecommenderParams:
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
         _check(self.max_eval_users >= 0, f"{prefix}.max_eval_users", f"must be >= 0, got {self.max_eval_users}")
         _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")
-        dev = self.device
-        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), f"{prefix}.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+        _check_device(self.device, f"{prefix}.device")
 
 
 @dataclass
@@ -312,7 +314,8 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
 def flatten_overlay(path: str | Path) -> list[str]:
     """``section.key=value`` strings for every leaf of a YAML overlay, checked against Params.
 
-    Values are written as compact YAML (``[4,4]``, ``null``) so each stays one shell word.
+    Values are written as compact YAML (``[4,4]``, ``null``, ``{"c":2e-05}``) so each stays one
+    shell word; a string containing a space is refused.
     """
     from genrec_core.errors import InputFormatError
 
@@ -330,9 +333,8 @@ def flatten_overlay(path: str | Path) -> list[str]:
             for key, value in node.items():
                 walk(value, f"{prefix}.{key}" if prefix else str(key))
             return
-        text = yaml.safe_dump(node, default_flow_style=True, width=10**6).strip()
-        if text.endswith("..."):
-            text = text[: -len("...")].strip()
+        # JSON is YAML: compact lists/maps/null/bools; strings stay bare
+        text = node if isinstance(node, str) else json.dumps(node, separators=(",", ":"))
         if " " in text:
             raise InputFormatError(path, f"{prefix}: value {text!r} contains a space; it cannot be passed as one -S word")
         items.append(f"{prefix}={text}")

@@ -1,0 +1,70 @@
+"""Typed params: every bad key, type or value fails with its dotted name; overrides and overlays."""
+
+from __future__ import annotations
+
+import pytest
+
+from genrec_core.config import flatten_overlay, load_params, parse_override
+from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+
+
+def test_defaults_and_overrides_read_as_yaml():
+    p = load_params(None, ["data.max_items=50", "tokenizer.hidden_dims=[64,32]", "recommender.loss_params={half_life: 0.3}", "data.raw_dir=null"])
+    assert p.data.max_items == 50 and p.tokenizer.hidden_dims == [64, 32]
+    assert p.recommender.loss_params == {"half_life": 0.3} and p.data.raw_dir is None
+    assert isinstance(load_params(None, ["tokenizer.lr=1"]).tokenizer.lr, float)  # int accepted for float
+    assert parse_override("a.b=") == ("a.b", None)
+
+
+@pytest.mark.parametrize(
+    "override, param",
+    [
+        ("data.maxitems=5", "data.maxitems"),  # unknown key
+        ("data.max_items=five", "data.max_items"),  # wrong type
+        ("data.max_items=0", "data.max_items"),  # impossible value
+        ("data.min_interactions=2", "data.min_interactions"),  # leave-one-out needs 3
+        ("data.dataset=netflix", "data.dataset"),
+        ("data.dataset=yelp", "data.raw_dir"),  # only ml-100k downloads itself
+        ("tokenizer.keep_last=500", "tokenizer.keep_last"),
+        ("embed.device=gpu", "embed.device"),
+        ("recommender.model=bert4rec", "recommender.model"),
+        ("evaluate.ks=[1,50]", "evaluate.ks"),  # K above the beam size
+        ("tokenizer.use_gpu=true", "tokenizer.use_gpu"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_bad_params_name_themselves(override, param):
+    with pytest.raises(ParamError) as err:
+        load_params(None, [override])
+    assert err.value.param == param and str(err.value).startswith(f"param {param}:")
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(MissingInputError):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data:\n  max_items: [1,\n")
+    with pytest.raises(InputFormatError) as err:
+        load_params(bad)
+    assert err.value.path == str(bad) and err.value.line is not None
+
+
+def test_overlay_flattens_to_single_shell_words(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("data:\n  dataset: yelp\n  raw_dir: /d/yelp\ntokenizer:\n  hidden_dims: [512, 256]\nrecommender:\n  loss_params: {half_life: 0.2}\n")
+    items = flatten_overlay(overlay)
+    assert items == [
+        "data.dataset=yelp",
+        "data.raw_dir=/d/yelp",
+        "tokenizer.hidden_dims=[512,256]",
+        'recommender.loss_params={"half_life":0.2}',
+    ]
+    # each word round-trips through the override parser to the overlay's values
+    p = load_params(None, items)
+    assert p.tokenizer.hidden_dims == [512, 256] and p.recommender.loss_params == {"half_life": 0.2}
+    overlay.write_text("embed:\n  template: '{title} and {genres}'\n")
+    with pytest.raises(InputFormatError, match="contains a space"):
+        flatten_overlay(overlay)
+    overlay.write_text("data:\n  max_items: 0\n")
+    with pytest.raises(ParamError, match="data.max_items"):
+        flatten_overlay(overlay)
