@@ -154,9 +154,5 @@ def overrides(config: Annotated[Path, typer.Argument(help="A YAML overlay, e.g. 
         raise typer.Exit(code=2) from None
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -287,12 +287,6 @@ def eval_batches(examples: ExampleArrays, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, order.shape[0], batch_size)]
 
 
-def iter_eval(examples: ExampleArrays, encoder: SequenceEncoder, batch_size: int) -> Iterator[Batch]:
-    """Validation/test loader: tokenized batches in ``eval_batches`` order."""
-    for index in eval_batches(examples, batch_size):
-        yield encoder.collate(examples, index)
-
-
 def seeded_subset(n: int, max_n: int, seed: int) -> np.ndarray:
     """A fixed sample of ``max_n`` of ``n`` rows (all when max_n is 0 or >= n), ascending."""
     if max_n <= 0 or max_n >= n:
