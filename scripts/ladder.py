@@ -28,6 +28,7 @@ import json
 import math
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -92,6 +93,19 @@ def experiment_commands(seeds: Iterable[int], overrides: Iterable[str] = (), run
                 cmd += ["-S", ov]
             cmds.append(cmd)
     return cmds
+
+
+def archive_reports(reports: Path, dest: Path) -> Path:
+    """Copy the files a ladder table reads (test metrics, head/tail, training summary and the
+    dvclive log with the alphas) of the run just finished, so the next run cannot overwrite them."""
+    for rel in ("metrics.json", "analysis/head_tail.json", "analysis/popularity_deciles.json", "train/summary.json", "train/live"):
+        src = reports / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, dirs_exist_ok=True)
+        elif src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
 
 
 # --------------------------------------------------------------------------- collect
@@ -254,10 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
     q = sub.add_parser("queue", help="print (or queue with --run) the ladder's dvc experiments")
-    q.add_argument("--seeds", type=int, default=5, help="seeds 1..N per rung (paper: 5)")
+    q.add_argument("--seeds", type=int, default=5, help="number of seeds per rung (paper: 5)")
+    q.add_argument("--first-seed", type=int, default=1, help="seeds first..first+N-1 (42 = params.yaml's, so ce repeats the default run)")
     q.add_argument("--rungs", nargs="*", default=None, help="only these rungs (default: all)")
     q.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra -S override for every experiment")
     q.add_argument("--run", action="store_true", help="execute the dvc exp run --queue commands")
+    q.add_argument("--sequential", action="store_true", help="run each experiment now, one after another in the workspace (no queue)")
+    q.add_argument("--archive", type=Path, default=None, help="with --sequential: copy each run's reports to DIR/<experiment>/")
     c = sub.add_parser("collect", help="tables from dvc exp show --json or per-experiment metrics.json")
     c.add_argument("--json", type=Path, default=None, help="saved `dvc exp show --json` output (default: run it)")
     c.add_argument("--metrics-dir", type=Path, default=None, help="DIR/<experiment>/metrics.json instead")
@@ -269,11 +286,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.mode == "queue":
         rungs = [r for r in RUNGS if args.rungs is None or r.name in args.rungs]
-        for cmd in experiment_commands(range(1, args.seeds + 1), args.overrides, rungs):
-            print(shlex.join(cmd))
-            if args.run:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        for cmd in experiment_commands(seeds, args.overrides, rungs):
+            if args.sequential:
+                cmd = [c for c in cmd if c != "--queue"]
+            print(shlex.join(cmd), flush=True)
+            if args.run or args.sequential:
                 subprocess.run(cmd, check=True)
-        if args.run:
+            if args.sequential and args.archive is not None:
+                archive_reports(Path("reports"), args.archive / cmd[cmd.index("-n") + 1])
+        if args.run and not args.sequential:
             print("queued; start with: dvc queue start -j 1")
         return 0
     if args.mode == "collect":
