@@ -68,6 +68,50 @@ RUNGS: tuple[Rung, ...] = (
 TABLE3 = ("ce", "rank", "pos", "cft", "igd", "curriculum")
 TABLE4 = ("ce", "fg_to_ce", "fg_ce_fr", "multi_target", "curriculum")
 TABLE_EXTRA = ("front_greater", "frequency", "multi_target_unc")
+#: Rungs of paper 001 Figure 3 (head/tail): TIGER, Frequency weighting only, the full method.
+HEAD_TAIL_RUNGS = ("ce", "frequency", "curriculum")
+
+#: What paper 001 reports (H@5, N@5, H@10, N@10; mean of 5 runs, RQ IDs 4x256, LLaMA2-7B item
+#: embeddings), quoted so that ``collect --reference`` prints them beside ours. Table 3 and
+#: Table 4 give slightly different TIGER rows for MovieLens-1M; each table keeps its own.
+PAPER_001: dict[str, dict[str, dict[str, tuple[float, float, float, float]]]] = {
+    "yelp": {
+        "table3": {
+            "ce": (0.0240, 0.0155, 0.0391, 0.0202), "rank": (0.0241, 0.0155, 0.0396, 0.0205),
+            "pos": (0.0239, 0.0154, 0.0387, 0.0201), "cft": (0.0239, 0.0154, 0.0390, 0.0202),
+            "igd": (0.0245, 0.0158, 0.0401, 0.0208), "curriculum": (0.0264, 0.0175, 0.0419, 0.0225),
+        },
+        "table4": {
+            "ce": (0.0240, 0.0155, 0.0391, 0.0202), "fg_to_ce": (0.0251, 0.0166, 0.0401, 0.0214),
+            "fg_ce_fr": (0.0253, 0.0162, 0.0401, 0.0210), "multi_target": (0.0255, 0.0165, 0.0415, 0.0216),
+            "curriculum": (0.0264, 0.0175, 0.0419, 0.0225),
+        },
+    },
+    "ml-1m": {
+        "table3": {
+            "ce": (0.1859, 0.1275, 0.2648, 0.1530), "rank": (0.1841, 0.1268, 0.2644, 0.1528),
+            "pos": (0.1868, 0.1302, 0.2687, 0.1566), "cft": (0.1876, 0.1299, 0.2665, 0.1553),
+            "igd": (0.1878, 0.1296, 0.2617, 0.1534), "curriculum": (0.1945, 0.1354, 0.2727, 0.1605),
+        },
+        "table4": {
+            "ce": (0.1854, 0.1293, 0.2658, 0.1551), "fg_to_ce": (0.1891, 0.1303, 0.2713, 0.1568),
+            "fg_ce_fr": (0.1914, 0.1319, 0.2697, 0.1572), "multi_target": (0.1928, 0.1336, 0.2680, 0.1577),
+            "curriculum": (0.1945, 0.1354, 0.2727, 0.1605),
+        },
+    },
+    "instruments": {
+        "table3": {
+            "ce": (0.0316, 0.0203, 0.0501, 0.0263), "rank": (0.0311, 0.0204, 0.0482, 0.0258),
+            "pos": (0.0320, 0.0207, 0.0497, 0.0264), "cft": (0.0321, 0.0208, 0.0502, 0.0266),
+            "igd": (0.0325, 0.0210, 0.0503, 0.0268), "curriculum": (0.0330, 0.0215, 0.0512, 0.0273),
+        },
+        "table4": {
+            "ce": (0.0316, 0.0203, 0.0501, 0.0263), "fg_to_ce": (0.0323, 0.0209, 0.0501, 0.0265),
+            "fg_ce_fr": (0.0324, 0.0211, 0.0500, 0.0268), "multi_target": (0.0327, 0.0212, 0.0509, 0.0271),
+            "curriculum": (0.0330, 0.0215, 0.0512, 0.0273),
+        },
+    },
+}
 
 
 # --------------------------------------------------------------------------- queue
@@ -233,22 +277,45 @@ def markdown_table(rows: list[dict[str, Any]], rung_names: Iterable[str], title:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
-    """``<out>.md`` (Table 3, Table 4, other rungs) and ``<out>.csv``."""
+def paper_table(dataset: str, table: str, rung_names: Iterable[str], title: str) -> str:
+    """Paper 001's reported rows of one table for ``dataset`` (a key of ``PAPER_001``)."""
+    reported = PAPER_001[dataset][table]
+    labels = {r.name: r.label for r in RUNGS}
+    base = reported.get(BASELINE)
+    lines = [f"### {title}", "", "| Method | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | N@5 vs TIGER |", "|" + "---|" * (len(METRICS) + 2)]
+    for n in rung_names:
+        if n not in reported:
+            continue
+        vals = reported[n]
+        gain = f"{100 * (vals[1] / base[1] - 1):+.1f}%" if base and n != BASELINE else ""
+        lines.append(f"| {labels.get(n, n)} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {gain} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict[str, Any]], out_stem: str | Path, reference: str | None = None, preamble: str = "") -> tuple[Path, Path]:
+    """``<out>.md`` (Table 3, Table 4, other rungs; with ``reference``, paper 001's rows for that
+    dataset after each of ours) and ``<out>.csv``."""
+    if reference is not None and reference not in PAPER_001:
+        raise SystemExit(f"--reference: unknown dataset {reference!r}; one of {sorted(PAPER_001)}")
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     others = [r["rung"] for r in rows if r["rung"] not in set(TABLE3) | set(TABLE4)]
-    md = "\n".join(
-        [
-            "## Token-weighting ladder (paper 001 layout)",
-            "",
-            f"Mean ± std over seeds; p: two-sided Mann-Whitney U of per-seed {SIGNIFICANCE_METRIC} against TIGER (ce).",
-            "",
-            markdown_table(rows, TABLE3, "Table 3: token-weighting baselines vs ours (curriculum)"),
-            markdown_table(rows, TABLE4, "Table 4: ablation ladder"),
-            markdown_table(rows, others, "Other rungs"),
-        ]
-    )
+    parts = [
+        "## Token-weighting ladder (paper 001 layout)",
+        "",
+        f"Mean ± std over seeds; p: two-sided Mann-Whitney U of per-seed {SIGNIFICANCE_METRIC} against TIGER (ce).",
+        "",
+    ]
+    if preamble:
+        parts += [preamble.strip(), ""]
+    parts.append(markdown_table(rows, TABLE3, "Table 3: token-weighting baselines vs ours (curriculum)"))
+    if reference:
+        parts.append(paper_table(reference, "table3", TABLE3, f"Paper 001 Table 3, {reference} (reported)"))
+    parts.append(markdown_table(rows, TABLE4, "Table 4: ablation ladder"))
+    if reference:
+        parts.append(paper_table(reference, "table4", TABLE4, f"Paper 001 Table 4, {reference} (reported)"))
+    parts.append(markdown_table(rows, others, "Other rungs"))
+    md = "\n".join(parts)
     md_path = out_stem.with_suffix(".md")
     md_path.write_text(md, encoding="utf-8")
     csv_path = out_stem.with_suffix(".csv")
@@ -261,7 +328,94 @@ def write_tables(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[Path
     return md_path, csv_path
 
 
+# --------------------------------------------------------------------------- head / tail
+
+
+HEAD_TAIL_METRICS = ("hit@10", "ndcg@10")
+
+
+def head_tail_summary(archive: str | Path, rung_names: Iterable[str] = HEAD_TAIL_RUNGS) -> list[dict[str, Any]]:
+    """Mean over seeds of each rung's head and tail metrics, from ``DIR/<experiment>/analysis/head_tail.json``
+    (the analyse stage's split: test-target items ranked by training count, halves by item)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    groups_info: dict[str, Any] = {}
+    for path in sorted(Path(archive).glob("*/analysis/head_tail.json")):
+        rung = rung_of({"name": path.parent.parent.name})
+        report = json.loads(path.read_text(encoding="utf-8"))
+        found.setdefault(rung, []).append(report["metrics"]["model"])
+        groups_info = report.get("groups", groups_info)
+    labels = {r.name: r.label for r in RUNGS}
+    rows = []
+    for name in rung_names:
+        if name not in found:
+            continue
+        row: dict[str, Any] = {"rung": name, "label": labels.get(name, name), "seeds": len(found[name])}
+        for group in ("head", "tail"):
+            for m in HEAD_TAIL_METRICS:
+                vals = [float(r[group][m]) for r in found[name]]
+                row[f"{group}_{m}"] = sum(vals) / len(vals)
+        rows.append(row)
+    if rows:
+        rows[0]["groups"] = groups_info
+    return rows
+
+
+def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
+    """``<out>.md`` (table) and ``<out>.png`` (paper 001 Figure 3: NDCG@10 on head and tail items)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise SystemExit("head-tail: no DIR/<experiment>/analysis/head_tail.json for the requested rungs")
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    info = rows[0].get("groups", {})
+    cols = [f"{g}_{m}" for g in ("head", "tail") for m in HEAD_TAIL_METRICS]
+    lines = [
+        "## Head / tail (paper 001 Figure 3 layout)",
+        "",
+        "Test-target items ranked by training interactions and split in two equal halves by item; "
+        + ", ".join(f"{g}: {v.get('items')} items, {v.get('users')} test users" for g, v in info.items())
+        + ". Metrics over the users whose target is in the group; mean over seeds.",
+        "",
+        "| Method | seeds | " + " | ".join(c.replace("_", " ").replace("hit@", "H@").replace("ndcg@", "N@") for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 2),
+    ]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['seeds']} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
+    md_path = out_stem.with_suffix(".md")
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for ax, group in zip(axes, ("head", "tail")):
+        ax.bar([r["label"].replace("TIGER + ", "+") for r in rows], [r[f"{group}_ndcg@10"] for r in rows], color=["#888888", "#4c72b0", "#dd8452"][: len(rows)])
+        ax.set_title(f"{group} items")
+        ax.set_ylabel("NDCG@10")
+        ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    png_path = out_stem.with_suffix(".png")
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return md_path, png_path
+
+
 # --------------------------------------------------------------------------- main
+
+
+PATH_KEYS = ("data.raw_dir", "data.cache_dir")
+
+
+def absolute_path_overrides(overrides: Iterable[str]) -> list[str]:
+    """Queued experiments run in a temporary copy of the repository: make relative dataset paths
+    absolute (relative to the current directory) so they still point at the same files."""
+    out = []
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        if sep and key.lstrip("+") in PATH_KEYS and value not in ("", "null", "None") and not Path(value).is_absolute():
+            value = str(Path(value).resolve())
+        out.append(f"{key}{sep}{value}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--seeds", type=int, default=5, help="number of seeds per rung (paper: 5)")
     q.add_argument("--first-seed", type=int, default=1, help="seeds first..first+N-1 (42 = params.yaml's, so ce repeats the default run)")
     q.add_argument("--rungs", nargs="*", default=None, help="only these rungs (default: all)")
-    q.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra -S override for every experiment")
+    q.add_argument("--config", type=Path, default=None, help="a params overlay (e.g. configs/yelp-gpu.yaml) applied to every experiment")
+    q.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra -S override for every experiment (after --config)")
     q.add_argument("--run", action="store_true", help="execute the dvc exp run --queue commands")
     q.add_argument("--sequential", action="store_true", help="run each experiment now, one after another in the workspace (no queue)")
     q.add_argument("--archive", type=Path, default=None, help="with --sequential: copy each run's reports to DIR/<experiment>/")
@@ -279,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--json", type=Path, default=None, help="saved `dvc exp show --json` output (default: run it)")
     c.add_argument("--metrics-dir", type=Path, default=None, help="DIR/<experiment>/metrics.json instead")
     c.add_argument("--out", type=Path, default=Path("reports/ladder"), help="output stem (.md and .csv)")
+    c.add_argument("--reference", choices=sorted(PAPER_001), default=None, help="print paper 001's reported rows for this dataset beside ours")
+    c.add_argument("--note", type=Path, default=None, help="Markdown file whose text goes under the table header (setting, how it was run)")
+    h = sub.add_parser("head-tail", help="Figure 3: head/tail metrics of ce, frequency and curriculum from an --archive folder")
+    h.add_argument("archive", type=Path, help="DIR/<experiment>/analysis/head_tail.json (queue --sequential --archive DIR)")
+    h.add_argument("--rungs", nargs="*", default=list(HEAD_TAIL_RUNGS))
+    h.add_argument("--out", type=Path, default=Path("reports/ladder_head_tail"))
     p = sub.add_parser("plot-alphas", help="Figure 5: alpha trajectories of a multi_target/curriculum run")
     p.add_argument("--live", type=Path, default=Path("reports/train/live"))
     p.add_argument("--out", type=Path, default=Path("reports/alphas.png"))
@@ -287,7 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "queue":
         rungs = [r for r in RUNGS if args.rungs is None or r.name in args.rungs]
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        for cmd in experiment_commands(seeds, args.overrides, rungs):
+        overrides = list(args.overrides)
+        if args.config is not None:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from genrec_core.config import flatten_overlay
+
+            overrides = flatten_overlay(args.config) + overrides
+        if not args.sequential:
+            overrides = absolute_path_overrides(overrides)
+        for cmd in experiment_commands(seeds, overrides, rungs):
             if args.sequential:
                 cmd = [c for c in cmd if c != "--queue"]
             print(shlex.join(cmd), flush=True)
@@ -305,9 +474,15 @@ def main(argv: list[str] | None = None) -> int:
             text = args.json.read_text(encoding="utf-8") if args.json else subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout
             exps = experiments_from_exp_show(json.loads(text))
         rows = summarise(exps)
-        md, csv_path = write_tables(rows, args.out)
+        note = args.note.read_text(encoding="utf-8") if args.note else ""
+        md, csv_path = write_tables(rows, args.out, args.reference, note)
         print(md.read_text(encoding="utf-8"))
         print(f"wrote {md} and {csv_path}", file=sys.stderr)
+        return 0
+    if args.mode == "head-tail":
+        md, png = write_head_tail(head_tail_summary(args.archive, args.rungs), args.out)
+        print(md.read_text(encoding="utf-8"))
+        print(f"wrote {md} and {png}", file=sys.stderr)
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from stages.token_weights import plot_alpha_trajectories

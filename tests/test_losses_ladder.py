@@ -100,3 +100,55 @@ def test_collect_from_metrics_dir_and_main(ladder, tmp_path):
     js.write_text(json.dumps(fake_exp_show()))
     assert ladder.main(["collect", "--json", str(js), "--out", str(tmp_path / "o2")]) == 0
     assert (tmp_path / "o2.csv").exists()
+
+
+def test_queue_config_overlay_and_absolute_paths_for_queued_runs(ladder, tmp_path, monkeypatch, capsys):
+    overlay = tmp_path / "gpu.yaml"
+    overlay.write_text("data:\n  dataset: yelp\n  raw_dir: rel/yelp\nrecommender:\n  epochs: 200\n")
+    monkeypatch.chdir(tmp_path)
+    assert ladder.main(["queue", "--seeds", "2", "--first-seed", "7", "--rungs", "curriculum", "--config", str(overlay), "-S", "recommender.lr=0.001"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[5] for ln in lines] == ["curriculum-s7", "curriculum-s8"]
+    first = lines[0].split()
+    # queued runs execute in a temporary copy: the relative raw_dir becomes absolute; the -S comes after the overlay
+    assert f"data.raw_dir={tmp_path / 'rel' / 'yelp'}" in first
+    assert first.index("recommender.epochs=200") < first.index("recommender.lr=0.001")
+    assert ladder.absolute_path_overrides(["data.cache_dir=null", "data.raw_dir=/abs", "recommender.lr=1"]) == ["data.cache_dir=null", "data.raw_dir=/abs", "recommender.lr=1"]
+
+
+def test_archive_then_head_tail_table_means_over_seeds(ladder, tmp_path):
+    def run_reports(head_n10, tail_n10):
+        rep = tmp_path / "reports"
+        (rep / "analysis").mkdir(parents=True, exist_ok=True)
+        (rep / "train" / "live").mkdir(parents=True, exist_ok=True)
+        (rep / "metrics.json").write_text(json.dumps({"ndcg@5": head_n10}))
+        (rep / "train" / "live" / "metrics.json").write_text("{}")
+        model = {g: {"hit@10": 2 * v, "ndcg@10": v} for g, v in (("head", head_n10), ("tail", tail_n10))}
+        (rep / "analysis" / "head_tail.json").write_text(json.dumps({"groups": {"head": {"items": 5, "users": 9}, "tail": {"items": 5, "users": 3}}, "metrics": {"model": model}}))
+        return rep
+
+    archive = tmp_path / "runs"
+    ladder.archive_reports(run_reports(0.10, 0.00), archive / "ce-s1")
+    ladder.archive_reports(run_reports(0.20, 0.02), archive / "ce-s2")
+    ladder.archive_reports(run_reports(0.12, 0.04), archive / "curriculum-s1")
+    assert (archive / "ce-s1" / "train" / "live" / "metrics.json").exists()
+    assert json.loads((archive / "ce-s1" / "metrics.json").read_text()) == {"ndcg@5": 0.10}  # the later run did not overwrite it
+    rows = ladder.head_tail_summary(archive)
+    assert [r["rung"] for r in rows] == ["ce", "curriculum"]  # frequency absent: skipped
+    assert rows[0]["seeds"] == 2 and rows[0]["head_ndcg@10"] == pytest.approx(0.15) and rows[0]["tail_hit@10"] == pytest.approx(0.02)
+    md, png = ladder.write_head_tail(rows, tmp_path / "out" / "ht")
+    text = md.read_text()
+    assert "| TIGER | 2 | 0.3000 | 0.1500 | 0.0200 | 0.0100 |" in text
+    assert "head: 5 items, 9 test users" in text and png.stat().st_size > 0
+
+
+def test_collect_reference_prints_paper_rows_with_gain(ladder, tmp_path):
+    rows = ladder.summarise([{"name": "ce-s1", "metrics": {"hit@5": 0.1, "ndcg@5": 0.05, "hit@10": 0.2, "ndcg@10": 0.07}}])
+    md, _ = ladder.write_tables(rows, tmp_path / "l", reference="yelp", preamble="Run on a test.")
+    text = md.read_text()
+    assert "Run on a test." in text
+    assert "### Paper 001 Table 4, yelp (reported)" in text
+    # + Curriculum on Yelp: N@5 .0175 vs TIGER .0155 -> +12.9%
+    assert "| + Curriculum | 0.0264 | 0.0175 | 0.0419 | 0.0225 | +12.9% |" in text
+    with pytest.raises(SystemExit):
+        ladder.write_tables(rows, tmp_path / "l2", reference="nope")
