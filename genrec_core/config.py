@@ -104,6 +104,9 @@ class TokenizerParams:
     batch_size: int = 256  # 0: full batch
     keep_last: int = 5  # keep the tokenizers of the last n epochs (MTGRec multi-tokenizer tables)
     device: str = "auto"
+    # Its own seed, not the top-level one: runs over recommender seeds share one ID table (and do
+    # not retrain the tokenizer); change this one to study the variance the IDs add.
+    seed: int = 42
 
     def validate(self, prefix: str = "tokenizer") -> None:
         _check(self.kind in ("rqvae", "pq"), f"{prefix}.kind", f"must be rqvae or pq, got {self.kind!r}")
@@ -117,6 +120,7 @@ class TokenizerParams:
         _check(0.0 < self.ema_decay < 1.0, f"{prefix}.ema_decay", f"must be in (0, 1), got {self.ema_decay}")
         _check(self.kmeans_iters >= 1, f"{prefix}.kmeans_iters", f"must be >= 1, got {self.kmeans_iters}")
         _check(self.dead_code_threshold >= 0, f"{prefix}.dead_code_threshold", f"must be >= 0, got {self.dead_code_threshold}")
+        _check(isinstance(self.seed, int) and self.seed >= 0, f"{prefix}.seed", f"must be a non-negative integer, got {self.seed!r}")
         _check(self.optimizer in ("adagrad", "adamw"), f"{prefix}.optimizer", f"must be adagrad or adamw, got {self.optimizer!r}")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")

@@ -7,9 +7,9 @@
 
 Each command is ``dvc exp run --queue --name <prefix>-s<seed> -S seed=<seed> <your -S ...>``.
 Seeds are ``--first-seed`` .. ``--first-seed + n - 1`` (default 0..4), or ``--seeds 1,7,9``. Use
-the same seeds for every method so the comparison is seed for seed. Note: ``seed`` is also a
-param of the embed and train_tokenizer stages (dvc.yaml), so every seed retrains the tokenizer,
-for the ID-based models too (its output is unused by them; DVC's run cache skips repeated seeds).
+the same seeds for every method so the comparison is seed for seed. ``seed`` is the recommender's
+(train, analyse): every seed of a method reuses one ID table; the tokenizer's own seed is
+``tokenizer.seed`` (add ``-S tokenizer.seed=<n>`` to vary the IDs as well).
 """
 
 from __future__ import annotations

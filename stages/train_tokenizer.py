@@ -41,6 +41,6 @@ def run(params: Params, root: Path) -> None:
     ids, vectors = load_vectors(paths.embeddings)
     tp = params.tokenizer
     if tp.kind == "pq":
-        train_pq(vectors, tp, params.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
+        train_pq(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
     else:
-        train_rqvae(vectors, tp, params.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)
+        train_rqvae(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)

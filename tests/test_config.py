@@ -31,6 +31,7 @@ def test_defaults_and_overrides_read_as_yaml():
         ("evaluate.ks=[1,50]", "evaluate.ks"),  # K above the beam size
         ("tokenizer.use_gpu=true", "tokenizer.use_gpu"),
         ("seed=-1", "seed"),
+        ("tokenizer.seed=-1", "tokenizer.seed"),
     ],
 )
 def test_bad_params_name_themselves(override, param):

@@ -2,11 +2,13 @@
 bitwise resume, kept tokenizers, EMA updates, and the stage end to end."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 
 from genrec_core.config import Params, TokenizerParams
 from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
@@ -186,3 +188,26 @@ def test_stage_run_end_to_end(tmp_path):
     hist = pl.read_csv(paths.tokenizer_reports_dir / "history.csv")
     assert hist["epoch"].to_list() == [1, 2, 3]
     assert {"recon_loss", "quant_loss", "usage_l1", "perplexity_l3", "collision_rate"} <= set(hist.columns)
+
+
+def test_stage_seed_is_the_tokenizers_own(tmp_path):
+    """The top-level (recommender) seed does not change the tokenizer; tokenizer.seed does."""
+    from genrec_core.io import write_parquet
+    from genrec_core.paths import ArtifactPaths
+    from stages.train_tokenizer import run
+
+    x = _clustered(120, 16)
+
+    def codebooks(top_seed, tok_seed):
+        root = tmp_path / f"{top_seed}-{tok_seed}"
+        paths = ArtifactPaths(root)
+        write_parquet(pl.DataFrame({"item_id": pl.Series(np.arange(1, 121), dtype=pl.Int32), "vector": pl.Series(x, dtype=pl.Array(pl.Float32, 16))}), paths.embeddings)
+        run(Params(seed=top_seed, tokenizer=_small(epochs=2, keep_last=1, seed=tok_seed)), root)
+        return load_kept_tokenizers(paths.tokenizer_dir)[-1][1].quantizer.codebooks.detach().numpy()
+
+    base = codebooks(1, 7)
+    assert np.array_equal(base, codebooks(2, 7))
+    assert not np.array_equal(base, codebooks(1, 8))
+    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())
+    for stage in ("embed", "train_tokenizer"):
+        assert "seed" not in dvc["stages"][stage]["params"], stage  # a new recommender seed reuses the IDs
