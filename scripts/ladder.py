@@ -40,6 +40,8 @@ METRICS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")
 METRIC_LABELS = {"hit@5": "H@5", "ndcg@5": "N@5", "hit@10": "H@10", "ndcg@10": "N@10"}
 BASELINE = "ce"
 SIGNIFICANCE_METRIC = "ndcg@5"
+#: Best validation NDCG@10 (reports/train/summary.json): the model-selection score, on other users' targets than the test.
+VALID_METRIC = "best_valid_ndcg@10"
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,15 @@ def experiments_from_exp_show(payload: Any) -> list[dict[str, Any]]:
 
 
 def experiments_from_dir(metrics_dir: str | Path) -> list[dict[str, Any]]:
-    """[{name, metrics}] from ``DIR/<name>/metrics.json``."""
+    """[{name, metrics}] from ``DIR/<name>/metrics.json`` (plus ``train/summary.json`` when present,
+    as ``dvc exp show`` merges it)."""
     out = []
     for path in sorted(Path(metrics_dir).glob("*/metrics.json")):
-        out.append({"name": path.parent.name, "loss": None, "loss_params": {}, "seed": None, "metrics": json.loads(path.read_text(encoding="utf-8"))})
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        summary = path.parent / "train" / "summary.json"
+        if summary.exists():
+            metrics = {**json.loads(summary.read_text(encoding="utf-8")), **metrics}
+        out.append({"name": path.parent.name, "loss": None, "loss_params": {}, "seed": None, "metrics": metrics})
     return out
 
 
@@ -241,7 +248,7 @@ def summarise(experiments: list[dict[str, Any]], rungs: Iterable[Rung] = RUNGS) 
             continue
         exps = groups[name]
         row: dict[str, Any] = {"rung": name, "label": labels.get(name, name), "seeds": len(exps)}
-        for m in METRICS:
+        for m in (*METRICS, VALID_METRIC):
             vals = [float(e["metrics"][m]) for e in exps if m in e["metrics"]]
             mean = sum(vals) / len(vals) if vals else math.nan
             std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
@@ -267,13 +274,13 @@ def markdown_table(rows: list[dict[str, Any]], rung_names: Iterable[str], title:
     if not present:
         return f"### {title}\n\n(no experiments)\n"
     base = by.get(BASELINE)
-    head = "| Method | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | N@5 vs TIGER | p (N@5) |"
-    lines = [f"### {title}", "", head, "|" + "---|" * (len(METRICS) + 4)]
+    head = "| Method | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | N@5 vs TIGER | p (N@5) | valid N@10 |"
+    lines = [f"### {title}", "", head, "|" + "---|" * (len(METRICS) + 5)]
     for n in present:
         r = by[n]
         gain = f"{100 * (r['ndcg@5'] / base['ndcg@5'] - 1):+.1f}%" if base and n != BASELINE and base["ndcg@5"] > 0 else ""
         p = "" if r.get("p_vs_ce") is None else f"{r['p_vs_ce']:.3g}"
-        lines.append(f"| {r['label']} | {r['seeds']} | " + " | ".join(_fmt(r, m) for m in METRICS) + f" | {gain} | {p} |")
+        lines.append(f"| {r['label']} | {r['seeds']} | " + " | ".join(_fmt(r, m) for m in METRICS) + f" | {gain} | {p} | {_fmt(r, VALID_METRIC)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -303,7 +310,8 @@ def write_tables(rows: list[dict[str, Any]], out_stem: str | Path, reference: st
     parts = [
         "## Token-weighting ladder (paper 001 layout)",
         "",
-        f"Mean ± std over seeds; p: two-sided Mann-Whitney U of per-seed {SIGNIFICANCE_METRIC} against TIGER (ce).",
+        f"Test metrics, mean ± std over seeds; p: two-sided Mann-Whitney U of per-seed {SIGNIFICANCE_METRIC} against TIGER (ce); "
+        "valid N@10: the best validation NDCG@10 of training (the model-selection score).",
         "",
     ]
     if preamble:
@@ -319,7 +327,7 @@ def write_tables(rows: list[dict[str, Any]], out_stem: str | Path, reference: st
     md_path = out_stem.with_suffix(".md")
     md_path.write_text(md, encoding="utf-8")
     csv_path = out_stem.with_suffix(".csv")
-    cols = ["rung", "label", "seeds"] + [c for m in METRICS for c in (m, f"{m}_std")] + ["p_vs_ce"]
+    cols = ["rung", "label", "seeds"] + [c for m in (*METRICS, VALID_METRIC) for c in (m, f"{m}_std")] + ["p_vs_ce"]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()

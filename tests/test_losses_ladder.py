@@ -93,9 +93,13 @@ def test_collect_from_metrics_dir_and_main(ladder, tmp_path):
         d = tmp_path / "m" / name
         d.mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps({"hit@5": 0.1, "ndcg@5": n5, "hit@10": 0.2, "ndcg@10": 0.05}))
+        if name == "ce-s1":
+            (d / "train").mkdir()
+            (d / "train" / "summary.json").write_text(json.dumps({"best_valid_ndcg@10": 0.0425, "ndcg@5": 9.9}))
     assert ladder.main(["collect", "--metrics-dir", str(tmp_path / "m"), "--out", str(tmp_path / "out" / "ladder")]) == 0
     md = (tmp_path / "out" / "ladder.md").read_text()
-    assert "| TIGER + Pos | 1 | 0.1000 | 0.0200 | 0.2000 | 0.0500 | +100.0% |  |" in md
+    assert "| TIGER + Pos | 1 | 0.1000 | 0.0200 | 0.2000 | 0.0500 | +100.0% |  | - |" in md  # no summary.json: no valid column value
+    assert "| TIGER | 1 | 0.1000 | 0.0100 | 0.2000 | 0.0500 |  |  | 0.0425 |" in md  # metrics.json wins over summary keys
     js = tmp_path / "exp.json"
     js.write_text(json.dumps(fake_exp_show()))
     assert ladder.main(["collect", "--json", str(js), "--out", str(tmp_path / "o2")]) == 0
