@@ -368,6 +368,11 @@ def head_tail_summary(archive: str | Path, rung_names: Iterable[str] = HEAD_TAIL
     return rows
 
 
+def _short_label(label: str) -> str:
+    """'TIGER + Frequency (fixed)' -> 'Frequency', '+ Curriculum' -> 'Curriculum'; 'TIGER' stays."""
+    return label.replace("TIGER + ", "").removeprefix("+ ").replace(" (fixed)", "")
+
+
 def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
     """``<out>.md`` (table) and ``<out>.png`` (paper 001 Figure 3: NDCG@10 on head and tail items)."""
     import matplotlib
@@ -397,7 +402,7 @@ def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[P
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     fig, axes = plt.subplots(1, 2, figsize=(7, 3))
     for ax, group in zip(axes, ("head", "tail")):
-        ax.bar([r["label"].replace("TIGER + ", "+") for r in rows], [r[f"{group}_ndcg@10"] for r in rows], color=["#888888", "#4c72b0", "#dd8452"][: len(rows)])
+        ax.bar([_short_label(r["label"]) for r in rows], [r[f"{group}_ndcg@10"] for r in rows], color=["#888888", "#4c72b0", "#dd8452"][: len(rows)])
         ax.set_title(f"{group} items")
         ax.set_ylabel("NDCG@10")
         ax.tick_params(axis="x", labelsize=8)
