@@ -347,3 +347,26 @@ def flatten_overlay(path: str | Path) -> list[str]:
     load_params(None, items)  # every key and value must be valid
     return items
 
+
+
+#: Params that name files on disk (relative paths resolve against the current directory).
+PATH_PARAMS = ("data.raw_dir", "data.cache_dir")
+#: Params that name a model hub id or a local folder: made absolute only when the folder exists.
+MAYBE_PATH_PARAMS = ("embed.model",)
+
+
+def absolute_path_overrides(overrides: list[str]) -> list[str]:
+    """``-S`` overrides with relative ``PATH_PARAMS`` values made absolute.
+
+    Queued and ``--temp`` DVC experiments run in a temporary copy of the repository, where a
+    relative dataset path would point somewhere else (or nowhere).
+    """
+    out = []
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        name = key.lstrip("+")
+        relative = value not in ("", "null", "None", "default") and not Path(value).is_absolute()
+        if sep and relative and (name in PATH_PARAMS or (name in MAYBE_PATH_PARAMS and Path(value).exists())):
+            value = str(Path(value).resolve())
+        out.append(f"{key}{sep}{value}")
+    return out

@@ -416,21 +416,6 @@ def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[P
 # --------------------------------------------------------------------------- main
 
 
-PATH_KEYS = ("data.raw_dir", "data.cache_dir")
-
-
-def absolute_path_overrides(overrides: Iterable[str]) -> list[str]:
-    """Queued experiments run in a temporary copy of the repository: make relative dataset paths
-    absolute (relative to the current directory) so they still point at the same files."""
-    out = []
-    for ov in overrides:
-        key, sep, value = ov.partition("=")
-        if sep and key.lstrip("+") in PATH_KEYS and value not in ("", "null", "None") and not Path(value).is_absolute():
-            value = str(Path(value).resolve())
-        out.append(f"{key}{sep}{value}")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -441,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--config", type=Path, default=None, help="a params overlay (e.g. configs/yelp-gpu.yaml) applied to every experiment")
     q.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra -S override for every experiment (after --config)")
     q.add_argument("--run", action="store_true", help="execute the dvc exp run --queue commands")
-    q.add_argument("--sequential", action="store_true", help="run each experiment now, one after another in the workspace (no queue)")
-    q.add_argument("--archive", type=Path, default=None, help="with --sequential: copy each run's reports to DIR/<experiment>/")
+    q.add_argument("--now", action="store_true", help="run each experiment at once, one after another in the workspace (no queue)")
+    q.add_argument("--archive", type=Path, default=None, help="with --now: copy each run's reports to DIR/<experiment>/")
     c = sub.add_parser("collect", help="tables from dvc exp show --json or per-experiment metrics.json")
     c.add_argument("--json", type=Path, default=None, help="saved `dvc exp show --json` output (default: run it)")
     c.add_argument("--metrics-dir", type=Path, default=None, help="DIR/<experiment>/metrics.json instead")
@@ -450,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--reference", choices=sorted(PAPER_001), default=None, help="print paper 001's reported rows for this dataset beside ours")
     c.add_argument("--note", type=Path, default=None, help="Markdown file whose text goes under the table header (setting, how it was run)")
     h = sub.add_parser("head-tail", help="Figure 3: head/tail metrics of ce, frequency and curriculum from an --archive folder")
-    h.add_argument("archive", type=Path, help="DIR/<experiment>/analysis/head_tail.json (queue --sequential --archive DIR)")
+    h.add_argument("archive", type=Path, help="DIR/<experiment>/analysis/head_tail.json (queue --now --archive DIR)")
     h.add_argument("--rungs", nargs="*", default=list(HEAD_TAIL_RUNGS))
     h.add_argument("--out", type=Path, default=Path("reports/ladder_head_tail"))
     p = sub.add_parser("plot-alphas", help="Figure 5: alpha trajectories of a multi_target/curriculum run")
@@ -461,23 +446,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "queue":
         rungs = [r for r in RUNGS if args.rungs is None or r.name in args.rungs]
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        overrides = list(args.overrides)
-        if args.config is not None:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-            from genrec_core.config import flatten_overlay
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from genrec_core.config import absolute_path_overrides, flatten_overlay
 
-            overrides = flatten_overlay(args.config) + overrides
-        if not args.sequential:
+        overrides = (flatten_overlay(args.config) if args.config is not None else []) + list(args.overrides)
+        if not args.now:
             overrides = absolute_path_overrides(overrides)
         for cmd in experiment_commands(seeds, overrides, rungs):
-            if args.sequential:
+            if args.now:
                 cmd = [c for c in cmd if c != "--queue"]
             print(shlex.join(cmd), flush=True)
-            if args.run or args.sequential:
+            if args.run or args.now:
                 subprocess.run(cmd, check=True)
-            if args.sequential and args.archive is not None:
+            if args.now and args.archive is not None:
                 archive_reports(Path("reports"), args.archive / cmd[cmd.index("-n") + 1])
-        if args.run and not args.sequential:
+        if args.run and not args.now:
             print("queued; start with: dvc queue start -j 1")
         return 0
     if args.mode == "collect":

@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 
 def seed_list(n: int, first: int, explicit: str | None) -> list[int]:
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", action="store_true", help="execute the commands (default: print them)")
     ap.add_argument("--now", action="store_true", help="run each experiment at once instead of queueing it")
     args = ap.parse_args(argv)
-    cmds = commands(seed_list(args.n, args.first_seed, args.seeds), args.overrides, args.name or default_prefix(args.overrides), queue=not args.now)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from genrec_core.config import absolute_path_overrides
+
+    overrides = args.overrides if args.now else absolute_path_overrides(args.overrides)
+    cmds = commands(seed_list(args.n, args.first_seed, args.seeds), overrides, args.name or default_prefix(args.overrides), queue=not args.now)
     for cmd in cmds:
         print(shlex.join(cmd))
         if args.run:

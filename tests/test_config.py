@@ -69,3 +69,19 @@ def test_overlay_flattens_to_single_shell_words(tmp_path):
     overlay.write_text("data:\n  max_items: 0\n")
     with pytest.raises(ParamError, match="data.max_items"):
         flatten_overlay(overlay)
+
+
+def test_absolute_path_overrides_only_touch_relative_dataset_paths(tmp_path, monkeypatch):
+    from genrec_core.config import absolute_path_overrides
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "minilm").mkdir(parents=True)
+    given = ["data.raw_dir=rel/yelp", "data.cache_dir=null", "++data.cache_dir=/abs/cache", "recommender.lr=0.1", "embed.model=sentence-transformers/all-MiniLM-L6-v2", "embed.model=models/minilm"]
+    assert absolute_path_overrides(given) == [
+        f"data.raw_dir={tmp_path / 'rel' / 'yelp'}",  # need not exist yet
+        "data.cache_dir=null",
+        "++data.cache_dir=/abs/cache",
+        "recommender.lr=0.1",
+        "embed.model=sentence-transformers/all-MiniLM-L6-v2",  # a hub id: no such folder here
+        f"embed.model={tmp_path / 'models' / 'minilm'}",  # an existing local folder
+    ]

@@ -117,7 +117,6 @@ def test_queue_config_overlay_and_absolute_paths_for_queued_runs(ladder, tmp_pat
     # queued runs execute in a temporary copy: the relative raw_dir becomes absolute; the -S comes after the overlay
     assert f"data.raw_dir={tmp_path / 'rel' / 'yelp'}" in first
     assert first.index("recommender.epochs=200") < first.index("recommender.lr=0.001")
-    assert ladder.absolute_path_overrides(["data.cache_dir=null", "data.raw_dir=/abs", "recommender.lr=1"]) == ["data.cache_dir=null", "data.raw_dir=/abs", "recommender.lr=1"]
 
 
 def test_archive_then_head_tail_table_means_over_seeds(ladder, tmp_path):

@@ -159,6 +159,19 @@ def test_seeds_script_prints_queue_commands():
         seeds.commands([0], ["seed=3"], "x")
 
 
+def test_seeds_script_makes_dataset_paths_absolute_for_queued_runs_only(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import seeds
+    finally:
+        sys.path.pop(0)
+    monkeypatch.chdir(tmp_path)
+    assert seeds.main(["--n", "1", "-S", "data.raw_dir=rel/yelp", "--name", "x"]) == 0
+    assert f"-S data.raw_dir={tmp_path / 'rel' / 'yelp'}" in capsys.readouterr().out  # queued: runs in a temporary copy
+    assert seeds.main(["--n", "1", "-S", "data.raw_dir=rel/yelp", "--name", "x", "--now"]) == 0
+    assert "-S data.raw_dir=rel/yelp" in capsys.readouterr().out  # --now runs here: left as given
+
+
 def test_results_command_adds_the_mostpop_and_markov_floors(tmp_path):
     from stages.results import main
 
