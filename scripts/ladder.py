@@ -342,9 +342,10 @@ def write_tables(rows: list[dict[str, Any]], out_stem: str | Path, reference: st
 HEAD_TAIL_METRICS = ("hit@10", "ndcg@10")
 
 
-def head_tail_summary(archive: str | Path, rung_names: Iterable[str] = HEAD_TAIL_RUNGS) -> list[dict[str, Any]]:
+def head_tail_summary(archive: str | Path, rung_names: Iterable[str] = HEAD_TAIL_RUNGS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Mean over seeds of each rung's head and tail metrics, from ``DIR/<experiment>/analysis/head_tail.json``
-    (the analyse stage's split: test-target items ranked by training count, halves by item)."""
+    (the analyse stage's split: test-target items ranked by training count, halves by item), and
+    the split's group sizes."""
     found: dict[str, list[dict[str, Any]]] = {}
     groups_info: dict[str, Any] = {}
     for path in sorted(Path(archive).glob("*/analysis/head_tail.json")):
@@ -363,9 +364,7 @@ def head_tail_summary(archive: str | Path, rung_names: Iterable[str] = HEAD_TAIL
                 vals = [float(r[group][m]) for r in found[name]]
                 row[f"{group}_{m}"] = sum(vals) / len(vals)
         rows.append(row)
-    if rows:
-        rows[0]["groups"] = groups_info
-    return rows
+    return rows, groups_info
 
 
 def _short_label(label: str) -> str:
@@ -373,7 +372,7 @@ def _short_label(label: str) -> str:
     return label.replace("TIGER + ", "").removeprefix("+ ").replace(" (fixed)", "")
 
 
-def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
+def write_head_tail(rows: list[dict[str, Any]], groups: dict[str, Any], out_stem: str | Path) -> tuple[Path, Path]:
     """``<out>.md`` (table) and ``<out>.png`` (paper 001 Figure 3: NDCG@10 on head and tail items)."""
     import matplotlib
 
@@ -384,13 +383,12 @@ def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[P
         raise SystemExit("head-tail: no DIR/<experiment>/analysis/head_tail.json for the requested rungs")
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
-    info = rows[0].get("groups", {})
     cols = [f"{g}_{m}" for g in ("head", "tail") for m in HEAD_TAIL_METRICS]
     lines = [
         "## Head / tail (paper 001 Figure 3 layout)",
         "",
         "Test-target items ranked by training interactions and split in two equal halves by item; "
-        + ", ".join(f"{g}: {v.get('items')} items, {v.get('users')} test users" for g, v in info.items())
+        + ", ".join(f"{g}: {v.get('items')} items, {v.get('users')} test users" for g, v in groups.items())
         + ". Metrics over the users whose target is in the group; mean over seeds.",
         "",
         "| Method | seeds | " + " | ".join(c.replace("_", " ").replace("hit@", "H@").replace("ndcg@", "N@") for c in cols) + " |",
@@ -402,7 +400,7 @@ def write_head_tail(rows: list[dict[str, Any]], out_stem: str | Path) -> tuple[P
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     fig, axes = plt.subplots(1, 2, figsize=(7, 3))
     for ax, group in zip(axes, ("head", "tail")):
-        ax.bar([_short_label(r["label"]) for r in rows], [r[f"{group}_ndcg@10"] for r in rows], color=["#888888", "#4c72b0", "#dd8452"][: len(rows)])
+        ax.bar([_short_label(r["label"]) for r in rows], [r[f"{group}_ndcg@10"] for r in rows], color=[f"C{i}" for i in range(len(rows))])
         ax.set_title(f"{group} items")
         ax.set_ylabel("NDCG@10")
         ax.tick_params(axis="x", labelsize=8)
@@ -476,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {md} and {csv_path}", file=sys.stderr)
         return 0
     if args.mode == "head-tail":
-        md, png = write_head_tail(head_tail_summary(args.archive, args.rungs), args.out)
+        md, png = write_head_tail(*head_tail_summary(args.archive, args.rungs), args.out)
         print(md.read_text(encoding="utf-8"))
         print(f"wrote {md} and {png}", file=sys.stderr)
         return 0

@@ -136,10 +136,11 @@ def test_archive_then_head_tail_table_means_over_seeds(ladder, tmp_path):
     ladder.archive_reports(run_reports(0.12, 0.04), archive / "curriculum-s1")
     assert (archive / "ce-s1" / "train" / "live" / "metrics.json").exists()
     assert json.loads((archive / "ce-s1" / "metrics.json").read_text()) == {"ndcg@5": 0.10}  # the later run did not overwrite it
-    rows = ladder.head_tail_summary(archive)
+    rows, groups = ladder.head_tail_summary(archive)
+    assert groups == {"head": {"items": 5, "users": 9}, "tail": {"items": 5, "users": 3}}
     assert [r["rung"] for r in rows] == ["ce", "curriculum"]  # frequency absent: skipped
     assert rows[0]["seeds"] == 2 and rows[0]["head_ndcg@10"] == pytest.approx(0.15) and rows[0]["tail_hit@10"] == pytest.approx(0.02)
-    md, png = ladder.write_head_tail(rows, tmp_path / "out" / "ht")
+    md, png = ladder.write_head_tail(rows, groups, tmp_path / "out" / "ht")
     text = md.read_text()
     assert "| TIGER | 2 | 0.3000 | 0.1500 | 0.0200 | 0.0100 |" in text
     assert "head: 5 items, 9 test users" in text and png.stat().st_size > 0
