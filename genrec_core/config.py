@@ -348,7 +348,6 @@ def flatten_overlay(path: str | Path) -> list[str]:
     return items
 
 
-
 #: Params that name files on disk (relative paths resolve against the current directory).
 PATH_PARAMS = ("data.raw_dir", "data.cache_dir")
 #: Params that name a model hub id or a local folder: made absolute only when the folder exists.

@@ -223,41 +223,36 @@ def rung_of(exp: dict[str, Any], rungs: Iterable[Rung] = RUNGS) -> str:
     return stem
 
 
-def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Mann-Whitney U p-value (None with fewer than 2 values on a side)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
 def summarise(experiments: list[dict[str, Any]], rungs: Iterable[Rung] = RUNGS) -> list[dict[str, Any]]:
-    """One row per rung present: label, seeds, mean/std of each metric, p vs the baseline."""
+    """One row per rung present: label, seeds, mean/std of each metric, p vs the baseline.
+
+    The statistics are ``genrec_core.evaluation.significance.results_table``'s (mean, sample std,
+    two-sided Mann-Whitney U); a single run's std is written as 0 and a p-value needs at least two
+    runs on each side (else None).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from genrec_core.evaluation.significance import results_table
+
     rungs = list(rungs)
     groups: dict[str, list[dict[str, Any]]] = {}
     for exp in experiments:
         groups.setdefault(rung_of(exp, rungs), []).append(exp)
     labels = {r.name: r.label for r in rungs}
-    order = [r.name for r in rungs] + sorted(set(groups) - {r.name for r in rungs})
-    base = [e["metrics"].get(SIGNIFICANCE_METRIC) for e in groups.get(BASELINE, [])]
-    base = [float(v) for v in base if v is not None]
+    order = [r.name for r in rungs if r.name in groups] + sorted(set(groups) - {r.name for r in rungs})
+    table = results_table(
+        {name: [e["metrics"] for e in groups[name]] for name in order},
+        baseline=BASELINE if BASELINE in groups else None,
+        metrics=[*METRICS, VALID_METRIC],
+    )
+    n_base = len(groups.get(BASELINE, []))
     rows = []
-    for name in order:
-        if name not in groups:
-            continue
-        exps = groups[name]
-        row: dict[str, Any] = {"rung": name, "label": labels.get(name, name), "seeds": len(exps)}
-        for m in (*METRICS, VALID_METRIC):
-            vals = [float(e["metrics"][m]) for e in exps if m in e["metrics"]]
-            mean = sum(vals) / len(vals) if vals else math.nan
-            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-            row[m], row[f"{m}_std"] = mean, std
-        if name != BASELINE:
-            vals = [float(e["metrics"][SIGNIFICANCE_METRIC]) for e in exps if SIGNIFICANCE_METRIC in e["metrics"]]
-            row["p_vs_ce"] = mann_whitney_p(vals, base)
-        else:
-            row["p_vs_ce"] = None
+    for stats in table.rows:
+        row: dict[str, Any] = {"rung": stats.method, "label": labels.get(stats.method, stats.method), "seeds": stats.runs}
+        for m in table.metrics:
+            row[m] = stats.mean[m]
+            row[f"{m}_std"] = 0.0 if math.isnan(stats.std[m]) else stats.std[m]
+        enough = stats.method != BASELINE and min(stats.runs, n_base) >= 2
+        row["p_vs_ce"] = stats.p[SIGNIFICANCE_METRIC] if enough else None
         rows.append(row)
     return rows
 
