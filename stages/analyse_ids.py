@@ -15,6 +15,7 @@ from genrec_core.analysis.id_analysis import build_report, render_markdown, save
 from genrec_core.config import Params
 from genrec_core.io import write_json, write_text
 from genrec_core.paths import ArtifactPaths
+from genrec_core.tokenizers.base import auto_codebook_size
 from genrec_core.tokenizers.id_table import read_id_table_with_items
 
 
@@ -25,11 +26,19 @@ def run(params: Params, root: Path) -> None:
     # describe the table as emitted (emit.json), which params may no longer match outside DVC
     emit_report = paths.id_reports_dir / "emit.json"
     collision = params.ids.collision
+    codebook_size = params.tokenizer.codebook_size
     if emit_report.exists():
-        collision = json.loads(emit_report.read_text(encoding="utf-8")).get("collision", collision)
+        emitted = json.loads(emit_report.read_text(encoding="utf-8"))
+        collision = emitted.get("collision", collision)
+        # the K the tokenizer was trained with (codebook_size: auto is resolved there)
+        sizes = {int(t["codebook_size"]) for t in emitted.get("per_tokenizer", {}).values() if "codebook_size" in t}
+        if len(sizes) == 1:
+            codebook_size = sizes.pop()
+    if codebook_size == "auto":
+        codebook_size = auto_codebook_size(int(item_ids.size), params.tokenizer.levels)
     report = build_report(
         tables,
-        codebook_size=params.tokenizer.codebook_size,
+        codebook_size=codebook_size,
         levels=params.tokenizer.levels,
         item_counts=counts,
         collision=collision,

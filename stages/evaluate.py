@@ -55,7 +55,7 @@ def run(params: Params, root: Path) -> None:
     loaded = load_recommender(paths.recommender_dir / "best.pt", device)
     item_tokens = loaded.item_tokens
     test = load_examples(paths.examples("test"), num_items=item_tokens.shape[0])
-    encoder = SequenceEncoder(item_tokens, encoder_input=loaded.params.encoder_input)
+    encoder = SequenceEncoder(item_tokens, encoder_input=loaded.params.encoder_input, user_buckets=loaded.params.user_tokens, user_token_offset=loaded.vocab.size)
     trie = ItemTrie.build(item_tokens, loaded.vocab.size)
 
     start = time.perf_counter()

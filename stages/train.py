@@ -53,7 +53,7 @@ def run(params: Params, root: Path) -> None:
     chosen = choose_tokenizer(names, rp.tokenizer)
     vocab = SemanticIdVocab.from_codes(tables.values())  # shared by every tokenizer (MTGRec)
     all_tokens = torch.from_numpy(np.stack([vocab.codes_to_tokens(tables[n]) for n in names]))  # [T, N, L]
-    encoder = SequenceEncoder(all_tokens, rp.encoder_input, default_tokenizer=names.index(chosen))
+    encoder = SequenceEncoder(all_tokens, rp.encoder_input, default_tokenizer=names.index(chosen), user_buckets=rp.user_tokens, user_token_offset=vocab.size)
     item_tokens = all_tokens[names.index(chosen)].clone()
 
     n_items = int(item_ids.size)

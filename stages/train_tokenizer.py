@@ -8,15 +8,20 @@ RQ-VAE run resumes from data/tokenizer/last.pt, so that path must survive betwee
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from genrec_core.config import Params
+from genrec_core.config import Params, TokenizerParams
 from genrec_core.errors import InputFormatError
 from genrec_core.io import read_parquet
 from genrec_core.paths import ArtifactPaths
+from genrec_core.tokenizers.base import auto_codebook_size
 from genrec_core.tokenizers.training import train_pq, train_rqvae
+
+log = logging.getLogger(__name__)
 
 
 def load_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +41,19 @@ def load_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return df["item_id"].to_numpy().astype(np.int64), vectors
 
 
+def resolve_tokenizer_params(tp: TokenizerParams, num_items: int) -> TokenizerParams:
+    """``codebook_size: auto`` -> the K chosen from the item count (logged), else ``tp`` as is."""
+    if tp.codebook_size != "auto":
+        return tp
+    k = auto_codebook_size(num_items, tp.levels)
+    log.info("tokenizer.codebook_size auto: K = %d for %d items and L = %d (smallest power of two with K^(L-1) >= N, within [16, 256])", k, num_items, tp.levels)
+    return dataclasses.replace(tp, codebook_size=k)
+
+
 def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     ids, vectors = load_vectors(paths.embeddings)
-    tp = params.tokenizer
+    tp = resolve_tokenizer_params(params.tokenizer, int(ids.size))
     if tp.kind == "pq":
         train_pq(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
     else:

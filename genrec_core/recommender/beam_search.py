@@ -173,7 +173,11 @@ def constrained_beam_search(
         scores = torch.zeros(batch, 1, dtype=torch.float32, device=device)
         tokens = torch.full((batch, 1), PAD, dtype=torch.long, device=device)  # T5's decoder start token
         for depth in range(length):
-            log_probs = torch.log_softmax(decoder.step(tokens).float(), dim=-1)  # [B, K, V]: true log-probs
+            logits = decoder.step(tokens).float()  # [B, K, V]
+            restrict = getattr(model, "restrict_logits", None)  # level_softmax: step `depth` sees its level only
+            if restrict is not None:
+                logits = restrict(logits.unsqueeze(-2), first_step=depth).squeeze(-2)
+            log_probs = torch.log_softmax(logits, dim=-1)  # true log-probs of the model's own softmax
             width = trie.max_children[depth]
             child, valid = trie.children(nodes, width)  # [B, K, W]
             child_token = torch.where(valid, trie.node_token[child], torch.zeros_like(child))

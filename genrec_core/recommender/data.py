@@ -132,14 +132,25 @@ class Batch:
         return replace(self, **moved)
 
 
+def user_token_ids(user_ids: torch.Tensor, first_token: int, buckets: int) -> torch.Tensor:
+    """TIGER's user token: user id -> one of ``buckets`` tokens from ``first_token`` on (hashing trick).
+
+    A fixed multiplicative (Knuth) hash spreads consecutive ids over the buckets; users that share
+    a bucket share a token (TIGER used 2,000 buckets).
+    """
+    return first_token + (user_ids.long() * 2654435761) % buckets
+
+
 class SequenceEncoder:
     """Item ids -> encoder inputs and decoder labels through one or several ID tables.
 
     ``item_tokens`` is [N, L] (one tokenizer) or [T, N, L] (several; ``tokenizer_index`` picks one
-    per example, default the ``default_tokenizer``-th); values are vocabulary token ids.
+    per example, default the ``default_tokenizer``-th); values are vocabulary token ids. With
+    ``user_buckets`` > 0 every input starts with the user's hashed token (ids ``user_token_offset``
+    .. ``user_token_offset + user_buckets - 1``; as a group ``[user, pad, ...]`` for ``items``).
     """
 
-    def __init__(self, item_tokens: torch.Tensor, encoder_input: str = "tokens", default_tokenizer: int = 0):
+    def __init__(self, item_tokens: torch.Tensor, encoder_input: str = "tokens", default_tokenizer: int = 0, user_buckets: int = 0, user_token_offset: int = 0):
         if encoder_input not in ENCODER_INPUTS:
             raise ValueError(f"encoder_input must be one of {ENCODER_INPUTS}, got {encoder_input!r}")
         tokens = torch.as_tensor(item_tokens, dtype=torch.long)
@@ -150,6 +161,8 @@ class SequenceEncoder:
         self.tables = tokens.contiguous()
         self.encoder_input = encoder_input
         self.default_tokenizer = int(default_tokenizer)
+        self.user_buckets = int(user_buckets)
+        self.user_token_offset = int(user_token_offset)
 
     @property
     def num_tokenizers(self) -> int:
@@ -170,8 +183,22 @@ class SequenceEncoder:
         t = tokenizer_index.view(-1, *([1] * (items.dim() - 1))).expand_as(items)
         return self.tables[t, items]
 
-    def encode_history(self, history: torch.Tensor, lengths: torch.Tensor, tokenizer_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_history(self, history: torch.Tensor, lengths: torch.Tensor, tokenizer_index: torch.Tensor | None = None, user_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded history [B, H] (-1 = pad) -> (input_ids, attention_mask) in this encoder's format."""
+        ids, mask = self._encode_items(history, lengths, tokenizer_index)
+        if not self.user_buckets:
+            return ids, mask
+        if user_ids is None:
+            raise ValueError("this encoder prepends a user token (user_buckets > 0) and needs user_ids")
+        user = user_token_ids(user_ids, self.user_token_offset, self.user_buckets)  # [B]
+        if self.encoder_input == "tokens":
+            first = user.unsqueeze(1)
+        else:
+            first = torch.full((ids.shape[0], 1, ids.shape[2]), PAD, dtype=torch.long)
+            first[:, 0, 0] = user
+        return torch.cat([first, ids], dim=1), torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+
+    def _encode_items(self, history: torch.Tensor, lengths: torch.Tensor, tokenizer_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         b, h = history.shape
         length_l = self.id_length
         valid = history >= 0
@@ -202,7 +229,8 @@ class SequenceEncoder:
         history_t = torch.from_numpy(history)
         lengths_t = torch.from_numpy(lengths.astype(np.int64))
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))
-        input_ids, mask = self.encode_history(history_t, lengths_t, tokenizer_index)
+        user_ids_t = torch.from_numpy(examples.user_ids[index].astype(np.int64))
+        input_ids, mask = self.encode_history(history_t, lengths_t, tokenizer_index, user_ids_t)
         return Batch(
             input_ids=input_ids,
             attention_mask=mask,
@@ -210,7 +238,7 @@ class SequenceEncoder:
             history=history_t,
             lengths=lengths_t,
             targets=targets_t,
-            user_ids=torch.from_numpy(examples.user_ids[index].astype(np.int64)),
+            user_ids=user_ids_t,
             example_index=torch.from_numpy(index),
             tokenizer_index=tokenizer_index,
         )
@@ -219,7 +247,7 @@ class SequenceEncoder:
         """The same examples under other tokenizers (MTGRec's per-example choice), on the batch's device."""
         device = batch.history.device
         ti = None if tokenizer_index is None else tokenizer_index.cpu()
-        ids, mask = self.encode_history(batch.history.cpu(), batch.lengths.cpu(), ti)
+        ids, mask = self.encode_history(batch.history.cpu(), batch.lengths.cpu(), ti, batch.user_ids.cpu())
         labels = self.encode_targets(batch.targets.cpu(), ti)
         return replace(batch, input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device), tokenizer_index=None if ti is None else ti.to(device))
 

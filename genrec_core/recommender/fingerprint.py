@@ -12,7 +12,7 @@ from genrec_core.config import Params
 from genrec_core.io import sha256_file
 
 #: Params that change neither the trajectory nor the result: a resume ignores them.
-FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device")
+FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device", "threads")
 
 
 def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:

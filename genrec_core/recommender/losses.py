@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec_core.errors import ParamError
-from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
+from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
 
 EOS_MODES = ("include", "exclude")
 
@@ -396,7 +396,10 @@ class CounterfactualLoss(PositionLoss):
         w = self.token_weights(labels, batch, state)
         cf = extra_logits.detach() if self.params["detach_counterfactual"] else extra_logits
         loss_n = weighted_nll(logits, labels, w, self.eos)
-        loss_c = weighted_nll(logits.float() - cf.float(), labels, w, self.eos)
+        diff = logits.float() - cf.float()
+        # under level_softmax both logits are MASKED_LOGIT outside the step's level: keep those masked
+        diff = torch.where(logits.float() <= MASKED_LOGIT / 2, logits.float(), diff)
+        loss_c = weighted_nll(diff, labels, w, self.eos)
         return LossOutput(loss_n + self.params["alpha"] * loss_c, {"loss_normal": loss_n.detach(), "loss_causal": loss_c.detach()})
 
 

@@ -17,13 +17,23 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from genrec_core.config import RecommenderParams
-from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
+from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
+
+
+def level_token_mask(vocab: SemanticIdVocab) -> torch.Tensor:
+    """[L + 1, V] bool: the tokens allowed at each decoding step (level l's block, then eos)."""
+    length_l = vocab.id_length
+    mask = torch.zeros(length_l + 1, vocab.size, dtype=torch.bool)
+    for level, (offset, size) in enumerate(zip(vocab.level_offsets.tolist(), vocab.level_sizes)):
+        mask[level, offset : offset + size] = True
+    mask[length_l, EOS] = True
+    return mask
 
 
 def build_t5_config(params: RecommenderParams, vocab: SemanticIdVocab) -> T5Config:
     # transformers 5 needs the special token ids passed explicitly.
     return T5Config(
-        vocab_size=vocab.size,
+        vocab_size=vocab.size + params.user_tokens,
         d_model=params.d_model,
         d_kv=params.d_kv,
         d_ff=params.d_ff,
@@ -47,7 +57,22 @@ class GenerativeRecommender(nn.Module):
         super().__init__()
         self.vocab = vocab
         self.encoder_input = params.encoder_input
+        self.user_tokens = int(params.user_tokens)
+        self.level_softmax = bool(params.level_softmax)
         self.t5 = T5ForConditionalGeneration(build_t5_config(params, vocab))
+        # [L + 1, V] allowed tokens per decoding step (a buffer: follows .to(device), not saved)
+        self.register_buffer("level_mask", level_token_mask(vocab), persistent=False)
+
+    def restrict_logits(self, logits: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+        """Logits [..., T, V] of decoding steps first_step.. with every token outside the step's
+        level set to ``MASKED_LOGIT`` (a no-op unless ``level_softmax``): the softmax of step l
+        then runs over level l's K codes only, in training and in beam search alike."""
+        if not self.level_softmax:
+            return logits
+        steps = logits.shape[-2]
+        allowed = self.level_mask[first_step : first_step + steps]  # [T, V']
+        allowed = torch.nn.functional.pad(allowed, (0, logits.shape[-1] - allowed.shape[-1]))  # user tokens: never allowed
+        return logits.masked_fill(~allowed, MASKED_LOGIT)
 
     @property
     def config(self) -> T5Config:
@@ -70,7 +95,7 @@ class GenerativeRecommender(nn.Module):
             decoder_input_ids=decoder_input_ids,
             use_cache=False,
         )
-        return out.logits
+        return self.restrict_logits(out.logits)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos)."""

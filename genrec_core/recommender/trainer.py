@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import GenrecError
-from genrec_core.io import save_torch, write_json
+from genrec_core.io import save_torch, write_json, write_text
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, SequenceEncoder, eval_batches, seeded_subset
 from genrec_core.recommender.losses import LossOutput, LossStrategy
 from genrec_core.recommender.trie import ItemTrie
@@ -70,6 +70,9 @@ class TrainState:
     stopped_early: bool = False
     seconds: float = 0.0  # training wall time over all (resumed) runs
     evals: list[dict[str, float]] = field(default_factory=list)  # validation metrics per evaluation
+    # wall-clock per evaluation: {epoch, step, seconds (training + validation so far, over resumed
+    # runs too), train_seconds (that epoch's training alone)}; kept apart from the deterministic evals
+    eval_times: list[dict[str, float]] = field(default_factory=list)
 
 
 class TrainerHooks:
@@ -121,17 +124,38 @@ class TrainerHooks:
 # --------------------------------------------------------------------------- helpers
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int):
-    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0."""
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0, schedule: str = "cosine"):
+    """LR multiplier for the optimiser step with index ``step`` (0-based).
+
+    Linear warm-up to 1 over ``warmup_steps``; then ``cosine`` decays to ``min_ratio`` exactly on
+    the last step of the run (index ``total_steps - 1``), so a run that is given its real length
+    spends its last steps at the floor instead of stopping halfway down the curve; ``constant``
+    stays at 1. ``total_steps`` is the run's planned length (``epochs`` x batches per epoch):
+    early stopping can end a run before the floor, which is why short CPU runs set ``epochs`` to
+    the length they actually train (params.yaml).
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
 
     def fn(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
+        if schedule == "constant":
+            return 1.0
+        span = max(1, total_steps - 1 - warmup_steps)
         progress = min(1.0, (step - warmup_steps) / span)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
+
+
+def fused_adamw_kwargs(device: str) -> dict[str, Any]:
+    """AdamW's fused kernel (one pass over all parameters instead of a loop of small ops), on
+    CPU and CUDA where this torch build has it; the plain loop elsewhere."""
+    kind = torch.device(device).type
+    if kind in ("cpu", "cuda"):
+        return {"fused": True}
+    return {}
 
 
 def rng_state() -> dict[str, Any]:
@@ -246,6 +270,8 @@ class Trainer:
         ranker: Callable[[nn.Module, ExampleArrays], tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         self.params = params
+        if getattr(params, "threads", 0):
+            torch.set_num_threads(params.threads)
         self.device = resolve_device(device or params.device)
         self.model = model.to(self.device)
         self.encoder = encoder
@@ -272,8 +298,9 @@ class Trainer:
         extra = list(self.loss_strategy.parameters()) + list(self.hooks.extra_parameters(self))
         if extra:
             groups.append({"params": extra, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups, lr=params.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(min(params.warmup_steps, self.state.total_steps), self.state.total_steps))
+        self.optimizer = torch.optim.AdamW(groups, lr=params.lr, **fused_adamw_kwargs(self.device))
+        warmup = min(params.warmup_steps, max(0, self.state.total_steps - 1))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(warmup, self.state.total_steps, params.min_lr_ratio, params.lr_schedule))
         self.live = None
         self.stop_signal: int | None = None
         self.resumed_from: str | None = None
@@ -459,7 +486,23 @@ class Trainer:
         }
         summary.update({k: v for k, v in self.checkpoint_meta.items() if k in ("tokenizer", "model_kind")})
         write_json(summary, self.summary_path)
+        self.write_curve()
         return summary
+
+    @property
+    def curve_path(self) -> Path:
+        return self.reports_dir / "valid_curve.csv"
+
+    def write_curve(self) -> None:
+        """Validation metrics against epoch, step and wall-clock seconds (one row per evaluation):
+        the learning curve ``dvc plots`` and ``benchmarks/convergence.py`` read."""
+        if not self.state.evals:
+            return
+        times = {t["epoch"]: t for t in self.state.eval_times}
+        rows = [{**times.get(e["epoch"], {}), **e} for e in self.state.evals]
+        columns = ["epoch", "step", "seconds", "train_seconds"] + [k for k in self.state.evals[0] if k != "epoch"]
+        lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
+        write_text("\n".join(lines) + "\n", self.curve_path)
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict[str, Any]:
@@ -514,9 +557,14 @@ class Trainer:
             s.epoch = epoch + 1
             self.sampler.set_epoch(s.epoch)
             self.hooks.on_epoch_end(self, epoch)
+            train_seconds = time.perf_counter() - t0
             if s.epoch % p.eval_every == 0 or s.epoch == p.epochs:
                 metrics = self.evaluate()
+                # wall-clock of the run so far (training and validation, over resumed runs too):
+                # the x axis of learning curves (benchmarks/convergence.py)
+                elapsed = s.seconds + time.perf_counter() - t0
                 s.evals.append({"epoch": s.epoch, **metrics})
+                s.eval_times.append({"epoch": s.epoch, "step": s.step, "seconds": round(elapsed, 3), "train_seconds": round(train_seconds, 3)})
                 self.hooks.after_evaluate(self, metrics)
                 self._log({f"valid/{k}": v for k, v in metrics.items()})
                 score = metrics[SELECTION_METRIC]

@@ -15,6 +15,9 @@ import numpy as np
 PAD = 0
 EOS = 1
 FIRST_CODE_TOKEN = 2
+#: Logit given to tokens outside the decoding step's level under ``recommender.level_softmax``
+#: (finite, so logit differences such as CFT's stay defined; its exp() is exactly 0).
+MASKED_LOGIT = -1e9
 
 
 @dataclass(frozen=True)

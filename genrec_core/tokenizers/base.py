@@ -7,10 +7,34 @@ last-level code, gets collision-free ID tables for free.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+#: ``tokenizer.codebook_size: auto`` stays within these bounds (powers of two).
+AUTO_CODEBOOK_MIN = 16
+AUTO_CODEBOOK_MAX = 256
+
+
+def auto_codebook_size(num_items: int, levels: int) -> int:
+    """K for ``tokenizer.codebook_size: auto``: the smallest power of two with K^(L-1) >= N.
+
+    Why: the first L-1 levels can then give every item a prefix of its own, so the last level
+    only separates near-duplicates, while each code is shared by as many items as possible
+    (a code seen by few training targets is learnt slowly). On ml-100k (N = 1,349, L = 3) this
+    gives 64, which trained better than 256 (reports/benchmarks/convergence.md); Yelp (20,033
+    items, L = 3) gets 256. Clamped to [16, 256]; L = 1 needs K >= N and gets the next power of
+    two (not clamped above).
+    """
+    if num_items < 1 or levels < 1:
+        raise ValueError(f"need num_items >= 1 and levels >= 1, got {num_items}, {levels}")
+    if levels == 1:
+        return max(2, 1 << max(0, math.ceil(math.log2(num_items))))
+    root = num_items ** (1.0 / (levels - 1))
+    k = 1 << max(0, math.ceil(math.log2(root) - 1e-9))
+    return int(min(AUTO_CODEBOOK_MAX, max(AUTO_CODEBOOK_MIN, k)))
 
 
 @dataclass

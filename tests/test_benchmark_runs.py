@@ -1,0 +1,209 @@
+"""The pure parts of benchmarks/runs.py, benchmarks/convergence.py and scripts/converged.py (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import convergence, runs  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import converged  # noqa: E402
+
+sys.path.pop(0)
+
+
+# --------------------------------------------------------------------------- override parsing
+
+
+def test_parse_spec_name_and_overrides():
+    assert runs.parse_spec("NAME=a=1,b=2") == ("NAME", ["a=1", "b=2"])
+    assert runs.parse_spec("sasrec-ce=recommender.model=sasrec,recommender.loss=ce") == ("sasrec-ce", ["recommender.model=sasrec", "recommender.loss=ce"])
+    assert runs.parse_spec("tiger") == ("tiger", [])
+
+
+def test_split_overrides_keeps_bracketed_commas():
+    assert runs.split_overrides("tokenizer.hidden_dims=[512,256],seed=1") == ["tokenizer.hidden_dims=[512,256]", "seed=1"]
+    assert runs.split_overrides("++recommender.loss_params={a: 1, b: 2}") == ["++recommender.loss_params={a: 1, b: 2}"]
+    with pytest.raises(ValueError):
+        runs.split_overrides("a=1,oops")
+    with pytest.raises(ValueError):
+        runs.parse_spec("=a=1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "stages"),
+    [
+        ([], []),
+        (["recommender.model=sasrec", "seed=3"], []),
+        (["ids.collision=dedup_level"], ["emit-ids"]),
+        (["tokenizer.levels=4", "recommender.lr=0.001"], ["train-tokenizer", "emit-ids"]),
+        (["ids.collision=dedup_level", "embed.pca_dim=64"], ["embed", "train-tokenizer", "emit-ids"]),
+        (["data.max_items=50"], ["preprocess", "embed", "train-tokenizer", "emit-ids"]),
+        (["++tokenizer.kind=pq"], ["train-tokenizer", "emit-ids"]),
+    ],
+)
+def test_upstream_stages(overrides, stages):
+    assert runs.upstream_stages(overrides) == stages
+
+
+def test_reuse_needs_same_overrides_params_data_and_outputs(tmp_path, fake_project):
+    params = fake_project / "params.yaml"
+    (fake_project / "data" / "ids" / "item_ids.parquet").write_bytes(b"v1")
+    spec = runs.RunSpec("r", ["seed=2"], ("train", "evaluate"))
+    key = runs.reuse_key(spec, params)
+    root = tmp_path / "r"
+    (root / "reports" / "train").mkdir(parents=True)
+    (root / "overrides.json").write_text(json.dumps({**key, "threads": 1}))
+    assert not runs.is_finished(root, key)  # no outputs yet
+    for f in runs.done_files(spec.stages):
+        (root / f).write_text("{}")
+    assert runs.is_finished(root, key)
+    assert not runs.is_finished(root, runs.reuse_key(runs.RunSpec("r", ["seed=3"], ("train", "evaluate")), params))
+    (fake_project / "data" / "ids" / "item_ids.parquet").write_bytes(b"v2")  # project's IDs rebuilt since
+    assert not runs.is_finished(root, runs.reuse_key(spec, params))
+    (fake_project / "data" / "ids" / "item_ids.parquet").write_bytes(b"v1")
+    params.write_text(params.read_text() + "\n# edited\n")  # params.yaml edited since
+    assert not runs.is_finished(root, runs.reuse_key(spec, params))
+    # an ids. override rebuilds the IDs in the workspace: the project's ID table no longer matters
+    assert "ids" not in runs.reuse_key(runs.RunSpec("r", ["ids.collision=dedup_level"]), params)["inputs"]
+
+
+# --------------------------------------------------------------------------- curve statistics
+
+CURVE = [
+    {"epoch": 1, "step": 10, "seconds": 12.0, "train_seconds": 10.0, "ndcg@10": 0.010},
+    {"epoch": 2, "step": 20, "seconds": 24.0, "train_seconds": 10.0, "ndcg@10": 0.030},
+    {"epoch": 3, "step": 30, "seconds": 37.0, "train_seconds": 11.0, "ndcg@10": 0.0385},  # >= 0.95 * 0.040 = 0.038
+    {"epoch": 4, "step": 40, "seconds": 49.0, "train_seconds": 10.0, "ndcg@10": 0.040},
+    {"epoch": 5, "step": 50, "seconds": 61.0, "train_seconds": 9.0, "ndcg@10": 0.039},
+]
+
+
+def test_samples_per_second():
+    assert convergence.samples_per_second(1000, 5, 50.0) == 100.0
+    assert math.isnan(convergence.samples_per_second(1000, 5, 0.0))
+
+
+def test_curve_stats_time_to_95_percent_and_throughput():
+    stats = convergence.curve_stats(CURVE, train_examples=2000)
+    assert stats["plateau"] == 0.040
+    assert stats["epoch_95"] == 3 and stats["seconds_95"] == 37.0
+    assert stats["samples_per_s"] == pytest.approx(2000 * 5 / 50.0)
+    # a curve whose first evaluation is already the best
+    flat = convergence.curve_stats([{**CURVE[0], "ndcg@10": 0.05}, {**CURVE[1], "ndcg@10": 0.05}], train_examples=10)
+    assert flat["epoch_95"] == 1 and flat["seconds_95"] == 12.0
+    assert math.isnan(convergence.curve_stats([], 10)["plateau"])
+
+
+def test_read_curve(tmp_path):
+    path = tmp_path / "valid_curve.csv"
+    path.write_text("epoch,step,seconds,train_seconds,hit@10,ndcg@10\n1,377,80.5,70.1,0.09,0.044\n")
+    assert runs.read_curve(path) == [{"epoch": 1, "step": 377, "seconds": 80.5, "train_seconds": 70.1, "hit@10": 0.09, "ndcg@10": 0.044}]
+
+
+# --------------------------------------------------------------------------- results table
+
+
+def _metrics(h10: float, n10: float) -> dict[str, float]:
+    return {"hit@5": h10 / 2, "ndcg@5": n10 / 2, "hit@10": h10, "ndcg@10": n10, "hit@20": 2 * h10, "ndcg@20": 2 * n10}
+
+
+def test_assemble_results_table_means_and_floors():
+    fake = [
+        {"method": "tiger", "seed": 1, "metrics": _metrics(0.10, 0.05)},
+        {"method": "tiger", "seed": 2, "metrics": _metrics(0.12, 0.07)},
+        {"method": "tiger", "seed": 3, "metrics": _metrics(0.14, 0.06)},
+        {"method": "sasrec-ce", "seed": 1, "metrics": _metrics(0.20, 0.10)},
+        {"method": "sasrec-ce", "seed": 2, "metrics": _metrics(0.22, 0.12)},
+    ]
+    floors = {"mostpop": _metrics(0.04, 0.02), "markov": _metrics(0.08, 0.03)}
+    table = converged.assemble(fake, floors, ["tiger", "sasrec-ce", "gru4rec-ce"], n_seeds=3, baseline="tiger")
+    rows = {r.method: r for r in table.rows}
+    assert [r.method for r in table.rows] == ["tiger", "sasrec-ce", "mostpop", "markov"]  # no runs: no row
+    assert table.metrics == list(converged.TABLE_METRICS)
+    assert rows["tiger"].mean["hit@10"] == pytest.approx(0.12)
+    assert rows["tiger"].mean["ndcg@10"] == pytest.approx(0.06)
+    assert rows["tiger"].std["ndcg@10"] == pytest.approx(0.01)  # sample std of .05 .07 .06
+    assert rows["sasrec-ce"].mean["ndcg@10"] == pytest.approx(0.11)
+    assert rows["sasrec-ce"].gain["ndcg@10"] == pytest.approx(0.11 / 0.06 - 1)
+    assert rows["sasrec-ce"].runs == 2 and rows["sasrec-ce"].seeds == [1, 2]
+    assert rows["mostpop"].runs == 3 and rows["mostpop"].std["hit@10"] == 0.0
+    assert rows["markov"].mean["ndcg@20"] == pytest.approx(0.06)
+    assert math.isfinite(rows["markov"].p["ndcg@10"]) and math.isnan(rows["tiger"].p["ndcg@10"])
+    sentence = converged.lead_sentence(table, {"sasrec-ce": "SASRec-CE", "tiger": "TIGER"})
+    assert "ahead on N@10 and H@10" in sentence and "+83.3%" in sentence and "+75.0%" in sentence  # .11/.06, .21/.12
+
+
+def test_assemble_without_baseline_runs_has_no_p_values():
+    fake = [{"method": "sasrec-ce", "seed": 1, "metrics": _metrics(0.2, 0.1)}]
+    table = converged.assemble(fake, {"mostpop": _metrics(0.04, 0.02)}, ["sasrec-ce"], n_seeds=1, baseline="tiger")
+    assert table.baseline is None
+    assert "not computed" in converged.lead_sentence(table, {})
+
+
+def test_methods_from_args_and_config(tmp_path):
+    defaults = [converged.Method("tiger", "TIGER (our CPU default)"), converged.Method("sasrec-ce", "SASRec", ["recommender.model=sasrec"])]
+    got = converged.methods_from_args(["tiger", "sasrec-ce=recommender.model=sasrec,recommender.loss=ce", "x=seed=1"], defaults)
+    assert [(m.name, m.label, m.overrides) for m in got] == [
+        ("tiger", "TIGER (our CPU default)", []),
+        ("sasrec-ce", "SASRec", ["recommender.model=sasrec", "recommender.loss=ce"]),
+        ("x", "x", ["seed=1"]),
+    ]
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("- {name: a, label: A, overrides: [recommender.lr=0.001]}\n- {name: b, overrides: 'recommender.model=gru4rec,recommender.loss=ce'}\n"
+                   "- {name: c, overrides: {recommender.d_model: 64, tokenizer.hidden_dims: [64, 32]}}\n")
+    got = converged.methods_from_config(cfg)
+    assert [(m.name, m.label, m.overrides) for m in got] == [
+        ("a", "A", ["recommender.lr=0.001"]),
+        ("b", "b", ["recommender.model=gru4rec", "recommender.loss=ce"]),
+        ("c", "c", ["recommender.d_model=64", "tokenizer.hidden_dims=[64,32]"]),
+    ]
+
+
+# --------------------------------------------------------------------------- workspaces
+
+
+@pytest.fixture
+def fake_project(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    for sub in runs.UPSTREAM_OUTPUT.values():
+        (project / "data" / sub).mkdir(parents=True)
+    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.setattr(runs, "PROJECT_ROOT", project)
+    return project
+
+
+def test_workspace_links_what_the_overrides_leave_alone(tmp_path, fake_project):
+    root = tmp_path / "work" / "r"
+    runs.prepare_workspace(root, runs.RunSpec("r", ["tokenizer.levels=4"]), fake_project / "params.yaml", force=False)
+    data = root / "data"
+    assert (data / "processed").resolve() == fake_project / "data" / "processed"
+    assert (data / "embeddings").is_symlink()
+    assert not (data / "tokenizer").exists() and not (data / "ids").exists()  # rebuilt in the workspace
+    assert (root / "params.yaml").read_text() == (fake_project / "params.yaml").read_text()
+
+
+def test_workspace_refuses_to_wipe_a_foreign_folder(tmp_path, fake_project):
+    root = tmp_path / "precious"
+    root.mkdir()
+    (root / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        runs.prepare_workspace(root, runs.RunSpec("precious", []), fake_project / "params.yaml", force=True)
+    assert (root / "keep.txt").exists()
+
+
+@pytest.mark.slow
+def test_failed_run_is_reported_with_its_log_tail(tmp_path, fake_project):
+    """genrec train on empty data folders exits 2 (a few seconds: only imports, no training)."""
+    [result] = runs.run_all([runs.RunSpec("broken", ["recommender.epochs=1"])], tmp_path / "work", fake_project / "params.yaml", jobs=1, threads=1)
+    assert not result.ok
+    assert "genrec train" in result.error and "status 2" in result.error
+    assert "item_ids.parquet: file not found" in result.error  # the stage's own one-line error, from run.log
+    assert (result.root / "run.log").exists() and (result.root / "overrides.json").exists()
