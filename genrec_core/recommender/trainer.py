@@ -573,7 +573,8 @@ class Trainer:
                     self.save_best(metrics)
                 else:
                     s.bad_evals += 1
-                log.info("epoch %d: valid %s", s.epoch, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                log.info("epoch %d (%.0f s): valid %s", s.epoch, elapsed, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                self.write_curve()  # the learning curve so far, readable while training runs
                 if s.bad_evals >= p.patience:
                     s.stopped_early = True
             seconds = time.perf_counter() - t0

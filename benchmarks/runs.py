@@ -1,0 +1,358 @@
+"""Scratch workspaces for benchmark runs of the ``genrec`` stages (used by ``benchmarks/convergence.py``
+and ``scripts/converged.py``; nothing to run by itself).
+
+A run is a name, a list of ``-S section.key=value`` overrides and the stages to run (``train``, or
+``train`` then ``evaluate``). Its workspace ``R = <work dir>/<name>`` gets:
+
+* ``R/params.yaml``: a copy of the project's params.yaml (so a later edit of it is noticed);
+* ``R/data/processed``, ``R/data/embeddings``, ``R/data/tokenizer``, ``R/data/ids``: symlinks to the
+  project root's (read only), except what the overrides invalidate: an override of ``data.``,
+  ``embed.``, ``tokenizer.`` or ``ids.`` reruns that stage and every later one of
+  ``preprocess -> embed -> train-tokenizer -> emit-ids`` inside R (``upstream_stages``);
+* ``R/overrides.json``: the overrides, the params.yaml hash, the stages and the hashes of the linked
+  project data folders (the reuse key), plus the thread count, the command and the times of the run;
+* ``R/run.log``: stdout and stderr of every stage, each after a ``$ genrec ...`` line.
+
+Each stage runs as ``python -m genrec_core.cli <stage> --root R --params R/params.yaml -S ... ``
+with cwd R and ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to ``threads``; ``run_all`` runs
+``jobs`` workspaces at once. A workspace whose ``overrides.json`` has the same key and whose
+outputs exist (``reports/train/summary.json`` and ``valid_curve.csv``; ``reports/metrics.json`` with
+evaluate) is reused without running anything, unless ``force``; a workspace with another key is
+wiped first; one with the same key but unfinished is rerun in place (the trainer resumes from
+``last.pt``). A failed run comes back with ``ok=False`` and the tail of its log.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: The stages before training, in pipeline order, with the params section and data folder of each.
+UPSTREAM = ("preprocess", "embed", "train-tokenizer", "emit-ids")
+UPSTREAM_SECTION = {"data": "preprocess", "embed": "embed", "tokenizer": "train-tokenizer", "ids": "emit-ids"}
+UPSTREAM_OUTPUT = {"preprocess": "processed", "embed": "embeddings", "train-tokenizer": "tokenizer", "emit-ids": "ids"}
+LOG_TAIL_LINES = 30
+_print_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- override parsing
+
+
+def split_overrides(text: str) -> list[str]:
+    """``"a.b=1,c.d=[1,2]"`` -> ``["a.b=1", "c.d=[1,2]"]``: commas split only outside brackets/braces."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    out = [o.strip() for o in out if o.strip()]
+    for o in out:
+        if "=" not in o:
+            raise ValueError(f"override {o!r} is not key=value (in {text!r})")
+    return out
+
+
+def parse_spec(text: str) -> tuple[str, list[str]]:
+    """``"NAME=a.b=1,c.d=2"`` -> ``("NAME", ["a.b=1", "c.d=2"])``; a bare ``"NAME"`` has no overrides."""
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad run name in {text!r}; expected NAME=key=value,key=value")
+    return name, (split_overrides(rest) if sep else [])
+
+
+def override_key(override: str) -> str:
+    """The dotted key of ``-S`` override (Hydra's ``+``/``++``/``~`` prefixes dropped)."""
+    return override.partition("=")[0].strip().lstrip("+~")
+
+
+def upstream_stages(overrides: list[str]) -> list[str]:
+    """The stages before training that the overrides change, with everything downstream of them:
+    ``tokenizer.levels=4`` -> ``["train-tokenizer", "emit-ids"]``; recommender-only -> ``[]``."""
+    touched = [UPSTREAM.index(UPSTREAM_SECTION[s]) for s in (override_key(o).split(".")[0] for o in overrides) if s in UPSTREAM_SECTION]
+    return list(UPSTREAM[min(touched) :]) if touched else []
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class RunSpec:
+    name: str  # workspace folder name (unique within a work dir)
+    overrides: list[str]
+    stages: tuple[str, ...] = ("train",)
+    info: dict[str, Any] = field(default_factory=dict)  # carried to the result (e.g. method, seed)
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    root: Path
+    ok: bool
+    reused: bool = False
+    error: str = ""  # the failing command and the tail of run.log
+    record: dict[str, Any] = field(default_factory=dict)  # overrides.json
+    summary: dict[str, Any] = field(default_factory=dict)  # reports/train/summary.json
+    curve: list[dict[str, float]] = field(default_factory=list)  # reports/train/valid_curve.csv
+    metrics: dict[str, Any] = field(default_factory=dict)  # reports/metrics.json (with evaluate)
+
+    def short_error(self) -> str:
+        """One line for a report: which command failed and the last line of its log."""
+        lines = [ln for ln in self.error.splitlines() if ln.strip()]
+        if not lines:
+            return ""
+        head = lines[0].split("; last lines of")[0]
+        return head if len(lines) == 1 else f"{head}: {lines[-1].strip()}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def absolute_overrides(overrides: list[str]) -> list[str]:
+    """Dataset/cache paths made absolute (stages run with cwd = the workspace); ``data.`` overrides
+    also get the project's ml-100k download cache unless they name one."""
+    from genrec_core.config import absolute_path_overrides
+
+    out = absolute_path_overrides(list(overrides))
+    if any(override_key(o).startswith("data.") for o in out) and not any(override_key(o) == "data.cache_dir" for o in out):
+        out.append(f"data.cache_dir={PROJECT_ROOT / 'data' / 'raw'}")
+    return out
+
+
+def check_overrides(params_file: Path, overrides: list[str]) -> None:
+    """Fail now (not in a subprocess an hour later) on an unknown key or an impossible value."""
+    from genrec_core.config import load_params
+
+    load_params(params_file, overrides)
+
+
+def done_files(stages: tuple[str, ...]) -> list[str]:
+    files = []
+    if "train" in stages:
+        files += ["reports/train/summary.json", "reports/train/valid_curve.csv"]
+    if "evaluate" in stages:
+        files.append("reports/metrics.json")
+    return files
+
+
+def tree_digest(folder: Path) -> str:
+    """sha256 over the names and contents of every file under ``folder`` (symlinks followed)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + sha256(path).encode())
+    return h.hexdigest()
+
+
+def reuse_key(spec: RunSpec, params_file: Path) -> dict[str, Any]:
+    """What must match for a finished workspace to be reused: the overrides, the params file, the
+    stages, and the contents of the project data folders the workspace links to."""
+    rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
+    inputs = {sub: tree_digest(PROJECT_ROOT / "data" / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
+    return {"overrides": list(spec.overrides), "params_sha256": sha256(params_file), "stages": list(spec.stages), "inputs": inputs}
+
+
+def is_finished(root: Path, key: dict[str, Any]) -> bool:
+    record = read_json(root / "overrides.json")
+    same = record is not None and all(record.get(k) == v for k, v in key.items())
+    return same and all((root / f).exists() for f in done_files(tuple(key["stages"])))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_curve(path: Path) -> list[dict[str, float]]:
+    """valid_curve.csv rows as floats (``epoch`` and ``step`` as ints)."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(float(v)) if k in ("epoch", "step") else float(v)) for k, v in r.items() if v not in (None, "")} for r in rows]
+
+
+def stage_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    n = str(threads)
+    env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no run.log)"
+    return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+def say(message: str) -> None:
+    with _print_lock:
+        print(message, flush=True)
+
+
+def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool) -> None:
+    """Create (or wipe and recreate) R: params copy and symlinks to the project's data outputs."""
+    key = reuse_key(spec, params_file)
+    record = read_json(root / "overrides.json")
+    if force or (record is not None and any(record.get(k) != v for k, v in key.items())) or (root.exists() and record is None):
+        if root.exists() and any(root.iterdir()) and not ((root / "overrides.json").exists() or (root / "run.log").exists()):
+            raise FileExistsError(f"{root} exists and is not a benchmark workspace (no overrides.json or run.log); not wiping it")
+        shutil.rmtree(root, ignore_errors=True)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(params_file, root / "params.yaml")
+    rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
+    for sub in UPSTREAM_OUTPUT.values():
+        link, target = root / "data" / sub, PROJECT_ROOT / "data" / sub
+        if sub in rebuilt:
+            if link.is_symlink():
+                link.unlink()
+            continue
+        if not target.exists():
+            raise FileNotFoundError(f"{target} missing: run `dvc repro` in {PROJECT_ROOT} first")
+        if not link.is_symlink():
+            shutil.rmtree(link, ignore_errors=True)
+            link.symlink_to(target, target_is_directory=True)
+
+
+def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, force: bool = False, command: str = "") -> RunResult:
+    """Prepare the workspace of one run, run its stages (unless reusable) and read its outputs."""
+    root = (work_dir / spec.name).resolve()
+    key = reuse_key(spec, params_file)
+    reused = not force and is_finished(root, key)
+    if reused:
+        say(f"[{spec.name}] reused {root} (same overrides, outputs present; --force retrains)")
+    else:
+        prepare_workspace(root, spec, params_file, force)
+        record = {**key, "name": spec.name, "threads": threads, "command": command, "upstream": upstream_stages(spec.overrides),
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node()}
+        (root / "overrides.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        env, log = stage_env(threads), root / "run.log"
+        t0 = time.perf_counter()
+        say(f"[{spec.name}] started in {root} ({threads} thread(s)); log: {log}")
+        for stage in [*upstream_stages(spec.overrides), *spec.stages]:
+            cmd = [sys.executable, "-m", "genrec_core.cli", stage, "--root", str(root), "--params", str(root / "params.yaml")]
+            for ov in spec.overrides:
+                cmd += ["-S", ov]
+            shown = shlex.join(["genrec", *cmd[3:]])
+            with log.open("a", encoding="utf-8") as f:
+                f.write(f"\n$ {shown}\n")
+                f.flush()
+                rc = subprocess.run(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+            if rc != 0:
+                error = f"`{shown}` exited with status {rc}; last lines of {log}:\n{log_tail(log)}"
+                say(f"[{spec.name}] FAILED ({stage}, status {rc})")
+                return RunResult(spec, root, ok=False, error=error, record=record)
+        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        (root / "overrides.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        say(f"[{spec.name}] done in {record['wall_seconds']:.0f} s")
+    result = load_result(spec, root)
+    result.reused = reused
+    return result
+
+
+def load_result(spec: RunSpec, root: Path) -> RunResult:
+    """The outputs of a finished workspace (a missing one: ``ok=False`` with the reason)."""
+    missing = [f for f in done_files(spec.stages) if not (root / f).exists()]
+    record = read_json(root / "overrides.json") or {}
+    if missing:
+        return RunResult(spec, root, ok=False, error=f"missing outputs {missing}; log tail:\n{log_tail(root / 'run.log')}", record=record)
+    res = RunResult(spec, root, ok=True, record=record)
+    if "train" in spec.stages:
+        res.summary = read_json(root / "reports/train/summary.json") or {}
+        res.curve = read_curve(root / "reports/train/valid_curve.csv")
+    if "evaluate" in spec.stages:
+        res.metrics = read_json(root / "reports/metrics.json") or {}
+    return res
+
+
+def run_all(specs: list[RunSpec], work_dir: Path, params_file: Path | None = None, jobs: int = 1, threads: int = 1, force: bool = False, command: str = "") -> list[RunResult]:
+    """Every run (``jobs`` at a time), results in ``specs`` order; failures are returned, not raised."""
+    params_file = Path(params_file or PROJECT_ROOT / "params.yaml").resolve()
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique: {names}")
+    for spec in specs:
+        spec.overrides = absolute_overrides(spec.overrides)
+        check_overrides(params_file, spec.overrides)
+    work_dir = Path(work_dir).resolve()
+    if work_dir == PROJECT_ROOT or PROJECT_ROOT / "data" in (work_dir, *work_dir.parents):
+        raise ValueError(f"--work-dir {work_dir}: choose a scratch folder outside the project's data (e.g. /tmp/...)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(spec: RunSpec) -> RunResult:
+        try:
+            result = run_one(spec, work_dir, params_file, threads, force, command)
+        except Exception as exc:  # a broken workspace must not take the other runs down
+            result = RunResult(spec, (work_dir / spec.name).resolve(), ok=False, error=f"{type(exc).__name__}: {exc}")
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(one, specs))
+    return results
+
+
+def report_failures(results: list[RunResult]) -> int:
+    """Print every failed run with its log tail; the number of failures."""
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"\n=== run {r.spec.name} FAILED ({r.root}) ===\n{r.error}\n", file=sys.stderr)
+    return len(failed)
+
+
+# --------------------------------------------------------------------------- machine description
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(threads: int | str, jobs: int) -> str:
+    import torch
+
+    return (
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"{threads} thread(s) per run (OMP_NUM_THREADS/MKL_NUM_THREADS), {jobs} run(s) in parallel; "
+        f"{datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}."
+    )
+
+
+def command_line() -> str:
+    """The command that is running, as it could be retyped (``python <script> <args>``)."""
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(PROJECT_ROOT)
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *sys.argv[1:]])
