@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runs import RunSpec, command_line, machine_line, parse_spec, report_failures, run_all  # noqa: E402
+from benchmarks.runs import RunSpec, command_line, machine_line, parse_spec, read_curve, report_failures, run_all  # noqa: E402
 
 DEFAULT_RUNS = (
     "tiger-items=recommender.encoder_input=items",
     "tiger-tokens=recommender.encoder_input=tokens",
-    "sasrec-ce=recommender.model=sasrec,recommender.loss=ce",
-    "gru4rec-ce=recommender.model=gru4rec,recommender.loss=ce",
+    "sasrec-ce=recommender.model=sasrec,recommender.loss=ce,recommender.dropout=0.1",  # baselines keep dropout 0.1
+    "gru4rec-ce=recommender.model=gru4rec,recommender.loss=ce,recommender.dropout=0.1",
 )
 METRIC = "ndcg@10"
 CURVE_COLUMNS = ("run", "epoch", "step", "seconds", "train_seconds", "hit@1", "ndcg@1", "hit@5", "ndcg@5", "hit@10", "ndcg@10")
@@ -73,6 +73,7 @@ def record_of(result) -> dict[str, Any]:
     """What the tables need from one finished run (kept in <out>.json for --append)."""
     s = result.summary
     return {
+        "test": test_metrics(result.root),
         "run": result.spec.name,
         "overrides": result.spec.info["own_overrides"],
         "all_overrides": result.spec.overrides,
@@ -85,10 +86,46 @@ def record_of(result) -> dict[str, Any]:
     }
 
 
+def record_of_dir(text: str) -> dict[str, Any]:
+    """``NAME=DIR``: the record of a run trained elsewhere (a converged.py workspace, a hand-run
+    ``genrec train --root DIR``): its curve and summary are read, nothing is trained. Its overrides
+    come from DIR/overrides.json (benchmarks/runs.py workspaces) or DIR/overrides.txt (one line describing the run)."""
+    name, sep, folder = text.partition("=")
+    root = Path(folder)
+    if not sep or not (root / "reports" / "train" / "summary.json").exists():
+        raise SystemExit(f"error: --include {text!r}: expected NAME=DIR with DIR/reports/train/summary.json")
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text(encoding="utf-8"))
+    record = json.loads((root / "overrides.json").read_text(encoding="utf-8")) if (root / "overrides.json").exists() else {}
+    overrides = record.get("overrides") or ([(root / "overrides.txt").read_text(encoding="utf-8").strip()] if (root / "overrides.txt").exists() else [])
+    return {
+        "run": name,
+        "overrides": overrides,
+        "all_overrides": overrides,
+        "threads": record.get("threads", summary.get("threads")),
+        "started": record.get("started", ""),
+        "command": record.get("command", f"genrec train --root {root} " + " ".join(f"-S {o}" for o in overrides)),
+        "workspace": str(root),
+        "summary": {k: summary.get(k) for k in ("train_examples", "epochs", "best_epoch", "best_valid_ndcg@10", "stopped_early", "seconds", "params_count")},
+        "curve": read_curve(root / "reports" / "train" / "valid_curve.csv"),
+        "test": test_metrics(root),
+    }
+
+
+def test_metrics(root: Path) -> dict[str, float]:
+    """Test hit@10 / ndcg@10 of the run's selected model, when its evaluate stage ran (reports/metrics.json)."""
+    path = root / "reports" / "metrics.json"
+    if not path.exists():
+        return {}
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    return {k: float(metrics[k]) for k in ("hit@10", "ndcg@10") if k in metrics}
+
+
 def row_of(rec: dict[str, Any]) -> dict[str, Any]:
     s = rec["summary"]
     stats = curve_stats(rec["curve"], int(s.get("train_examples") or 0))
+    test = rec.get("test") or {}
     return {"run": rec["run"], "overrides": ",".join(rec["overrides"]), **stats, "best_epoch": s.get("best_epoch"), "seconds": s.get("seconds"),
+            "test_hit@10": test.get("hit@10"), "test_ndcg@10": test.get("ndcg@10"), "curve": rec["curve"],
             "epochs": s.get("epochs"), "stopped_early": s.get("stopped_early"), "threads": rec.get("threads"), "started": rec.get("started", "")[:16].replace("T", " ")}
 
 
@@ -114,14 +151,25 @@ def markdown(rows: list[dict[str, Any]], commands: list[str], machine: str, fail
         "**Timings compare only within one run of the benchmark** (same machine, load, threads and parallel runs); "
         "a row reused or appended from another invocation keeps that invocation's timings (see `started`).",
         "",
-        "| run | overrides | plateau N@10 | best epoch | 95%: epoch | 95%: seconds | total seconds | epochs | stopped early | train samples/s | threads | started |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "| run | overrides | plateau N@10 | best epoch | 95%: epoch | 95%: seconds | total seconds | epochs | stopped early | train samples/s | threads | test H@10 | test N@10 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | `{r['overrides']}` | {_f(r['plateau'], '.4f')} | {r['best_epoch']} | {r['epoch_95']} | {_f(r['seconds_95'], '.0f')} | "
-            f"{_f(r['seconds'], '.0f')} | {r['epochs']} | {'yes' if r['stopped_early'] else 'no'} | {_f(r['samples_per_s'], '.0f')} | {r['threads']} | {r['started']} |"
+            f"{_f(r['seconds'], '.0f')} | {r['epochs']} | {'yes' if r['stopped_early'] else 'no'} | {_f(r['samples_per_s'], '.0f')} | {r['threads']} | "
+            f"{_f(r['test_hit@10'], '.4f')} | {_f(r['test_ndcg@10'], '.4f')} |"
         )
+    longest = max((len(r["curve"]) for r in rows), default=0)
+    if longest:
+        lines += ["", "Validation NDCG@10 by epoch (the learning curves of the table; `.` = not evaluated, the run had stopped):", "",
+                  "| run | " + " | ".join(str(e) for e in range(1, longest + 1)) + " |", "|---|" + "---:|" * longest]
+        for r in rows:
+            by_epoch = {int(c["epoch"]): c.get(METRIC) for c in r["curve"]}
+            lines.append(f"| {r['run']} | " + " | ".join(_f(by_epoch.get(e), ".4f") if e in by_epoch else "." for e in range(1, longest + 1)) + " |")
+    lines += ["", "Test metrics (where the run's evaluate stage ran) are of the model selected on validation; they are not used for any choice."]
+    for note in getattr(args, "note", []):
+        lines += ["", note]
     if failures:
         lines += ["", "## Failed runs (not in the table)", "", *[f"- {f}" for f in failures]]
     return "\n".join(lines) + "\n"
@@ -162,7 +210,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="NAME=KEY=VALUE,...", help="runs to train (default: the four above)")
+    ap.add_argument("--runs", nargs="*", default=list(DEFAULT_RUNS), metavar="NAME=KEY=VALUE,...", help="runs to train (default: the four above)")
     ap.add_argument("--epochs", type=int, default=100, help="recommender.epochs (the ceiling; early stopping ends runs sooner)")
     ap.add_argument("--patience", type=int, default=5, help="recommender.patience")
     ap.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="extra override for every run (repeatable)")
@@ -173,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports/benchmarks/convergence"), help="writes <out>.{md,csv,png,json}")
     ap.add_argument("--append", action="store_true", help="keep the runs already in <out>.json that are not rerun now")
     ap.add_argument("--force", action="store_true", help="retrain even when a finished workspace matches")
+    ap.add_argument("--note", action="append", default=[], help="a paragraph for the report (repeatable), e.g. how included runs were made")
+    ap.add_argument("--include", nargs="+", default=[], metavar="NAME=DIR", help="also table runs finished elsewhere (e.g. converged.py workspaces); nothing is retrained")
     args = ap.parse_args(argv)
 
     command = command_line()
@@ -191,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(json_path.read_text(encoding="utf-8"))["runs"] if args.append and json_path.exists() else []
     now = {r.spec.name for r in results}
     records = [p for p in previous if p["run"] not in now] + [record_of(r) for r in results if r.ok]
+    included = [record_of_dir(text) for text in args.include]
+    records = [r for r in records if r["run"] not in {i["run"] for i in included}] + included
     failures = [f"{r.spec.name}: {r.short_error()} (log: {r.root}/run.log)" for r in results if not r.ok]
     commands = [command, *dict.fromkeys(p.get("command", "") for p in previous if p["run"] not in now)]
 
