@@ -142,10 +142,11 @@ def markdown(rows: list[dict[str, Any]], commands: list[str], machine: str, fail
         "",
         machine,
         "",
-        f"Each run: `genrec train` on ml-100k data of the project root, params.yaml plus the run's overrides, "
+        (f"Each run trained here: `genrec train` on ml-100k data of the project root, params.yaml plus the run's overrides, "
         f"`recommender.epochs={args.epochs} recommender.patience={args.patience} recommender.eval_every=1`"
-        + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "") + ". "
-        "Plateau: best validation NDCG@10; 95%: the first evaluation reaching 95% of it; seconds: cumulative "
+        + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "") + ". " if args.runs else "")
+        + ("Runs included from elsewhere (`--include`): read from their workspaces, overrides as listed. " if args.include else "")
+        + "Plateau: best validation NDCG@10; 95%: the first evaluation reaching 95% of it; seconds: cumulative "
         "training + validation wall-clock; samples/s: training examples per second of training alone.",
         "",
         "**Timings compare only within one run of the benchmark** (same machine, load, threads and parallel runs); "

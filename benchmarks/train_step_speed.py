@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -157,7 +158,7 @@ def main() -> None:
         cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
         text = (
             "# Training-step throughput (CPU)\n\n"
-            f"Command: `python benchmarks/train_step_speed.py --threads {args.threads} --steps {args.steps} --out {args.out}`\n\n"
+            f"Command: `python benchmarks/train_step_speed.py {' '.join(sys.argv[1:])}`\n\n"
             f"Machine: {cpu}, {torch.get_num_threads()} threads max, torch {torch.__version__}; {datetime.date.today()}. "
             f"Shapes: batch {args.batch}, full {args.history}-item histories, {args.levels}x{args.codebook} IDs, {args.layers}+{args.layers} layers, d_model {args.d_model}, `encoder_input: items`. "
             "Each variant adds one change to the row above it; speed-up is against `before` at the same thread count. "
