@@ -185,7 +185,7 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
 
     labels = {**{m.name: m.label for m in methods}, **FLOOR_LABELS}
     lines = [
-        "# Converged comparison on the test split (every run trained to early stopping)",
+        "# Converged comparison on the test split (every run to early stopping or the end of its schedule)",
         "",
         f"Regenerate: `{command}`",
         "",
@@ -202,6 +202,8 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
     ]
     if table.baseline is None:
         lines += [f"(baseline `{args.baseline}` has no finished runs: no gains or p-values)", ""]
+    for note in getattr(args, "note", None) or []:
+        lines += [note, ""]
     lines += [to_markdown(table), "", lead_sentence(table, labels), "", "## Methods", "",
               "| method | label | overrides | runs | best valid N@10 (mean) | epochs (mean) | stopped early | seconds (mean) |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for m in methods:
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=None, help="params file (default: the project's params.yaml)")
     ap.add_argument("--out", type=Path, default=Path("reports/converged"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--note", action="append", default=[], help="a paragraph for the report (repeatable): the reading of the table")
     args = ap.parse_args(argv)
 
     from genrec_core.config import load_params
