@@ -233,3 +233,50 @@ def test_user_token_model_trains_and_decodes():
     result = constrained_beam_search(model, ids, mask, ItemTrie.build(items, model.config.vocab_size), beam_size=5)
     assert bool((result.items >= 0).all())
     assert torch.isfinite(result.scores).all()
+
+
+# --------------------------------------------------------------------------- history dropout
+
+
+def _examples(histories: list[list[int]]):
+    from genrec_core.recommender.data import ExampleArrays
+
+    lengths = np.array([len(h) for h in histories])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.concatenate([np.asarray(h) for h in histories]).astype(np.int32)
+    return ExampleArrays(np.arange(len(histories), dtype=np.int32), offsets, flat, np.zeros(len(histories), dtype=np.int32))
+
+
+def test_history_dropout_keeps_order_and_the_most_recent_item():
+    histories = [list(range(100 * i, 100 * i + n)) for i, n in enumerate([1, 2, 7, 20, 20])]
+    ex = _examples(histories)
+    for seed in range(20):
+        hist, lengths = ex.padded_with_dropout(np.arange(5), 0.5, np.random.default_rng(seed))
+        for row, n, original in zip(hist, lengths, histories):
+            kept = row[:n].tolist()
+            assert (row[n:] == -1).all()
+            assert kept[-1] == original[-1]  # the most recent item always stays
+            assert kept == [x for x in original if x in set(kept)]  # a subsequence, in order
+            assert len(kept) == len(set(kept))
+
+
+def test_history_dropout_leaves_out_the_configured_share():
+    ex = _examples([list(range(21))] * 2000)  # 20 droppable items per example
+    _, lengths = ex.padded_with_dropout(np.arange(2000), 0.3, np.random.default_rng(0))
+    dropped = (21 - lengths).sum() / (20 * 2000)
+    assert abs(dropped - 0.3) < 0.01  # binomial sd ~ 0.0023
+
+
+def test_history_dropout_zero_is_the_plain_batch_and_a_seed_fixes_the_draw():
+    ex = _examples([[1, 2, 3, 4], [5, 6], [7]])
+    plain = ex.padded(np.arange(3))
+    zero = ex.padded_with_dropout(np.arange(3), 0.0, np.random.default_rng(1))
+    assert all((a == b).all() for a, b in zip(plain, zero))
+    a = ex.padded_with_dropout(np.arange(3), 0.5, np.random.default_rng([42, 7]))
+    b = ex.padded_with_dropout(np.arange(3), 0.5, np.random.default_rng([42, 7]))
+    assert all((x == y).all() for x, y in zip(a, b))
+
+
+def test_history_dropout_param_is_checked(tmp_path):
+    with pytest.raises(ParamError, match="recommender.history_dropout"):
+        RecommenderParams(history_dropout=1.0).validate()

@@ -60,6 +60,25 @@ class ExampleArrays:
         history = np.where(valid, self.history[flat] if self.history.size else 0, -1).astype(np.int64)
         return history, lengths
 
+    def padded_with_dropout(self, index: np.ndarray, prob: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``padded`` with each history item except the most recent left out with probability ``prob``.
+
+        A cheap augmentation against memorising exact training windows (the encoder sees a
+        thinned history; order is kept and the survivors are packed to the left). The draw comes
+        from ``rng`` alone, so a seeded run and its resumption see the same histories.
+        """
+        history, lengths = self.padded(index)
+        if prob <= 0.0 or history.size == 0:
+            return history, lengths
+        pos = np.arange(history.shape[1])
+        keep = (pos[None, :] < lengths[:, None]) & (rng.random(history.shape) >= prob)
+        keep[np.arange(len(lengths)), np.maximum(lengths - 1, 0)] = lengths > 0  # the most recent item stays
+        new_lengths = keep.sum(axis=1)
+        order = np.argsort(~keep, axis=1, kind="stable")  # kept positions first, in their order
+        packed = np.take_along_axis(history, order, axis=1)
+        packed[pos[None, :] >= new_lengths[:, None]] = -1
+        return packed, new_lengths.astype(lengths.dtype)
+
     def subset(self, index: np.ndarray) -> ExampleArrays:
         """The examples at ``index`` (in that order), e.g. a seeded validation sample."""
         index = np.asarray(index, dtype=np.int64)
@@ -222,10 +241,16 @@ class SequenceEncoder:
         tok = self.item_tokens(targets, tokenizer_index)
         return torch.cat([tok, torch.full((tok.shape[0], 1), EOS, dtype=torch.long)], dim=1)
 
-    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None) -> Batch:
-        """Gather examples ``index`` of a split and tokenize them into one right-padded batch."""
+    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None) -> Batch:
+        """Gather examples ``index`` of a split and tokenize them into one right-padded batch
+        (``history_dropout`` > 0 with ``rng``: training histories thinned, see ``padded_with_dropout``)."""
         index = np.asarray(index, dtype=np.int64)
-        history, lengths = examples.padded(index)
+        if history_dropout > 0.0:
+            if rng is None:
+                raise ValueError("history_dropout needs an rng")
+            history, lengths = examples.padded_with_dropout(index, history_dropout, rng)
+        else:
+            history, lengths = examples.padded(index)
         history_t = torch.from_numpy(history)
         lengths_t = torch.from_numpy(lengths.astype(np.int64))
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))

@@ -323,6 +323,15 @@ class Trainer:
         return self.reports_dir / "summary.json"
 
     # ------------------------------------------------------------------ steps
+    def collate_train(self, index: np.ndarray) -> Batch:
+        """A training batch; with ``history_dropout`` its histories are thinned by a generator
+        seeded from (seed, step), so the draw does not depend on other RNG use and survives resume."""
+        prob = float(getattr(self.params, "history_dropout", 0.0))
+        if prob <= 0.0:
+            return self.encoder.collate(self.train_examples, index)
+        rng = np.random.default_rng([self.seed, self.state.step])
+        return self.encoder.collate(self.train_examples, index, history_dropout=prob, rng=rng)
+
     def default_loss(self, batch: Batch) -> LossOutput:
         """Forward pass(es) and the loss strategy (what ``TrainerHooks.compute_loss`` calls)."""
         logits = self.train_model(batch.input_ids, batch.attention_mask, batch.labels)
@@ -534,7 +543,7 @@ class Trainer:
             self.model.train()
             bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False)
             for index in self.sampler:
-                batch = self.encoder.collate(self.train_examples, index).to(self.device)
+                batch = self.collate_train(index).to(self.device)
                 out, grad_norm = self.train_step(batch)
                 window.append(out.loss.detach())
                 bar.update(1)
