@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {md} and {png}", file=sys.stderr)
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from stages.token_weights import plot_alpha_trajectories
+    from genrec_core.analysis.training_logs import plot_alpha_trajectories
 
     print(plot_alpha_trajectories(args.live, args.out))
     return 0

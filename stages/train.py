@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from genrec_core.config import Params, RecommenderParams
-from genrec_core.errors import InputFormatError, MissingInputError
+from genrec_core.config import Params
+from genrec_core.errors import InputFormatError
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.fingerprint import fingerprint
 from genrec_core.tokenizers.id_table import choose_tokenizer
@@ -36,16 +35,16 @@ def run(params: Params, root: Path) -> None:
     from genrec_core.recommender.model import GenerativeRecommender
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.recommender.vocab import SemanticIdVocab
-    from genrec_core.sequential.stage import GENERATIVE, model_kind, run_train
+    from genrec_core.sequential.runner import GENERATIVE, model_kind, train_sequential
     from genrec_core.tokenizers.id_table import read_id_table_with_items
 
+    paths = ArtifactPaths(Path(root))
     kind = model_kind(params)
     if kind != GENERATIVE:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
-        run_train(params, root, kind)
+        train_sequential(params, paths, kind)
         return
     rp = params.recommender
     check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
-    paths = ArtifactPaths(Path(root))
     item_ids, tables = read_id_table_with_items(paths.id_table)
     if not np.array_equal(item_ids, np.arange(item_ids.size)):
         raise InputFormatError(paths.id_table, "item ids must be 0..N-1 (the preprocess stage numbers items densely)")
@@ -97,37 +96,9 @@ def run(params: Params, root: Path) -> None:
 
 def _item_vectors(paths: ArtifactPaths, n_items: int) -> np.ndarray:
     """Item embeddings [N, D] in item-id order (losses that need them load them lazily)."""
-    from stages.emit_ids import load_item_vectors
+    from genrec_core.artifacts import load_item_vectors
 
     ids, vectors = load_item_vectors(paths.embeddings)
     if not np.array_equal(ids, np.arange(n_items)):
         raise InputFormatError(paths.embeddings, f"item ids must be 0..{n_items - 1}")
     return vectors
-
-
-class LoadedRecommender(NamedTuple):
-    model: torch.nn.Module  # GenerativeRecommender in eval mode on the device
-    vocab: Any  # SemanticIdVocab
-    tokenizer: str  # the ID table's tokenizer the model was trained on
-    item_tokens: torch.Tensor  # [N, L] token ids of every item under that tokenizer (row = item id)
-    params: RecommenderParams
-
-
-def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender:
-    """Rebuild the model saved in best.pt (self-contained: params, vocab, tokenizer, item tokens)."""
-    from genrec_core.recommender.model import GenerativeRecommender
-    from genrec_core.recommender.vocab import SemanticIdVocab
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(path, "the trained recommender; run the train stage first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("model", "params", "vocab", "tokenizer", "item_tokens") if k not in ckpt]
-    if missing:
-        raise InputFormatError(path, f"not a recommender checkpoint (missing {', '.join(missing)})")
-    params = RecommenderParams(**ckpt["params"])
-    vocab = SemanticIdVocab.from_dict(ckpt["vocab"])
-    model = GenerativeRecommender(params, vocab)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    return LoadedRecommender(model, vocab, ckpt["tokenizer"], ckpt["item_tokens"], params)

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from genrec_core.artifacts import load_item_vectors
 from genrec_core.config import Params
 from genrec_core.errors import InputFormatError, MissingInputError
 from genrec_core.paths import ArtifactPaths
@@ -153,13 +154,13 @@ def test_emit_ids_errors(project, monkeypatch):
         emit_ids.run(make_params("reassign_last"), paths.root)
     # List vectors are accepted too; rows come back in item_id order
     pl.DataFrame({"item_id": [2, 1], "vector": [[0.0, 1.0], [1.0, 0.0]]}).write_parquet(paths.embeddings)
-    ids, vecs = emit_ids.load_item_vectors(paths.embeddings)
+    ids, vecs = load_item_vectors(paths.embeddings)
     np.testing.assert_array_equal(ids, [1, 2])
     np.testing.assert_array_equal(vecs, [[1.0, 0.0], [0.0, 1.0]])
     assert vecs.dtype == np.float32
     pl.DataFrame({"item_id": [1, 1], "vector": [[0.0, 1.0], [1.0, 0.0]]}).write_parquet(paths.embeddings)
     with pytest.raises(InputFormatError, match="unique"):
-        emit_ids.load_item_vectors(paths.embeddings)
+        load_item_vectors(paths.embeddings)
 
 
 def test_analyse_ids_describes_the_emitted_table(project):

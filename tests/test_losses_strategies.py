@@ -300,7 +300,7 @@ def test_trainer_logs_alphas_and_runs_the_counterfactual_pass(tmp_path, loss, pa
     from genrec_core.recommender.model import GenerativeRecommender
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.runtime import seed_everything
-    from stages.token_weights import plot_alpha_trajectories, read_live_series
+    from genrec_core.analysis.training_logs import plot_alpha_trajectories, read_live_series
 
     codes = np.stack([np.arange(16) // 4, np.arange(16) % 4], axis=1)
     vocab = SemanticIdVocab.from_codes([codes])

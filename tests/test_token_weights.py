@@ -62,7 +62,7 @@ def real_ml100k(tmp_path_factory):
     from conftest import SHARED_DATASETS
 
     from genrec_core.tokenizers.id_table import choose_tokenizer, read_id_table
-    from stages.emit_ids import load_item_vectors
+    from genrec_core.artifacts import load_item_vectors
 
     root = REPO
     info = root / "data" / "processed" / "dataset.json"
@@ -179,7 +179,7 @@ def test_token_weights_stage_writes_the_report(tmp_path):
 
 
 def test_plot_alpha_trajectories_from_dvclive_tsv(tmp_path):
-    from stages.token_weights import plot_alpha_trajectories, read_live_series
+    from genrec_core.analysis.training_logs import plot_alpha_trajectories, read_live_series
 
     folder = tmp_path / "live" / "plots" / "metrics" / "train"
     folder.mkdir(parents=True)

@@ -164,7 +164,8 @@ def test_train_stage_end_to_end_and_load_recommender(tmp_path):
     from genrec_core.recommender.beam_search import constrained_beam_search
     from genrec_core.recommender.trie import ItemTrie
     from genrec_core.tokenizers.id_table import build_id_table
-    from stages.train import load_recommender, run
+    from genrec_core.recommender.checkpoint import load_recommender
+    from stages.train import run
 
     paths = ArtifactPaths(tmp_path)
     for split, df in FRAMES.items():

@@ -1,5 +1,7 @@
-"""The train and evaluate stages for SASRec / GRU4Rec (``stages/train.py`` and
-``stages/evaluate.py`` dispatch here).
+"""Training and evaluating SASRec / GRU4Rec from the pipeline's artifacts (the train and evaluate
+stages call ``train_sequential`` and ``evaluate_sequential`` when ``recommender.model`` is not
+``tiger``). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
+about stages.
 
 Which model: ``recommender.model`` (``tiger`` | ``sasrec`` | ``gru4rec``). Sizes come from the recommender
 section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
@@ -9,12 +11,12 @@ section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec bloc
 validation list length is ``eval_beam_size`` (>= 10: selection is on NDCG@10); at test time
 ``evaluate.beam_size`` items are kept per user, as for the generative model.
 
-Outputs are the generative path's: ``data/recommender/{last,best}.pt`` (``best.pt`` holds
-``model_kind``, the model's ``config`` and the params, so evaluate needs nothing else),
-``reports/train/`` (dvclive, ``summary.json``), ``data/predictions/test.parquet`` and
-``reports/metrics.json`` (``users``, hit@K/ndcg@K, ``beam_size`` = list length, ``model``,
-``users_per_second``; no relaxed prefix metrics: these models have no semantic IDs, the analyse
-stage computes them from the ID table when one exists).
+Outputs are the generative path's: training writes ``paths.recommender_dir/{last,best}.pt``
+(``best.pt`` holds ``model_kind``, the model's ``config`` and the params, so evaluation needs
+nothing else) and ``paths.train_reports_dir`` (dvclive, ``summary.json``); evaluation returns the
+predictions table and the metrics (``users``, hit@K/ndcg@K, ``beam_size`` = list length,
+``model``, ``users_per_second``; no relaxed prefix metrics: these models have no semantic IDs, the
+analyse stage computes them from the ID table when one exists) for the caller to write.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import polars as pl
 import torch
 
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import InputFormatError, MissingInputError, ParamError
-from genrec_core.io import write_json, write_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.runtime import resolve_device
 from genrec_core.sequential.models import MODEL_KINDS, build_model, model_from_config
@@ -77,7 +79,9 @@ def sequential_fingerprint(params: Params, kind: str, max_len: int, files: dict[
     return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest(), info
 
 
-def run_train(params: Params, root: Path, kind: str, progress: bool = True, use_dvclive: bool = True) -> dict[str, Any]:
+def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: bool = True, use_dvclive: bool = True) -> dict[str, Any]:
+    """Train ``kind`` on the example tables under ``paths``; checkpoints and reports go to
+    ``paths.recommender_dir`` and ``paths.train_reports_dir``. Returns the training summary."""
     from genrec_core.recommender.data import load_examples
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker
@@ -85,7 +89,6 @@ def run_train(params: Params, root: Path, kind: str, progress: bool = True, use_
     rp = params.recommender
     loss = SequentialLoss(rp.loss)  # fail on a generative-only loss before reading anything
     _check_sizes(kind, rp)
-    paths = ArtifactPaths(Path(root))
     n_items = _num_items(paths)
     train = load_examples(paths.examples("train"), n_items)
     valid = load_examples(paths.examples("valid"), n_items)
@@ -150,14 +153,14 @@ def load_sequential(path: str | Path, device: str = "cpu") -> LoadedSequential:
     return LoadedSequential(model, ckpt["model_kind"], ckpt["config"])
 
 
-def run_evaluate(params: Params, root: Path) -> dict[str, Any]:
-    """Full ranking of every test user -> the predictions Parquet and metrics JSON of SPEC 5."""
+def evaluate_sequential(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Full ranking of every test user by ``paths.recommender_dir/best.pt`` -> (the predictions
+    table, the metrics) of SPEC 5."""
     from genrec_core.evaluation.metrics import evaluation_summary
+    from genrec_core.evaluation.predictions import predictions_frame
     from genrec_core.recommender.data import load_examples
     from genrec_core.sequential.training import ItemIdEncoder, rank_full
-    from stages.evaluate import predictions_frame
 
-    paths = ArtifactPaths(Path(root))
     device = resolve_device(params.recommender.device)
     loaded = load_sequential(paths.recommender_dir / "best.pt", device)
     n_items = int(loaded.config["num_items"])
@@ -168,7 +171,4 @@ def run_evaluate(params: Params, root: Path) -> dict[str, Any]:
     preds = predictions_frame(test.user_ids, test.targets, items, scores)
     metrics = evaluation_summary(preds, params.evaluate.ks)
     metrics.update({"beam_size": params.evaluate.beam_size, "model": loaded.kind, "users_per_second": round(len(test) / max(seconds, 1e-9), 2)})
-    write_parquet(preds, paths.predictions)
-    write_json(metrics, paths.metrics)
-    log.info("test %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
-    return metrics
+    return preds, metrics
