@@ -7,6 +7,7 @@ values, so an impossible or misspelt param fails at start-up with its dotted pat
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -19,6 +20,8 @@ import yaml
 from genrec_core.errors import MissingInputError, ParamError
 
 DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic")
+#: What recommender.select_metric may name: the validation metrics the trainer computes (K = 1, 5, 10).
+SELECT_METRICS = tuple(f"{m}@{k}" for k in (1, 5, 10) for m in ("hit", "ndcg"))
 
 
 def _check(cond: bool, param: str, message: str) -> None:
@@ -182,7 +185,8 @@ class RecommenderParams:
     grad_clip: float = 1.0
     batch_size: int = 256
     epochs: int = 200
-    patience: int = 10  # early stopping: evaluations without a better validation NDCG@10
+    patience: int = 10  # early stopping: evaluations without a better validation select_metric
+    select_metric: str = "ndcg@10"  # validation metric for early stopping and best.pt: hit@K or ndcg@K, K in 1, 5, 10
     eval_every: int = 1  # epochs between validation runs
     eval_beam_size: int = 20
     eval_batch_size: int = 256
@@ -193,6 +197,7 @@ class RecommenderParams:
 
     def validate(self, prefix: str = "recommender") -> None:
         _check(self.model in ("tiger", "sasrec", "gru4rec"), f"{prefix}.model", f"must be tiger, sasrec or gru4rec, got {self.model!r}")
+        _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
         for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "epochs", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
             _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")
@@ -238,7 +243,6 @@ class Params:
     ids: IdsParams = field(default_factory=IdsParams)
     recommender: RecommenderParams = field(default_factory=RecommenderParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    extra: dict[str, Any] = field(default_factory=dict)  # sections this version does not know yet
 
     def validate(self) -> Params:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
@@ -276,19 +280,17 @@ def _accepts(tp: Any, value: Any) -> bool:
     return isinstance(value, tp)
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str, known_only: bool = True):
+def _build(cls: type, raw: dict[str, Any], prefix: str):
     if not isinstance(raw, dict):
         raise ParamError(prefix, f"must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
     for key, value in raw.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if key not in hints or key == "extra":
-            if known_only:
-                raise ParamError(path, f"unknown param; known: {', '.join(k for k in hints if k != 'extra')}")
-            extra[key] = value
-            continue
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in hints:  # a misspelt or unknown section (top level) or param: never ignored
+            close = difflib.get_close_matches(str(key), list(hints), n=1)
+            hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+            raise ParamError(path, f"unknown {'param' if prefix else 'params section'}; known: {', '.join(hints)}{hint}")
         tp = hints[key]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, path)
@@ -296,10 +298,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, known_only: bool = True)
             raise ParamError(path, f"expected {getattr(tp, '__name__', tp)}, got {value!r}")
         else:
             kwargs[key] = float(value) if tp is float else value
-    obj = cls(**kwargs)
-    if extra:
-        obj.extra = extra
-    return obj
+    return cls(**kwargs)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -337,7 +336,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
-    return _build(Params, raw, "", known_only=False).validate()
+    return _build(Params, raw, "").validate()
 
 
 def flatten_overlay(path: str | Path) -> list[str]:

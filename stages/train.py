@@ -91,7 +91,7 @@ def run(params: Params, root: Path) -> None:
         },
     )
     summary = trainer.fit()
-    log.info("best validation NDCG@10 %.4f at epoch %d", summary["best_valid_ndcg@10"], summary["best_epoch"])
+    log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
 
 
 def _item_vectors(paths: ArtifactPaths, n_items: int) -> np.ndarray:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from genrec_core.config import flatten_overlay, load_params, parse_override
 from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides_read_as_yaml():
@@ -20,6 +27,10 @@ def test_defaults_and_overrides_read_as_yaml():
     "override, param",
     [
         ("data.maxitems=5", "data.maxitems"),  # unknown key
+        ("recomender.lr=0.5", "recomender"),  # unknown (misspelt) section: never ignored
+        ("serve.port=80", "serve"),
+        ("recommender.select_metric=ndcg@20", "recommender.select_metric"),  # validation computes K = 1, 5, 10
+        ("recommender.select_metric=mrr", "recommender.select_metric"),
         ("data.max_items=five", "data.max_items"),  # wrong type
         ("data.max_items=0", "data.max_items"),  # impossible value
         ("data.min_interactions=2", "data.min_interactions"),  # leave-one-out needs 3
@@ -85,3 +96,38 @@ def test_absolute_path_overrides_only_touch_relative_dataset_paths(tmp_path, mon
         "embed.model=sentence-transformers/all-MiniLM-L6-v2",  # a hub id: no such folder here
         f"embed.model={tmp_path / 'models' / 'minilm'}",  # an existing local folder
     ]
+
+
+def test_a_misspelt_section_in_the_params_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\nrecomender:\n  lr: 0.5\n")
+    with pytest.raises(ParamError) as err:
+        load_params(path)
+    assert err.value.param == "recomender" and "did you mean recommender?" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_cli_exits_2_with_one_line_naming_an_unknown_section(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 1\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "genrec_core.cli", "preprocess", "-S", "recomender.lr=0.5", "--params", str(params), "--root", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: param recomender: unknown params section"), proc.stderr
+    assert not list(tmp_path.glob("data")) and not list(tmp_path.glob("reports"))  # nothing ran
+
+
+def test_select_metric_default_and_choices():
+    from genrec_core.config import SELECT_METRICS
+
+    assert load_params(None).recommender.select_metric == "ndcg@10"
+    assert load_params(None, ["recommender.select_metric=hit@5"]).recommender.select_metric == "hit@5"
+    assert set(SELECT_METRICS) == {f"{m}@{k}" for m in ("hit", "ndcg") for k in (1, 5, 10)}
+
+
+def test_the_project_params_and_overlays_have_only_known_sections():
+    load_params(REPO / "params.yaml")
+    for overlay in sorted((REPO / "configs").glob("*.yaml")):
+        flatten_overlay(overlay)

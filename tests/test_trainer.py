@@ -162,9 +162,9 @@ def test_dvclive_logs_and_summary(tmp_path):
 
 def test_train_stage_end_to_end_and_load_recommender(tmp_path):
     from genrec_core.recommender.beam_search import constrained_beam_search
+    from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.trie import ItemTrie
     from genrec_core.tokenizers.id_table import build_id_table
-    from genrec_core.recommender.checkpoint import load_recommender
     from stages.train import run
 
     paths = ArtifactPaths(tmp_path)
@@ -186,3 +186,28 @@ def test_train_stage_end_to_end_and_load_recommender(tmp_path):
     params.recommender.tokenizer = "first"
     run(params, tmp_path)
     assert load_recommender(paths.recommender_dir / "best.pt").tokenizer == "epoch_0001"
+
+
+def test_select_metric_drives_model_selection_and_names_the_summary_key(tmp_path):
+    from genrec_core.config import SELECT_METRICS
+    from genrec_core.recommender.trainer import validation_metrics
+
+    # the param's choices are exactly the metrics validation computes
+    assert set(SELECT_METRICS) == set(validation_metrics(np.arange(10)[None, :], np.array([3])))
+    trainer = make_trainer(tmp_path, small_params(select_metric="hit@1", encoder_input="items", epochs=3))
+    summary = trainer.fit()
+    scores = [e["hit@1"] for e in trainer.state.evals]
+    assert summary["best_valid_hit@1"] == max(scores) and "best_valid_ndcg@10" not in summary
+    assert summary["best_epoch"] == trainer.state.evals[scores.index(max(scores))]["epoch"]
+    assert torch.load(tmp_path / "ckpt" / "best.pt", weights_only=True)["valid"]["hit@1"] == max(scores)
+
+
+def test_the_default_select_metric_keeps_older_fingerprints():
+    from genrec_core.recommender.fingerprint import fingerprint
+
+    _, info = fingerprint(Params(), "epoch_0001", {})
+    assert "recommender.select_metric" not in info  # default: as before the param existed
+    params = Params()
+    params.recommender.select_metric = "hit@10"
+    _, other = fingerprint(params, "epoch_0001", {})
+    assert other["recommender.select_metric"] == "hit@10"

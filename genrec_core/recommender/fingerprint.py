@@ -20,6 +20,8 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
     rec = {k: v for k, v in dataclasses.asdict(params.recommender).items() if k not in FINGERPRINT_EXCLUDED}
     if rec.get("model") == "tiger":  # the default model: keeps fingerprints of older checkpoints valid
         rec.pop("model")
+    if rec.get("select_metric") == "ndcg@10":  # likewise the default selection metric
+        rec.pop("select_metric")
     info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
     info.update({"seed": params.seed, "tokenizer": tokenizer})
     info.update({f"sha256:{name}": sha256_file(path) for name, path in files.items()})

@@ -479,7 +479,7 @@ class Trainer:
         s = self.state
         summary = {
             "best_epoch": s.best_epoch,
-            f"best_valid_{SELECTION_METRIC}": s.best_score,
+            f"best_valid_{self.params.select_metric}": s.best_score,
             "best_valid": s.evals[[e["epoch"] for e in s.evals].index(s.best_epoch)] if s.best_epoch and s.evals else {},
             "epochs": s.epoch,
             "steps": s.step,
@@ -576,7 +576,7 @@ class Trainer:
                 s.eval_times.append({"epoch": s.epoch, "step": s.step, "seconds": round(elapsed, 3), "train_seconds": round(train_seconds, 3)})
                 self.hooks.after_evaluate(self, metrics)
                 self._log({f"valid/{k}": v for k, v in metrics.items()})
-                score = metrics[SELECTION_METRIC]
+                score = metrics[self.params.select_metric]
                 if score > s.best_score:
                     s.best_score, s.best_epoch, s.bad_evals = score, s.epoch, 0
                     self.save_best(metrics)
@@ -590,7 +590,7 @@ class Trainer:
             s.seconds += seconds
             self._log({"epoch": s.epoch, "epoch_seconds": seconds})
             if self.live is not None:
-                self.live.summary[f"best/valid_{SELECTION_METRIC}"] = s.best_score
+                self.live.summary[f"best/valid_{self.params.select_metric}"] = s.best_score
                 self.live.summary["best/epoch"] = s.best_epoch
                 self.live.make_summary()
             if s.stopped_early or s.epoch == p.epochs:

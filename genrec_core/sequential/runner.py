@@ -121,7 +121,7 @@ def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: 
         ranker=make_ranker(encoder, rp.eval_beam_size, rp.eval_batch_size, device),
     )
     summary = trainer.fit()
-    log.info("best validation NDCG@10 %.4f at epoch %d", summary["best_valid_ndcg@10"], summary["best_epoch"])
+    log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
     return summary
 
 
