@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 pipeline: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
 	@sed -n '/^## Test metrics/,/^MostPop ranks/p' reports/README.md
-	@echo "Full report: reports/README.md; all metrics: dvc metrics show"
+	@echo "Full report: reports/README.md; metrics: dvc metrics show"
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

@@ -77,6 +77,11 @@ class ArtifactPaths:
         """dvclive logs and training summary of the recommender."""
         return self.reports_dir / "train"
 
+    @property
+    def train_metrics(self) -> Path:
+        """What experiments are compared on from training: best validation metrics, epoch, seconds."""
+        return self.train_reports_dir / "best_valid.json"
+
     # evaluate
     @property
     def predictions(self) -> Path:

@@ -40,7 +40,7 @@ METRICS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")
 METRIC_LABELS = {"hit@5": "H@5", "ndcg@5": "N@5", "hit@10": "H@10", "ndcg@10": "N@10"}
 BASELINE = "ce"
 SIGNIFICANCE_METRIC = "ndcg@5"
-#: Best validation NDCG@10 (reports/train/summary.json): the model-selection score, on other users' targets than the test.
+#: Best validation NDCG@10 (reports/train/best_valid.json, the DVC metric; also in summary.json): the model-selection score, on other users' targets than the test.
 VALID_METRIC = "best_valid_ndcg@10"
 
 
@@ -199,7 +199,7 @@ def experiments_from_exp_show(payload: Any) -> list[dict[str, Any]]:
 
 def experiments_from_dir(metrics_dir: str | Path) -> list[dict[str, Any]]:
     """[{name, metrics}] from ``DIR/<name>/metrics.json`` (plus ``train/summary.json`` when present,
-    as ``dvc exp show`` merges it)."""
+    whose keys include those of ``train/best_valid.json``, which ``dvc exp show`` merges)."""
     out = []
     for path in sorted(Path(metrics_dir).glob("*/metrics.json")):
         metrics = json.loads(path.read_text(encoding="utf-8"))

@@ -2,9 +2,10 @@
 
 Reads ``data/processed/{train,valid}.parquet`` and ``data/ids/item_ids.parquet``; trains on the
 IDs of ``recommender.tokenizer`` with the loss ``recommender.loss``; writes
-``data/recommender/{last,best}.pt`` and ``reports/train/`` (dvclive ``live/`` and
-``summary.json``). An interrupted run resumes from ``last.pt`` when its fingerprint (the
-recommender params, the seed, the tokenizer and the hashes of the input files) still matches.
+``data/recommender/{last,best}.pt`` and ``reports/train/`` (dvclive ``live/``, ``summary.json``
+and ``best_valid.json``, the part of the summary experiments are compared on: the DVC metric).
+An interrupted run resumes from ``last.pt`` when its fingerprint (the recommender params, the
+seed, the tokenizer and the hashes of the input files) still matches.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from genrec_core.config import Params
 from genrec_core.errors import InputFormatError
+from genrec_core.io import write_json
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.fingerprint import fingerprint
 from genrec_core.tokenizers.id_table import choose_tokenizer
@@ -27,6 +30,14 @@ log = logging.getLogger(__name__)
 def target_counts(train, num_items: int) -> np.ndarray:
     """Item frequency among training targets (frequency-based losses)."""
     return np.bincount(train.targets, minlength=num_items).astype(np.int64)
+
+
+def comparable_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The training summary's part that experiments are compared on (few keys: ``dvc metrics
+    show`` has one column per key): best epoch, its validation metrics as ``best_valid_<metric>``
+    (names apart from the test metrics'), training seconds."""
+    best = {f"best_valid_{k}": v for k, v in (summary.get("best_valid") or {}).items() if k != "epoch"}
+    return {"best_epoch": summary["best_epoch"], **best, "seconds": summary["seconds"]}
 
 
 def run(params: Params, root: Path) -> None:
@@ -41,7 +52,8 @@ def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     kind = model_kind(params)
     if kind != GENERATIVE:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
-        train_sequential(params, paths, kind)
+        summary = train_sequential(params, paths, kind)
+        write_json(comparable_metrics(summary), paths.train_metrics)
         return
     rp = params.recommender
     check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
@@ -91,6 +103,7 @@ def run(params: Params, root: Path) -> None:
         },
     )
     summary = trainer.fit()
+    write_json(comparable_metrics(summary), paths.train_metrics)
     log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
 
 

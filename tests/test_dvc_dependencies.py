@@ -411,3 +411,44 @@ def test_the_checker_fails_when_an_output_is_removed(pipeline_writes):
     gaps = undeclared_writes(dvc, written)
     assert set(gaps) == {"preprocess", "train"}
     assert gaps["preprocess"] == ["reports/data_stats.json"] and "data/recommender/best.pt" in gaps["train"]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _leaf_keys(obj, prefix: str = "") -> set[str]:
+    if isinstance(obj, dict):
+        return {k for key, value in obj.items() for k in _leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))}
+    return {prefix}
+
+
+#: `dvc metrics show` prints a Path column, one column per distinct key and, over several
+#: revisions, a Revision column: at most 25 in all.
+MAX_METRIC_KEYS = 23
+
+
+def test_metrics_are_only_what_experiments_are_compared_on():
+    dvc = load_dvc_yaml()
+    metrics = {name: entry_paths(stage.get("metrics")) for name, stage in dvc["stages"].items()}
+    assert {k: v for k, v in metrics.items() if v} == {"train": ["reports/train/best_valid.json"], "evaluate": ["reports/metrics.json"]}
+
+
+def test_dvc_metrics_show_stays_narrow_on_the_committed_reports():
+    import json
+
+    files = [REPO / p for stage in load_dvc_yaml()["stages"].values() for p in entry_paths(stage.get("metrics"))]
+    if not all(f.exists() for f in files):
+        pytest.skip("the committed reports are absent")
+    keys = set().union(*(_leaf_keys(json.loads(f.read_text(encoding="utf-8"))) for f in files))
+    assert len(keys) <= MAX_METRIC_KEYS, sorted(keys)
+
+
+def test_the_train_stage_writes_its_comparable_metrics(pipeline_writes):
+    import json
+
+    root, _ = pipeline_writes
+    best = json.loads((root / "reports" / "train" / "best_valid.json").read_text(encoding="utf-8"))
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text(encoding="utf-8"))
+    assert list(best) == ["best_epoch", *(f"best_valid_{m}@{k}" for k in (1, 5, 10) for m in ("hit", "ndcg")), "seconds"]
+    assert best["best_valid_ndcg@10"] == summary["best_valid_ndcg@10"] and best["best_epoch"] == summary["best_epoch"]
+    assert best["seconds"] == summary["seconds"]
