@@ -8,7 +8,8 @@ section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec bloc
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
 ``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative). The
-validation list length is ``eval_beam_size`` (>= 10: selection is on NDCG@10); at test time
+validation list length is ``eval_beam_size`` (>= 10: validation computes Hit/NDCG up to @10 and
+selects on ``select_metric``); at test time
 ``evaluate.beam_size`` items are kept per user, as for the generative model.
 
 Outputs are the generative path's: training writes ``paths.recommender_dir/{last,best}.pt``
