@@ -70,9 +70,10 @@ def embed(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: Ro
 
 @app.command("train-tokenizer")
 def train_tokenizer(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
-    """Item vectors -> a trained RQ-VAE (or PQ) tokenizer, keeping the last tokenizer.keep_last epochs.
+    """Item vectors -> a trained tokenizer (tokenizer.kind: rqvae, pq or rqkmeans).
 
-    Resumes from data/tokenizer/last.pt when a run was interrupted. Writes data/tokenizer/ and
+    RQ-VAE keeps its last tokenizer.keep_last epochs and resumes from data/tokenizer/last.pt when a
+    run was interrupted; PQ and RQ-KMeans have no epochs and keep one. Writes data/tokenizer/ and
     per-epoch metrics to reports/tokenizer/.
     """
     _run_stage("train_tokenizer", params, set_, root)

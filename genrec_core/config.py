@@ -98,9 +98,9 @@ class EmbedParams:
 
 @dataclass
 class TokenizerParams:
-    """Vectors -> semantic IDs (SPEC section 3): RQ-VAE or PQ."""
+    """Vectors -> semantic IDs (SPEC sections 3 and 9): RQ-VAE, PQ or RQ-KMeans."""
 
-    kind: str = "rqvae"  # rqvae | pq
+    kind: str = "rqvae"  # rqvae | pq | rqkmeans
     levels: int = 3  # L
     codebook_size: int | str = 256  # K, or "auto": from the item count and L (tokenizers.base.auto_codebook_size)
     # RQ-VAE architecture and training
@@ -111,7 +111,9 @@ class TokenizerParams:
     codebook_update: str = "ste"  # ste (straight-through gradient) | ema
     ema_decay: float = 0.99
     kmeans_init: bool = True  # k-means on the first batch of residuals
-    kmeans_iters: int = 50
+    kmeans_iters: int = 50  # also PQ's and RQ-KMeans' Lloyd iterations
+    # RQ-KMeans: L2-normalise nothing, the item vectors, or what every level clusters
+    rqkmeans_normalize: str = "none"  # none | input | residuals
     dead_code_reseed: bool = True
     dead_code_threshold: float = 1.0  # codes used fewer times than this in an epoch are re-seeded
     optimizer: str = "adamw"  # adamw | adagrad
@@ -126,7 +128,7 @@ class TokenizerParams:
     seed: int = 42
 
     def validate(self, prefix: str = "tokenizer") -> None:
-        _check(self.kind in ("rqvae", "pq"), f"{prefix}.kind", f"must be rqvae or pq, got {self.kind!r}")
+        _check(self.kind in ("rqvae", "pq", "rqkmeans"), f"{prefix}.kind", f"must be rqvae, pq or rqkmeans, got {self.kind!r}")
         _check(self.levels >= 1, f"{prefix}.levels", f"must be >= 1, got {self.levels}")
         _check(self.codebook_size == "auto" or (isinstance(self.codebook_size, int) and self.codebook_size >= 2), f"{prefix}.codebook_size", f"must be an integer >= 2 or auto, got {self.codebook_size!r}")
         _check(all(h >= 1 for h in self.hidden_dims), f"{prefix}.hidden_dims", f"widths must be >= 1, got {self.hidden_dims}")
@@ -136,6 +138,7 @@ class TokenizerParams:
         _check(self.codebook_update in ("ste", "ema"), f"{prefix}.codebook_update", f"must be ste or ema, got {self.codebook_update!r}")
         _check(0.0 < self.ema_decay < 1.0, f"{prefix}.ema_decay", f"must be in (0, 1), got {self.ema_decay}")
         _check(self.kmeans_iters >= 1, f"{prefix}.kmeans_iters", f"must be >= 1, got {self.kmeans_iters}")
+        _check(self.rqkmeans_normalize in ("none", "input", "residuals"), f"{prefix}.rqkmeans_normalize", f"must be none, input or residuals, got {self.rqkmeans_normalize!r}")
         _check(self.dead_code_threshold >= 0, f"{prefix}.dead_code_threshold", f"must be >= 0, got {self.dead_code_threshold}")
         _check(isinstance(self.seed, int) and self.seed >= 0, f"{prefix}.seed", f"must be a non-negative integer, got {self.seed!r}")
         _check(self.optimizer in ("adagrad", "adamw"), f"{prefix}.optimizer", f"must be adagrad or adamw, got {self.optimizer!r}")

@@ -1,4 +1,6 @@
-"""Stage train-tokenizer: item vectors -> trained semantic-ID tokenizer(s) (SPEC section 3).
+"""Stage train-tokenizer: item vectors -> trained semantic-ID tokenizer(s) (SPEC sections 3, 9).
+
+``tokenizer.kind``: rqvae (epochs, resumable), pq or rqkmeans (one shot, one kept tokenizer).
 
 Reads data/embeddings/item_vectors.parquet (item_id Int32, vector Array[Float32]); writes
 data/tokenizer/{last.pt, kept/*.pt} and reports/tokenizer/{history.csv, metrics.json}. A killed
@@ -19,7 +21,7 @@ from genrec_core.errors import InputFormatError
 from genrec_core.io import read_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.tokenizers.base import auto_codebook_size
-from genrec_core.tokenizers.training import train_pq, train_rqvae
+from genrec_core.tokenizers.training import train_pq, train_rqkmeans, train_rqvae
 
 log = logging.getLogger(__name__)
 
@@ -56,5 +58,7 @@ def run(params: Params, root: Path) -> None:
     tp = resolve_tokenizer_params(params.tokenizer, int(ids.size))
     if tp.kind == "pq":
         train_pq(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
+    elif tp.kind == "rqkmeans":
+        train_rqkmeans(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
     else:
         train_rqvae(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)

@@ -1,11 +1,12 @@
 """Tokenizer training: RQ-VAE epochs with resumable checkpoints, kept per-epoch tokenizers (for
-MTGRec's multi-identifier tables) and per-epoch health metrics; PQ in one shot.
+MTGRec's multi-identifier tables) and per-epoch health metrics; PQ and RQ-KMeans in one shot.
 
 Files (``tokenizer_dir`` = data/tokenizer, ``reports_dir`` = reports/tokenizer):
   tokenizer_dir/last.pt              RQ-VAE only: resumable state, rewritten atomically each epoch
   tokenizer_dir/kept/epoch_XXXX.pt   tokenizer after each of the last ``keep_last`` epochs
   tokenizer_dir/kept/pq.pt           PQ: its single tokenizer
-  reports_dir/history.csv            one row per epoch (PQ: one row), for ``dvc plots``
+  tokenizer_dir/kept/rqkmeans.pt     RQ-KMeans: its single tokenizer
+  reports_dir/history.csv            one row per epoch (PQ, RQ-KMeans: one row), for ``dvc plots``
   reports_dir/metrics.json           final summary, for ``dvc metrics``
 
 Resumption: a run killed after epoch e restarts at e + 1 from last.pt (weights, optimizer, EMA
@@ -36,6 +37,7 @@ from genrec_core.runtime import resolve_device, seed_everything
 from genrec_core.tokenizers.base import SemanticTokenizer
 from genrec_core.tokenizers.code_stats import code_metrics
 from genrec_core.tokenizers.pq import PQTokenizer
+from genrec_core.tokenizers.rqkmeans import RQKMeansTokenizer
 from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
 
 CHECKPOINT_FORMAT = 1
@@ -90,19 +92,21 @@ def _cpu_rng_state() -> torch.Tensor:
 
 
 def load_tokenizer(path: str | Path, device: str = "cpu") -> SemanticTokenizer:
-    """Rebuild a tokenizer (either kind) from a kept file."""
+    """Rebuild a tokenizer (any kind) from a kept file."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     kind = state.get("kind")
     if kind == "rqvae":
         return RQVAETokenizer.from_state(state, device)
     if kind == "pq":
         return PQTokenizer.from_state(state, device)
+    if kind == "rqkmeans":
+        return RQKMeansTokenizer.from_state(state, device)
     raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
 
 
 def load_kept_tokenizers(tokenizer_dir: str | Path, device: str = "cpu") -> list[tuple[str, SemanticTokenizer]]:
     """All kept tokenizers as (name, tokenizer), sorted by epoch: ("epoch_0196", ...) for RQ-VAE,
-    [("pq", ...)] for PQ. The last entry is the final tokenizer (single-ID tables use it)."""
+    [("pq", ...)] for PQ, [("rqkmeans", ...)] for RQ-KMeans. The last entry is the final tokenizer (single-ID tables use it)."""
     d = _kept_dir(Path(tokenizer_dir))
     files = sorted(d.glob("*.pt")) if d.is_dir() else []
     if not files:
@@ -342,12 +346,50 @@ def train_pq(
     row: dict[str, Any] = {"epoch": 1, "quant_error": float(((x_np - recon) ** 2).sum(1).mean())}
     row.update(code_metrics(res.codes, tp.codebook_size))
     row["seconds"] = time.perf_counter() - t0
+    return _write_one_shot("pq", tok, row, tp, x_np.shape[0], t0, tokenizer_dir, reports_dir)
+
+
+def _write_one_shot(
+    kind: str, tok: SemanticTokenizer, row: dict[str, Any], tp: TokenizerParams, n: int, t0: float, tokenizer_dir: Path, reports_dir: Path
+) -> dict[str, Any]:
+    """Files of a tokenizer without epochs: kept/<kind>.pt alone, a one-row history.csv (epoch 1)
+    and metrics.json, the same files RQ-VAE writes, so dvc.yaml is the same for every kind."""
     _clear_kept(tokenizer_dir)
-    stale = tokenizer_dir / "last.pt"  # an RQ-VAE checkpoint does not describe this PQ run
+    stale = tokenizer_dir / "last.pt"  # an RQ-VAE checkpoint does not describe this run
     if stale.exists():
         stale.unlink()
-    save_torch(tok.state(), _kept_dir(tokenizer_dir) / "pq.pt")
+    save_torch(tok.state(), _kept_dir(tokenizer_dir) / f"{kind}.pt")
     _write_history([row], reports_dir / "history.csv")
-    summary = _summary("pq", tp, x_np.shape[0], row, 1, time.perf_counter() - t0, 0)
+    summary = _summary(kind, tp, n, row, 1, time.perf_counter() - t0, 0)
     write_json(summary, reports_dir / "metrics.json")
     return summary
+
+
+# --------------------------------------------------------------------------- RQ-KMeans
+
+
+def train_rqkmeans(
+    vectors: np.ndarray,
+    tp: TokenizerParams,
+    seed: int,
+    tokenizer_dir: str | Path,
+    reports_dir: str | Path,
+) -> dict[str, Any]:
+    """Fit RQ-KMeans (SPEC section 9: k-means++ and ``kmeans_iters`` Lloyd iterations per level,
+    on the residuals of the level before; ``rqkmeans_normalize``) and write the same files as PQ.
+
+    history.csv's single row has ``quant_error`` (mean squared residual after the last level) and
+    ``residual_l1..L`` (the same after each level), plus the code health figures."""
+    tokenizer_dir, reports_dir = Path(tokenizer_dir), Path(reports_dir)
+    t0 = time.perf_counter()
+    seed_everything(seed)
+    x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
+    tok = RQKMeansTokenizer.fit(x_np, tp.levels, tp.codebook_size, tp.kmeans_iters, seed, tp.rqkmeans_normalize, resolve_device(tp.device))
+    res = tok.quantize(x_np)
+    errors = tok.residual_errors(x_np)
+    row: dict[str, Any] = {"epoch": 1, "quant_error": errors[-1]}
+    for level, err in enumerate(errors, start=1):
+        row[f"residual_l{level}"] = err
+    row.update(code_metrics(res.codes, tp.codebook_size))
+    row["seconds"] = time.perf_counter() - t0
+    return _write_one_shot("rqkmeans", tok, row, tp, x_np.shape[0], t0, tokenizer_dir, reports_dir)
