@@ -140,10 +140,12 @@ class RQKMeansTokenizer(SemanticTokenizer):
         return (sums / max(1, x_all.shape[0])).tolist()
 
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
-        """Sum of the assigned centroids of every level, float32 [N, D] (approximates the
-        (normalised) vectors when ``normalize`` is none or input)."""
+        """Sum of the assigned centroids, float32 [N, D], from codes [N, l] of the first l <= L
+        levels (approximates the (normalised) vectors when ``normalize`` is none or input)."""
         codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] > self.levels:
+            raise ValueError(f"codes must be [N, l] with l <= {self.levels}, got shape {codes.shape}")
         out = np.zeros((codes.shape[0], self.dim), dtype=np.float64)
-        for level in range(self.levels):
+        for level in range(codes.shape[1]):
             out += self.centroids[level].double().cpu().numpy()[codes[:, level]]
         return out.astype(np.float32)
