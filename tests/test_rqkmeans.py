@@ -17,7 +17,7 @@ from genrec_core.tokenizers.base import auto_codebook_size
 from genrec_core.tokenizers.collisions import assert_unique_ids, collision_stats, resolve_collisions
 from genrec_core.tokenizers.id_table import build_id_table, read_id_table_with_items, validate_id_table
 from genrec_core.tokenizers.rqkmeans import RQKMeansTokenizer
-from genrec_core.tokenizers.training import load_kept_tokenizers, load_tokenizer, train_rqkmeans
+from genrec_core.tokenizers.training import load_kept_tokenizers, load_tokenizer, params_hash, train_rqkmeans
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,6 +217,20 @@ def test_params_validate_kind_and_normalize():
     assert err.value.param == "tokenizer.kind" and "rqkmeans" in str(err.value)
     project = load_params(REPO / "params.yaml")
     assert project.tokenizer.rqkmeans_normalize == "none"
+
+
+def test_rqvae_checkpoint_identity_ignores_the_rqkmeans_param():
+    """An RQ-VAE checkpoint written before tokenizer.rqkmeans_normalize existed still resumes."""
+    import dataclasses
+    import hashlib
+
+    tp = TokenizerParams()
+    old = {k: v for k, v in dataclasses.asdict(tp).items() if k != "rqkmeans_normalize"}
+    blob = json.dumps({"tokenizer": old, "seed": 1, "data": "fp"}, sort_keys=True)
+    assert params_hash(tp, 1, "fp") == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert params_hash(dataclasses.replace(tp, rqkmeans_normalize="input"), 1, "fp") == params_hash(tp, 1, "fp")
+    rq = dataclasses.replace(tp, kind="rqkmeans")
+    assert params_hash(dataclasses.replace(rq, rqkmeans_normalize="input"), 1, "fp") != params_hash(rq, 1, "fp")
 
 
 # --------------------------------------------------------------------------- stages via the CLI

@@ -59,8 +59,14 @@ def fingerprint(vectors: np.ndarray, item_ids: np.ndarray | None = None) -> str:
 
 
 def params_hash(tp: TokenizerParams, seed: int, data_fp: str) -> str:
-    """Identity of a training run: every tokenizer param, the seed and the data fingerprint."""
-    blob = json.dumps({"tokenizer": dataclasses.asdict(tp), "seed": seed, "data": data_fp}, sort_keys=True)
+    """Identity of a training run: every tokenizer param, the seed and the data fingerprint.
+
+    ``rqkmeans_normalize`` counts only for RQ-KMeans, so RQ-VAE checkpoints written before it
+    existed still resume."""
+    tok = dataclasses.asdict(tp)
+    if tp.kind != "rqkmeans":
+        tok.pop("rqkmeans_normalize")
+    blob = json.dumps({"tokenizer": tok, "seed": seed, "data": data_fp}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
