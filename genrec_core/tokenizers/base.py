@@ -1,4 +1,4 @@
-"""The interface every semantic-ID tokenizer implements (RQ-VAE, PQ, and later BLOGER's).
+"""The interface every semantic-ID tokenizer implements (RQ-VAE, PQ, RQ-KMeans, and later BLOGER's).
 
 Collision handling and ID emission only see ``QuantizeResult``, so any tokenizer that can say
 which code each item got at each level, and how far its last-level input is from every
@@ -40,7 +40,7 @@ def auto_codebook_size(num_items: int, levels: int) -> int:
 @dataclass
 class QuantizeResult:
     """codes: int64 [N, L], code of each item at each level (0..K-1).
-    last_residual: float32 [N, d], what the last level quantised (RQ: r_L; PQ: the last segment).
+    last_residual: float32 [N, d], what the last level quantised (RQ-VAE, RQ-KMeans: r_L; PQ: the last segment).
     last_codebook: float32 [K, d], the last level's code vectors, in the same space.
     """
 

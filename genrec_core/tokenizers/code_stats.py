@@ -1,4 +1,4 @@
-"""Health figures of a code assignment, the same for RQ-VAE and PQ.
+"""Health figures of a code assignment, the same for RQ-VAE, PQ and RQ-KMeans.
 
 A collapsed codebook shows up as a low usage share / perplexity at some level and a high
 collision rate; these are logged every epoch so a collapse is seen while training, not after.

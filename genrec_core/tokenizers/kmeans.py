@@ -1,4 +1,4 @@
-"""Batched, seeded k-means in torch: codebook initialisation for RQ-VAE and the PQ quantiser.
+"""Batched, seeded k-means in torch: codebook initialisation for RQ-VAE, the PQ and RQ-KMeans quantisers.
 
 Why our own: a codebook initialised at the data (instead of at random) is what keeps RQ-VAE
 codebooks from collapsing, and PQ *is* k-means. It must be deterministic for a seed (the whole
