@@ -164,7 +164,7 @@ class IdsParams:
 class RecommenderParams:
     """The T5 generative recommender and its training (SPEC sections 4 and 6)."""
 
-    model: str = "tiger"  # tiger (T5 over semantic IDs) | sasrec | gru4rec (item-ID baselines, genrec_core.sequential)
+    model: str = "tiger"  # tiger (T5 over semantic IDs) | decoder_only (LLaMA-style decoder over the same IDs) | sasrec | gru4rec (item-ID baselines, genrec_core.sequential)
     tokenizer: str = "last"  # which kept tokenizer's IDs to train on: last | first | epoch_XXXX
     encoder_input: str = "tokens"  # tokens: the history's IDs flattened (SPEC 4) | items: one position per item (sum of its token embeddings; ~4x faster on a CPU)
     num_layers: int = 4  # encoder layers
@@ -199,7 +199,8 @@ class RecommenderParams:
     log_every: int = 50  # optimiser steps between logged training losses
 
     def validate(self, prefix: str = "recommender") -> None:
-        _check(self.model in ("tiger", "sasrec", "gru4rec"), f"{prefix}.model", f"must be tiger, sasrec or gru4rec, got {self.model!r}")
+        _check(self.model in ("tiger", "decoder_only", "sasrec", "gru4rec"), f"{prefix}.model", f"must be tiger, decoder_only, sasrec or gru4rec, got {self.model!r}")
+        _check(self.model != "decoder_only" or self.d_kv % 2 == 0, f"{prefix}.d_kv", f"decoder_only rotates pairs of head dimensions (RoPE): must be even, got {self.d_kv}")
         _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
         for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "epochs", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):

@@ -38,7 +38,7 @@ def run(params: Params, root: Path) -> None:
 
 
 def _evaluate_generative(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Constrained beam search of the best TIGER checkpoint over every test user."""
+    """Constrained beam search of the best generative checkpoint (T5 or decoder-only) over every test user."""
     from genrec_core.evaluation.metrics import evaluation_summary
     from genrec_core.evaluation.predictions import predictions_frame
     from genrec_core.recommender.checkpoint import load_recommender

@@ -1,4 +1,5 @@
-"""Stage train: example tables + ID table -> a trained T5 generative recommender (SPEC 4 and 6).
+"""Stage train: example tables + ID table -> a trained generative recommender (SPEC 4 and 6):
+the T5 (``recommender.model: tiger``) or the decoder-only transformer (``decoder_only``).
 
 Reads ``data/processed/{train,valid}.parquet`` and ``data/ids/item_ids.parquet``; trains on the
 IDs of ``recommender.tokenizer`` with the loss ``recommender.loss``; writes
@@ -43,15 +44,15 @@ def comparable_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 def run(params: Params, root: Path) -> None:
     from genrec_core.recommender.data import SequenceEncoder, load_examples
     from genrec_core.recommender.losses import LossContext, build_loss, check_loss_params
-    from genrec_core.recommender.model import GenerativeRecommender
+    from genrec_core.recommender.model import build_generative_model
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.recommender.vocab import SemanticIdVocab
-    from genrec_core.sequential.runner import GENERATIVE, model_kind, train_sequential
+    from genrec_core.sequential.runner import GENERATIVE, GENERATIVE_KINDS, model_kind, train_sequential
     from genrec_core.tokenizers.id_table import read_id_table_with_items
 
     paths = ArtifactPaths(Path(root))
     kind = model_kind(params)
-    if kind != GENERATIVE:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
+    if kind not in GENERATIVE_KINDS:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
         summary = train_sequential(params, paths, kind)
         write_json(comparable_metrics(summary), paths.train_metrics)
         return
@@ -81,8 +82,8 @@ def run(params: Params, root: Path) -> None:
         total_steps=rp.epochs * steps_per_epoch,
     )
     loss = build_loss(rp.loss, rp.loss_params, context)
-    model = GenerativeRecommender(rp, vocab)
-    log.info("training on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
+    model = build_generative_model(rp, vocab)  # tiger: T5; decoder_only: LLaMA-style decoder
+    log.info("training %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", kind, chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
     trainer = Trainer(
         model,
         rp,
@@ -100,6 +101,7 @@ def run(params: Params, root: Path) -> None:
             "vocab": vocab.to_dict(),
             "tokenizer": chosen,
             "item_tokens": item_tokens,
+            **({} if kind == GENERATIVE else {"model_kind": kind}),  # summary.json names a non-default model
         },
     )
     summary = trainer.fit()

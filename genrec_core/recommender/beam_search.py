@@ -147,7 +147,9 @@ def constrained_beam_search(
 ) -> BeamSearchResult:
     """The ``beam_size`` best items per user by beam search over the trie of valid IDs.
 
-    ``model`` is a ``GenerativeRecommender`` (``encode`` + its ``t5``); ``input_ids`` [B, S] or
+    ``model`` is a ``GenerativeRecommender`` (``encode`` + its ``t5``) or a model with
+    ``beam_decoder(input_ids, attention_mask, max_steps)`` returning a decoder with
+    ``CachedT5Decoder``'s ``step``/``reorder`` (``DecoderOnlyRecommender``); ``input_ids`` [B, S] or
     [B, S, L] and ``attention_mask`` [B, S] as for ``model.encode``. Exact (every item, true
     model order) when ``beam_size`` is at least the number of distinct (L-1)-token prefixes.
     ``amp_dtype`` (CUDA only): run under autocast in that dtype; scores are summed in float32.
@@ -166,9 +168,13 @@ def constrained_beam_search(
     )
     length = trie.id_length
     with eval_mode(model), torch.inference_mode(), autocast:
-        encoder_hidden = model.encode(input_ids, attention_mask)
-        decoder = CachedT5Decoder(model.t5, encoder_hidden, attention_mask, max_steps=length)
-        batch = encoder_hidden.shape[0]
+        make_decoder = getattr(model, "beam_decoder", None)  # decoder-only models: prefix once, then a KV cache
+        if make_decoder is not None:
+            decoder = make_decoder(input_ids, attention_mask, max_steps=length)
+        else:
+            encoder_hidden = model.encode(input_ids, attention_mask)
+            decoder = CachedT5Decoder(model.t5, encoder_hidden, attention_mask, max_steps=length)
+        batch = input_ids.shape[0]
         nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)  # every user starts at the root
         scores = torch.zeros(batch, 1, dtype=torch.float32, device=device)
         tokens = torch.full((batch, 1), PAD, dtype=torch.long, device=device)  # T5's decoder start token

@@ -12,7 +12,7 @@ from genrec_core.errors import InputFormatError, MissingInputError
 
 
 class LoadedRecommender(NamedTuple):
-    model: torch.nn.Module  # GenerativeRecommender in eval mode on the device
+    model: torch.nn.Module  # GenerativeRecommender or DecoderOnlyRecommender, in eval mode on the device
     vocab: Any  # SemanticIdVocab
     tokenizer: str  # the ID table's tokenizer the model was trained on
     item_tokens: torch.Tensor  # [N, L] token ids of every item under that tokenizer (row = item id)
@@ -21,7 +21,7 @@ class LoadedRecommender(NamedTuple):
 
 def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender:
     """Rebuild the model saved in best.pt (self-contained: params, vocab, tokenizer, item tokens)."""
-    from genrec_core.recommender.model import GenerativeRecommender
+    from genrec_core.recommender.model import build_generative_model
     from genrec_core.recommender.vocab import SemanticIdVocab
 
     path = Path(path)
@@ -33,7 +33,7 @@ def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender
         raise InputFormatError(path, f"not a recommender checkpoint (missing {', '.join(missing)})")
     params = RecommenderParams(**ckpt["params"])
     vocab = SemanticIdVocab.from_dict(ckpt["vocab"])
-    model = GenerativeRecommender(params, vocab)
+    model = build_generative_model(params, vocab)  # T5 or decoder-only, as params.model says
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     return LoadedRecommender(model, vocab, ckpt["tokenizer"], ckpt["item_tokens"], params)

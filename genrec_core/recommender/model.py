@@ -101,3 +101,12 @@ class GenerativeRecommender(nn.Module):
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos)."""
         decoder_input_ids = self.t5._shift_right(labels)
         return self.decode(self.encode(input_ids, attention_mask), attention_mask, decoder_input_ids)
+
+
+def build_generative_model(params: RecommenderParams, vocab: SemanticIdVocab) -> nn.Module:
+    """The generative backbone ``recommender.model`` names: ``tiger`` (this T5) or ``decoder_only``."""
+    if params.model == "decoder_only":
+        from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
+
+        return DecoderOnlyRecommender(params, vocab)
+    return GenerativeRecommender(params, vocab)

@@ -1,9 +1,9 @@
 """Training and evaluating SASRec / GRU4Rec from the pipeline's artifacts (the train and evaluate
 stages call ``train_sequential`` and ``evaluate_sequential`` when ``recommender.model`` is not
-``tiger``). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
+``tiger`` or ``decoder_only``, the generative models). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
 about stages.
 
-Which model: ``recommender.model`` (``tiger`` | ``sasrec`` | ``gru4rec``). Sizes come from the recommender
+Which model: ``recommender.model`` (``tiger`` | ``decoder_only`` | ``sasrec`` | ``gru4rec``). Sizes come from the recommender
 section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
@@ -43,13 +43,16 @@ from genrec_core.sequential.models import MODEL_KINDS, build_model, model_from_c
 log = logging.getLogger(__name__)
 
 GENERATIVE = "tiger"
+#: Models over semantic IDs ranked by trie-constrained beam search (stages/train.py trains them;
+#: genrec_core.recommender.model.build_generative_model builds them).
+GENERATIVE_KINDS = (GENERATIVE, "decoder_only")
 
 
 def model_kind(params: Params) -> str:
     """``recommender.model`` (validated again here for callers that build Params by hand)."""
     kind = params.recommender.model
-    if kind not in (GENERATIVE, *MODEL_KINDS):
-        raise ParamError("recommender.model", f"must be one of {', '.join((GENERATIVE, *MODEL_KINDS))}, got {kind!r}")
+    if kind not in (*GENERATIVE_KINDS, *MODEL_KINDS):
+        raise ParamError("recommender.model", f"must be one of {', '.join((*GENERATIVE_KINDS, *MODEL_KINDS))}, got {kind!r}")
     return kind
 
 
