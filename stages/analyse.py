@@ -18,6 +18,7 @@ import polars as pl
 
 from genrec_core.analysis.recommendations import (
     decile_report,
+    method_labels,
     head_tail_markdown,
     head_tail_report,
     item_titles,
@@ -56,6 +57,7 @@ def _read_predictions(path: Path) -> pl.DataFrame:
 def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     ks = list(params.evaluate.ks)
+    labels = method_labels(params.recommender.model)
     preds = _read_predictions(paths.predictions)
     items = read_parquet(paths.items, "items table (stage preprocess)")
     sequences = read_parquet(paths.sequences, "sequences table (stage preprocess)")
@@ -123,13 +125,13 @@ def run(params: Params, root: Path) -> None:
     keys = metric_keys(ks)
     ht = head_tail_report(ranks, targets, counts, ks)
     write_json(ht, out / "head_tail.json")
-    write_text(head_tail_markdown(ht, keys), out / "head_tail.md")
+    write_text(head_tail_markdown(ht, keys, labels), out / "head_tail.md")
     ht_keys = [k for k in keys if k.endswith(("@5", "@10"))] or keys
-    plot_head_tail(ht, out / "head_tail.png", ht_keys)
+    plot_head_tail(ht, out / "head_tail.png", ht_keys, labels)
 
     deciles = decile_report(targets, lists, counts, items["item_id"].to_numpy())
     write_json(deciles, out / "popularity_deciles.json")
-    plot_deciles(deciles, out / "popularity_deciles.png", "model")
+    plot_deciles(deciles, out / "popularity_deciles.png", "model", labels)
 
     rows = pick_examples(ranks["model"], N_EXAMPLES, params.seed)
     examples_md = qualitative_markdown(
@@ -140,12 +142,14 @@ def run(params: Params, root: Path) -> None:
         {"model": lists["model"], "markov": lists["markov"]},
         item_titles(items),
         codes_lookup,
+        labels=labels,
     )
     write_text(examples_md, out / "examples.md")
 
     dataset = params.data.dataset
     if paths.dataset_info.exists():
-        dataset = json.loads(paths.dataset_info.read_text(encoding="utf-8")).get("dataset", dataset)
+        info = json.loads(paths.dataset_info.read_text(encoding="utf-8"))
+        dataset = info.get("display_name", info.get("dataset", dataset))
     id_dir = paths.id_reports_dir / "analysis"
     id_md = id_dir / "analysis.md"
     readme = render_readme(
@@ -166,6 +170,7 @@ def run(params: Params, root: Path) -> None:
             "head_tail": (out / "head_tail.png").relative_to(paths.reports_dir).as_posix(),
             "deciles": (out / "popularity_deciles.png").relative_to(paths.reports_dir).as_posix(),
         },
+        labels=labels,
     )
     write_text(readme, paths.reports_readme)
     log.info(

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from genrec_core.config import Params
-from genrec_core.data.protocol import SPLITS, apply_protocol, stats_markdown
+from genrec_core.data.protocol import SPLITS, apply_protocol, dataset_display_name, stats_markdown
 from genrec_core.data.sources.base import get_source
 from genrec_core.io import write_json, write_parquet, write_text
 from genrec_core.paths import ArtifactPaths
@@ -18,7 +18,7 @@ def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     data = params.data
     raw = get_source(data).load()
-    processed = apply_protocol(raw, data.min_interactions, data.max_items, data.dataset)
+    processed = apply_protocol(raw, data.min_interactions, data.max_items, dataset_display_name(data.dataset, data.category))
 
     # Everything is computed before the first write, so bad input leaves no partial outputs.
     write_parquet(processed.items, paths.items)
@@ -29,6 +29,7 @@ def run(params: Params, root: Path) -> None:
     write_json(
         {
             "dataset": data.dataset,
+            "display_name": dataset_display_name(data.dataset, data.category),
             "default_template": raw.default_template,
             "text_fields": text_fields,
             "presequenced": raw.presequenced,

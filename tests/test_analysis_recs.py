@@ -200,11 +200,11 @@ def test_analyse_stage_end_to_end(tmp_path):
 
     readme = paths.reports_readme.read_text()
     # model: ranks 1, 1, absent, 1 -> Hit@1 = NDCG@1 = NDCG@5 = 0.75 ; Markov NDCG@5 = 0.6731
-    assert "| Generative model | 0.7500 | 0.7500 | 0.7500 | 0.7500 |" in readme
+    assert "| TIGER (T5 over semantic IDs) | 0.7500 | 0.7500 | 0.7500 | 0.7500 |" in readme
     assert "On NDCG@5 the generative model scores 0.7500 against 0.6731: above the Markov-chain floor" in readme
     assert "higher on 3 of 4 metrics and lower on 1" in readme  # Hit@5 0.75 < 1.0
     # relaxed prefix for the model: k=2 exact 0.75; k=1 adds item 1 at rank 2 for user 2
-    assert f"| Generative model | 0.7500 | {(3 + 1 / math.log2(3)) / 4:.4f} |" in readme
+    assert f"| TIGER (T5 over semantic IDs) | 0.7500 | {(3 + 1 / math.log2(3)) / 4:.4f} |" in readme
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
         assert (paths.reports_dir / link).exists(), link
     assert "analysis/head_tail.png" in readme and "ids/analysis/purity_gain.png" in readme
@@ -218,7 +218,7 @@ def test_analyse_stage_uses_stored_relaxed_metrics_without_id_table(tmp_path):
     write_json({"hit@1": 0.75, "prefix2_ndcg@5": 0.1234, "prefix1_ndcg@5": 0.5678}, paths.metrics)
     run(_params(), tmp_path)
     readme = paths.reports_readme.read_text()
-    assert "| Generative model | 0.1234 | 0.5678 |" in readme
+    assert "| TIGER (T5 over semantic IDs) | 0.1234 | 0.5678 |" in readme
     assert "prefix1_ndcg@5" not in json.loads((paths.analysis_dir / "baselines.json").read_text())["markov"]
 
 
@@ -230,3 +230,15 @@ def test_analyse_stage_rejects_stale_predictions(tmp_path):
     write_parquet(pred, paths.predictions)
     with pytest.raises(InputFormatError, match="target_item differs"):
         run(_params(), tmp_path)
+
+
+def test_report_rows_and_dataset_names_say_what_produced_them():
+    from genrec_core.analysis.recommendations import method_labels, metrics_table
+    from genrec_core.data.protocol import dataset_display_name
+
+    rows = metrics_table({"model": {"hit@1": 0.5}}, ["hit@1"], method_labels("sasrec"))
+    assert rows[-1] == "| SASRec (item IDs) | 0.5000 |"
+    assert method_labels("tiger")["markov"] == "Markov chain (1st order)"
+    assert dataset_display_name("atomic", "my_clicks") == "my_clicks"
+    assert dataset_display_name("amazon2023", "Musical_Instruments") == "amazon2023 Musical_Instruments"
+    assert dataset_display_name("ml-100k") == "ml-100k"

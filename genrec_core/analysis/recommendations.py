@@ -27,10 +27,22 @@ import polars as pl
 from genrec_core.evaluation.metrics import as_padded, hit_ndcg, metric_keys
 
 METHOD_LABELS = {"model": "Generative model", "markov": "Markov chain (1st order)", "mostpop": "MostPop"}
+#: What the trained model's row is called, by ``recommender.model``.
+MODEL_LABELS = {
+    "tiger": "TIGER (T5 over semantic IDs)",
+    "decoder_only": "Decoder-only over semantic IDs",
+    "sasrec": "SASRec (item IDs)",
+    "gru4rec": "GRU4Rec (item IDs)",
+}
 
 
-def _label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+def method_labels(model_kind: str) -> dict[str, str]:
+    """Row labels of the analyse reports, the trained model's named after its kind."""
+    return {**METHOD_LABELS, "model": MODEL_LABELS.get(model_kind, model_kind)}
+
+
+def _label(method: str, labels: Mapping[str, str] = METHOD_LABELS) -> str:
+    return labels.get(method, method)
 
 
 # --------------------------------------------------------------------------- head / tail (Figure 3)
@@ -152,7 +164,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_head_tail(report: dict, path: Path, keys: Sequence[str]) -> Path:
+def plot_head_tail(report: dict, path: Path, keys: Sequence[str], labels: Mapping[str, str] = METHOD_LABELS) -> Path:
     """Grouped bars like Figure 3: one panel per group, one bar per method for each metric."""
     import matplotlib
 
@@ -166,7 +178,7 @@ def plot_head_tail(report: dict, path: Path, keys: Sequence[str]) -> Path:
     for ax, group in zip(axes, ("head", "tail")):
         for i, m in enumerate(methods):
             vals = [report["metrics"][m][group][k] for k in keys]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width=width, label=_label(m))
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width=width, label=_label(m, labels))
         g = report["groups"][group]
         ax.set_title(f"{group}: {g['items']} items, {g['users']} users")
         ax.set_xticks(x, [k.replace("hit", "Hit").replace("ndcg", "NDCG") for k in keys])
@@ -177,7 +189,7 @@ def plot_head_tail(report: dict, path: Path, keys: Sequence[str]) -> Path:
     return path
 
 
-def plot_deciles(report: dict, path: Path, method: str = "model") -> Path:
+def plot_deciles(report: dict, path: Path, method: str = "model", labels: Mapping[str, str] = METHOD_LABELS) -> Path:
     """Shares per popularity decile like Figure 2: targets vs the method's top-1 and top-10."""
     import matplotlib
 
@@ -190,7 +202,7 @@ def plot_deciles(report: dict, path: Path, method: str = "model") -> Path:
 
     series = [("ground-truth targets", report["targets"])]
     for name, vals in report["predictions"].get(method, {}).items():
-        series.append((f"{_label(method)} {name.replace('top', 'top-')}", vals))
+        series.append((f"{_label(method, labels)} {name.replace('top', 'top-')}", vals))
     d = np.arange(1, len(report["targets"]) + 1)
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(8, 3.4))
@@ -226,16 +238,16 @@ def _md_cell(text) -> str:
     return re.sub(r"\s+", " ", str(text)).replace("|", "\\|").strip()
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> list[str]:
+def metrics_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str], labels: Mapping[str, str] = METHOD_LABELS) -> list[str]:
     """Markdown table, one row per method, one column per metric key."""
     head = ["| Method | " + " | ".join(k.replace("hit", "Hit").replace("ndcg", "NDCG") for k in keys) + " |"]
     head.append("|---|" + "---:|" * len(keys))
     for method, vals in rows.items():
-        head.append(f"| {_label(method)} | " + " | ".join(_num(vals[k]) if k in vals else "–" for k in keys) + " |")
+        head.append(f"| {_label(method, labels)} | " + " | ".join(_num(vals[k]) if k in vals else "–" for k in keys) + " |")
     return head
 
 
-def head_tail_markdown(report: dict, keys: Sequence[str]) -> str:
+def head_tail_markdown(report: dict, keys: Sequence[str], labels: Mapping[str, str] = METHOD_LABELS) -> str:
     """Head/tail tables (Figure 3 as numbers)."""
     lines = ["# Head / tail (paper 001, Figure 3)\n", _sentence(report["definition"]), "| Group | items | users | training count range |", "|---|---:|---:|---|"]
     for g in ("head", "tail"):
@@ -243,16 +255,16 @@ def head_tail_markdown(report: dict, keys: Sequence[str]) -> str:
         lines.append(f"| {g} | {d['items']} | {d['users']} | {d['min_train_count']}..{d['max_train_count']} |")
     for g in ("head", "tail"):
         lines += ["", f"## {g.capitalize()}\n"]
-        lines += metrics_table({m: v[g] for m, v in report["metrics"].items()}, keys)
+        lines += metrics_table({m: v[g] for m, v in report["metrics"].items()}, keys, labels)
     return "\n".join(lines) + "\n"
 
 
-def decile_markdown(report: dict) -> list[str]:
+def decile_markdown(report: dict, labels: Mapping[str, str] = METHOD_LABELS) -> list[str]:
     """Table of the decile report (counts per decile)."""
     cols = [("targets", report["targets"])]
     for m, per in report["predictions"].items():
         for n, vals in per.items():
-            cols.append((f"{_label(m)} {n.replace('top', 'top-')}", vals))
+            cols.append((f"{_label(m, labels)} {n.replace('top', 'top-')}", vals))
     lines = ["| Decile | items | training count | " + " | ".join(c for c, _ in cols) + " |", "|---:|---:|---|" + "---:|" * len(cols)]
     for i, b in enumerate(report["deciles"]):
         lines.append(f"| {b['decile']} | {b['items']} | {b['min_train_count']}..{b['max_train_count']} | " + " | ".join(str(v[i]) for _, v in cols) + " |")
@@ -290,6 +302,7 @@ def qualitative_markdown(
     codes_lookup=None,
     top: int = 5,
     history_len: int = 5,
+    labels: Mapping[str, str] = METHOD_LABELS,
 ) -> str:
     """Table 7 style: for each chosen user, last history items, target, each method's top list.
 
@@ -314,9 +327,9 @@ def qualitative_markdown(
         for m, mat in mats.items():
             ranked = mat[r, :]
             where = np.flatnonzero(ranked == t)
-            statuses.append(f"{_label(m)}: " + (f"hit at rank {int(where[0]) + 1}" if where.size else f"target not in its top {int((ranked >= 0).sum())}"))
+            statuses.append(f"{_label(m, labels)}: " + (f"hit at rank {int(where[0]) + 1}" if where.size else f"target not in its top {int((ranked >= 0).sum())}"))
         lines.append("; ".join(statuses) + ".\n")
-        lines.append("| Rank | " + " | ".join(_label(m) for m in mats) + " |")
+        lines.append("| Rank | " + " | ".join(_label(m, labels) for m in mats) + " |")
         lines.append("|---:|" + "---|" * len(mats))
         t_codes = None if codes_lookup is None else codes_lookup(np.array([t]))[0]
         for j in range(top):
@@ -382,6 +395,7 @@ def render_readme(
     id_analysis_md: str | None,
     id_pngs: Sequence[str] = (),
     analysis_pngs: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] = METHOD_LABELS,
 ) -> str:
     """reports/README.md: results tables, head/tail, deciles, examples, data and ID reports."""
     keys = metric_keys(ks)
@@ -393,7 +407,7 @@ def render_readme(
         f"the generative model ranks the {beam_size} beams of a constrained beam search, the baselines "
         f"their top {beam_size}. A target missing from a list scores 0.\n",
         "## Test metrics\n",
-        *metrics_table(rows, keys),
+        *metrics_table(rows, keys, labels),
         "",
     ]
     if "markov" in baseline_metrics:
@@ -412,7 +426,7 @@ def render_readme(
         lines.append("| Method | " + " | ".join(f"k={lv}" for lv in levels) + " |")
         lines.append("|---|" + "---:|" * len(rkeys))
         for m, vals in relaxed.items():
-            lines.append(f"| {_label(m)} | " + " | ".join(_num(vals[k]) for k in rkeys) + " |")
+            lines.append(f"| {_label(m, labels)} | " + " | ".join(_num(vals[k]) for k in rkeys) + " |")
         lines.append("")
     pngs = dict(analysis_pngs or {})
     ht_keys = [k for k in keys if k.endswith(("@5", "@10"))] or keys
@@ -420,11 +434,11 @@ def render_readme(
     for g in ("head", "tail"):
         d = head_tail["groups"][g]
         lines.append(f"**{g.capitalize()}** ({d['items']} items, {d['users']} users, training count {d['min_train_count']}..{d['max_train_count']})\n")
-        lines += metrics_table({m: v[g] for m, v in head_tail["metrics"].items()}, ht_keys)
+        lines += metrics_table({m: v[g] for m, v in head_tail["metrics"].items()}, ht_keys, labels)
         lines.append("")
     if "head_tail" in pngs:
         lines.append(f"![head/tail metrics]({pngs['head_tail']})\n")
-    lines += ["## Popularity deciles (paper 001, Figure 2)\n", _sentence(deciles["definition"]), *decile_markdown(deciles), ""]
+    lines += ["## Popularity deciles (paper 001, Figure 2)\n", _sentence(deciles["definition"]), *decile_markdown(deciles, labels), ""]
     if "deciles" in pngs:
         lines.append(f"![popularity deciles]({pngs['deciles']})\n")
     lines.append(demote_headings(examples_md))

@@ -123,6 +123,14 @@ def build_examples(sequences: pl.DataFrame, window: int) -> dict[str, pl.DataFra
     }
 
 
+def dataset_display_name(dataset: str, category: str | None = None) -> str:
+    """The name reports show: the kind, with the file stem for kinds that read one file of many
+    (``atomic``: the ``.inter`` stem alone, ``amazon2023``: ``amazon2023 Musical_Instruments``)."""
+    if not category:
+        return dataset
+    return category if dataset == "atomic" else f"{dataset} {category}"
+
+
 def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, dataset_name: str = "") -> ProcessedDataset:
     """Run SPEC section 1 on a source's raw data."""
     raw_stats = {
