@@ -9,7 +9,7 @@ A run is a name, a list of ``-S section.key=value`` overrides and the stages to 
   project root's (read only), except what the overrides invalidate: an override of ``data.``,
   ``embed.``, ``tokenizer.`` or ``ids.`` reruns that stage and every later one of
   ``preprocess -> embed -> train-tokenizer -> emit-ids`` inside R (``upstream_stages``);
-* ``R/overrides.json``: the overrides, the params.yaml hash, the stages and the hashes of the linked
+* ``R/overrides.json``: the overrides, a digest of the resolved params, the stages and the hashes of the linked
   project data folders (the reuse key), plus the thread count, the command and the times of the run;
 * ``R/run.log``: stdout and stderr of every stage, each after a ``$ genrec ...`` line.
 
@@ -166,18 +166,42 @@ def tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+def params_digest(params_file: Path) -> str:
+    """sha256 of the params the file resolves to (every key, defaults filled in): comments, key
+    order and keys added at their default values do not change it, any effective value does."""
+    import dataclasses
+
+    from genrec_core.config import load_params
+
+    resolved = dataclasses.asdict(load_params(params_file))
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def reuse_key(spec: RunSpec, params_file: Path) -> dict[str, Any]:
-    """What must match for a finished workspace to be reused: the overrides, the params file, the
-    stages, and the contents of the project data folders the workspace links to."""
+    """What must match for a finished workspace to be reused: the overrides, the resolved params,
+    the stages, and the contents of the project data folders the workspace links to."""
     rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
     inputs = {sub: tree_digest(PROJECT_ROOT / "data" / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
-    return {"overrides": list(spec.overrides), "params_sha256": sha256(params_file), "stages": list(spec.stages), "inputs": inputs}
+    return {"overrides": list(spec.overrides), "params_digest": params_digest(params_file), "stages": list(spec.stages), "inputs": inputs}
+
+
+def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any]) -> bool:
+    """Whether the workspace's overrides.json has ``key``. A record written before the params
+    digest existed (it has the params file's sha256 instead) is compared through the params copy
+    the workspace kept, resolved by today's code."""
+    if record is None:
+        return False
+    if "params_digest" not in record and (root / "params.yaml").exists():
+        try:
+            record = {**record, "params_digest": params_digest(root / "params.yaml")}
+        except Exception:  # a copy today's code rejects cannot match
+            return False
+    return all(record.get(k) == v for k, v in key.items())
 
 
 def is_finished(root: Path, key: dict[str, Any]) -> bool:
     record = read_json(root / "overrides.json")
-    same = record is not None and all(record.get(k) == v for k, v in key.items())
-    return same and all((root / f).exists() for f in done_files(tuple(key["stages"])))
+    return record_matches(root, record, key) and all((root / f).exists() for f in done_files(tuple(key["stages"])))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -219,7 +243,7 @@ def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool)
     """Create (or wipe and recreate) R: params copy and symlinks to the project's data outputs."""
     key = reuse_key(spec, params_file)
     record = read_json(root / "overrides.json")
-    if force or (record is not None and any(record.get(k) != v for k, v in key.items())) or (root.exists() and record is None):
+    if force or (record is not None and not record_matches(root, record, key)) or (root.exists() and record is None):
         if root.exists() and any(root.iterdir()) and not ((root / "overrides.json").exists() or (root / "run.log").exists()):
             raise FileExistsError(f"{root} exists and is not a benchmark workspace (no overrides.json or run.log); not wiping it")
         shutil.rmtree(root, ignore_errors=True)

@@ -69,10 +69,30 @@ def test_reuse_needs_same_overrides_params_data_and_outputs(tmp_path, fake_proje
     (fake_project / "data" / "ids" / "item_ids.parquet").write_bytes(b"v2")  # project's IDs rebuilt since
     assert not runs.is_finished(root, runs.reuse_key(spec, params))
     (fake_project / "data" / "ids" / "item_ids.parquet").write_bytes(b"v1")
-    params.write_text(params.read_text() + "\n# edited\n")  # params.yaml edited since
+    params.write_text(params.read_text() + "\n# edited\n")  # a comment: the same params
+    assert runs.is_finished(root, runs.reuse_key(spec, params))
+    params.write_text(params.read_text().replace("seed: 42", "seed: 7"))  # an effective value changed
+    assert "seed: 7" in params.read_text()
     assert not runs.is_finished(root, runs.reuse_key(spec, params))
     # an ids. override rebuilds the IDs in the workspace: the project's ID table no longer matters
     assert "ids" not in runs.reuse_key(runs.RunSpec("r", ["ids.collision=dedup_level"]), params)["inputs"]
+
+
+def test_reuse_of_a_workspace_recorded_with_the_old_file_hash(tmp_path, fake_project):
+    """Records from before the params digest hold the file's sha256; the workspace's params copy decides."""
+    params = fake_project / "params.yaml"
+    spec = runs.RunSpec("r", ["seed=2"], ("train",))
+    key = runs.reuse_key(spec, params)
+    root = tmp_path / "r"
+    (root / "reports" / "train").mkdir(parents=True)
+    old = {k: v for k, v in key.items() if k != "params_digest"} | {"params_sha256": runs.sha256(params)}
+    (root / "overrides.json").write_text(json.dumps(old))
+    for f in runs.done_files(spec.stages):
+        (root / f).write_text("{}")
+    (root / "params.yaml").write_text(params.read_text() + "\n# a comment the project file lacks\n")
+    assert runs.is_finished(root, key)
+    (root / "params.yaml").write_text(params.read_text().replace("seed: 42", "seed: 7"))
+    assert not runs.is_finished(root, key)
 
 
 # --------------------------------------------------------------------------- curve statistics
