@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec_core.config import check_param_dict
 from genrec_core.errors import ParamError
 from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
 
@@ -127,26 +128,7 @@ class LossStrategy(nn.Module):
     @classmethod
     def check_params(cls, loss_params: dict[str, Any], prefix: str = "recommender.loss_params") -> dict[str, Any]:
         """Fill defaults and type-check; raise ParamError naming the offending key."""
-        out = dict(cls.param_defaults)
-        for key, value in (loss_params or {}).items():
-            if key not in cls.param_defaults:
-                known = ", ".join(sorted(cls.param_defaults)) or "none"
-                raise ParamError(f"{prefix}.{key}", f"unknown param for loss {cls.name!r}; known: {known}")
-            default = cls.param_defaults[key]
-            if isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                value = float(value) if ok else value
-            elif isinstance(default, int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif default is None:
-                ok = True
-            else:
-                ok = isinstance(value, type(default))
-            if not ok:
-                raise ParamError(f"{prefix}.{key}", f"expected {type(default).__name__}, got {value!r}")
-            out[key] = value
+        out = check_param_dict(cls.param_defaults, loss_params, prefix, f"loss {cls.name!r}")
         if out.get("eos") not in EOS_MODES:
             raise ParamError(f"{prefix}.eos", f"must be one of {', '.join(EOS_MODES)}, got {out.get('eos')!r}")
         cls.validate_params(out, prefix)
