@@ -56,7 +56,8 @@ class ItemIdEncoder:
 
 
 class SequentialLoss(nn.Module):
-    """The ``LossStrategy`` interface the Trainer uses, over all-item scores [B, N]."""
+    """The ``LossStrategy`` interface the Trainer uses, over all-item scores [B, N]
+    (terms per example: ``ce``, or ``bce`` = the positive's and the negative's binary CE)."""
 
     extra_forward_needed: ClassVar[bool] = False
 
@@ -73,13 +74,17 @@ class SequentialLoss(nn.Module):
         logits = logits.float()
         targets = batch.targets
         if self.name == "ce":
-            return LossOutput(F.cross_entropy(logits, targets))
+            # the scalar as it always was (a fused mean); the per-example values beside it
+            per = F.cross_entropy(logits, targets, reduction="none")
+            return LossOutput(F.cross_entropy(logits, targets), terms={"ce": per}, per_example=per)
         n = logits.shape[1]
         negatives = (targets + torch.randint(1, n, targets.shape, device=targets.device)) % n  # uniform over items != target
         pos = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
         neg = logits.gather(1, negatives.unsqueeze(1)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
-        return LossOutput(loss)
+        per_pos = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+        per_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
+        return LossOutput(loss, terms={"bce_positive": per_pos, "bce_negative": per_neg}, per_example=per_pos + per_neg)
 
 
 def rank_full(model: nn.Module, examples: ExampleArrays, encoder: ItemIdEncoder, k: int, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
