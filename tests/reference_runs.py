@@ -1,8 +1,8 @@
 """Tiny deterministic training runs whose exact outputs are kept in ``tests/data/reference_runs.json``.
 
-The file was written by this script before the method registry replaced ``TrainerHooks`` (issue 11)
-and guards that the default training (``recommender.method: tiger``, every loss, every model) stays
-bit-identical: per-step losses and logged values (as ``float.hex``), a sha256 of every final
+The file was written by this script (then recording through ``TrainerHooks``) before the method
+registry replaced those hooks (issue 11); it guards that the default training
+(``recommender.method: tiger``, every loss, every model) stays bit-identical: per-step losses and logged values (as ``float.hex``), a sha256 of every final
 parameter, the validation metrics per epoch and a sha256 of the ranked test lists.
 ``tests/test_reference_runs.py`` reruns each case and compares.
 
@@ -79,33 +79,36 @@ def to_plain(value: Any) -> Any:
 
 def _run(name: str, tmp: Path) -> dict[str, Any]:
     from genrec_core.config import RecommenderParams
+    from genrec_core.methods import MethodContext
+    from genrec_core.methods.tiger import TigerMethod
     from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
+    from genrec_core.recommender.interface import rank_examples
     from genrec_core.recommender.losses import LossContext, build_loss
     from genrec_core.recommender.model import build_generative_model
-    from genrec_core.recommender.trainer import Trainer, TrainerHooks, rank_split
-    from genrec_core.recommender.trie import ItemTrie
+    from genrec_core.recommender.trainer import Trainer
     from genrec_core.recommender.vocab import SemanticIdVocab
     from genrec_core.runtime import seed_everything
     from genrec_core.sequential.models import build_model
-    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker, rank_full
+    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
     params = RecommenderParams(**{**TINY, **CASES[name]})
     params.validate()
     data = {k: examples_from_frame(v) for k, v in frames().items()}
     steps: list[dict[str, Any]] = []
 
-    class Recorder(TrainerHooks):
-        def after_optimizer_step(self, trainer, batch, out):
+    class Recorder(TigerMethod):  # the default method, recording each step's loss and logs
+        def on_step_end(self, trainer, batch, out):
+            super().on_step_end(trainer, batch, out)
             steps.append({"loss": to_plain(out.loss), **{k: to_plain(v) for k, v in sorted(out.logs.items())}})
 
     seed_everything(0)
-    common = dict(checkpoint_dir=tmp / "ckpt", reports_dir=tmp / "reports", seed=0, fingerprint="fp", hooks=Recorder(), device="cpu", progress=False, use_dvclive=False)
+    common = dict(checkpoint_dir=tmp / "ckpt", reports_dir=tmp / "reports", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False)
     if params.model in ("sasrec", "gru4rec"):
         model = build_model(params.model, N_ITEMS, MAX_LEN, params)
         encoder = ItemIdEncoder(N_ITEMS)
-        trainer = Trainer(model, params, encoder, data["train"], data["valid"], SequentialLoss(params.loss), ranker=make_ranker(encoder, params.eval_beam_size, params.eval_batch_size, "cpu"), **common)
+        trainer = Trainer(model, params, Recorder(MethodContext(encoder, SequentialLoss(params.loss))), data["train"], data["valid"], **common)
         trainer.fit()
-        items, scores = rank_full(trainer.model, data["test"], encoder, 10, 16, "cpu")
+        items, scores = rank_examples(trainer.model, data["test"], encoder.collate, 10, 16)
     else:
         vocab = SemanticIdVocab.from_codes([CODES])
         tokens = torch.from_numpy(vocab.codes_to_tokens(CODES))
@@ -115,10 +118,10 @@ def _run(name: str, tmp: Path) -> dict[str, Any]:
         loss = build_loss(params.loss, params.loss_params, context)
         model = build_generative_model(params, vocab)
         encoder = SequenceEncoder(tokens, params.encoder_input, user_buckets=params.user_tokens, user_token_offset=vocab.size)
-        trainer = Trainer(model, params, encoder, data["train"], data["valid"], loss, **common)
+        trainer = Trainer(model, params, Recorder(MethodContext(encoder, loss)), data["train"], data["valid"], **common)
         trainer.fit()
-        items, scores = rank_split(trainer.model, data["test"], encoder, ItemTrie.build(tokens, vocab.size), 5, 16, "cpu")
-    state = {**{f"model.{k}": v for k, v in trainer.model.state_dict().items()}, **{f"loss.{k}": v for k, v in trainer.loss_strategy.state_dict().items() if isinstance(v, torch.Tensor)}}
+        items, scores = rank_examples(trainer.model, data["test"], encoder.collate, 5, 16)
+    state = {**{f"model.{k}": v for k, v in trainer.model.state_dict().items()}, **{f"loss.{k}": v for k, v in trainer.method.loss_strategy.state_dict().items() if isinstance(v, torch.Tensor)}}
     return {
         "steps": steps,
         "parameters": {k: tensor_digest(v) for k, v in state.items()},

@@ -7,7 +7,8 @@ Which model: ``recommender.model`` (``tiger`` | ``decoder_only`` | ``sasrec`` | 
 section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
-``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative). The
+``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative); the
+training method ``recommender.method`` (default ``tiger``: plain training). The
 validation list length is ``eval_beam_size`` (>= 10: validation computes Hit/NDCG up to @10 and
 selects on ``select_metric``); at test time
 ``evaluate.beam_size`` items are kept per user, as for the generative model.
@@ -86,12 +87,14 @@ def sequential_fingerprint(params: Params, kind: str, max_len: int, files: dict[
 def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: bool = True, use_dvclive: bool = True) -> dict[str, Any]:
     """Train ``kind`` on the example tables under ``paths``; checkpoints and reports go to
     ``paths.recommender_dir`` and ``paths.train_reports_dir``. Returns the training summary."""
+    from genrec_core.methods import MethodContext, build_method, check_method_params
     from genrec_core.recommender.data import load_examples
     from genrec_core.recommender.trainer import Trainer
-    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker
+    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
     rp = params.recommender
     loss = SequentialLoss(rp.loss)  # fail on a generative-only loss before reading anything
+    check_method_params(rp.method, rp.method_params)
     _check_sizes(kind, rp)
     n_items = _num_items(paths)
     train = load_examples(paths.examples("train"), n_items)
@@ -103,16 +106,15 @@ def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: 
     files = {"items": paths.items, "train": paths.examples("train"), "valid": paths.examples("valid")}
     fp, fp_info = sequential_fingerprint(params, kind, max_len, files)
     model = build_model(kind, n_items, max_len, rp)
-    encoder = ItemIdEncoder(n_items)
+    method = build_method(rp.method, rp.method_params, MethodContext(ItemIdEncoder(n_items), loss))  # loss: over all-item scores
     device = resolve_device(rp.device)
     log.info("training %s on %d items (%d train examples, %d params, loss %s)", kind, n_items, len(train), sum(p.numel() for p in model.parameters()), rp.loss)
     trainer = Trainer(
         model,
         rp,
-        encoder,  # type: ignore[arg-type]  # collate() is all the trainer uses without a trie
+        method,
         train,
         valid,
-        loss,  # type: ignore[arg-type]  # the LossStrategy interface over all-item scores
         checkpoint_dir=paths.recommender_dir,
         reports_dir=paths.train_reports_dir,
         seed=params.seed,
@@ -122,7 +124,6 @@ def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: 
         device=device,
         progress=progress,
         use_dvclive=use_dvclive,
-        ranker=make_ranker(encoder, rp.eval_beam_size, rp.eval_batch_size, device),
     )
     summary = trainer.fit()
     log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
