@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 from genrec_core.config import load_params  # noqa: E402
 from genrec_core.recommender.checkpoint import load_recommender  # noqa: E402
 from genrec_core.recommender.data import ExampleArrays, SequenceEncoder  # noqa: E402
-from genrec_core.recommender.trainer import rank_split, validation_metrics  # noqa: E402
-from genrec_core.recommender.trie import ItemTrie  # noqa: E402
+from genrec_core.recommender.interface import rank_examples  # noqa: E402
+from genrec_core.recommender.trainer import validation_metrics  # noqa: E402
 
 CASES = ("train last", "valid", "v from last train window", "test", "t without v")
 
@@ -79,11 +79,10 @@ def probe_run(workspace: Path, beam_size: int, batch_size: int) -> dict[str, dic
     loaded = load_recommender(workspace / "data" / "recommender" / "best.pt", "cpu")
     p = loaded.params
     encoder = SequenceEncoder(loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=loaded.vocab.size)
-    trie = ItemTrie.build(loaded.item_tokens, loaded.vocab.size)
     sequences = pl.read_parquet(workspace / "data" / "processed" / "sequences.parquet")
     out = {}
     for case, examples in probe_examples(sequences, params.data.max_items).items():
-        items, _ = rank_split(loaded.model, examples, encoder, trie, beam_size, batch_size, "cpu")
+        items, _ = rank_examples(loaded.model, examples, encoder.collate, beam_size, batch_size)
         out[case] = validation_metrics(items, examples.targets)
     return out
 

@@ -35,6 +35,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from genrec_core.config import RecommenderParams
+from genrec_core.methods import MethodContext, build_method
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
@@ -84,11 +85,12 @@ def time_variant(name: str, args, vocab, tokens, examples, tmp: str) -> dict:
     params, fused, compile_model = variant_params(name, args)
     torch.manual_seed(0)
     model = GenerativeRecommender(params, vocab)
-    trainer = Trainer(model, params, SequenceEncoder(tokens, "items"), examples, examples.subset(np.arange(8)), build_loss("ce", {}, LossContext(vocab, tokens)),
+    method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("ce", {}, LossContext(vocab, tokens))))
+    trainer = Trainer(model, params, method, examples, examples.subset(np.arange(8)),
                       checkpoint_dir=tmp, reports_dir=tmp, seed=0, fingerprint="bench", device="cpu", progress=False, use_dvclive=False)
     if not fused:  # the step as it was: AdamW's for-each implementation
-        trainer.optimizer = torch.optim.AdamW(trainer.optimizer.param_groups[0]["params"], lr=params.lr, weight_decay=params.weight_decay, foreach=True)
-        trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda s: 1.0)
+        method.optimizer = torch.optim.AdamW(method.optimizer.param_groups[0]["params"], lr=params.lr, weight_decay=params.weight_decay, foreach=True)
+        method.scheduler = torch.optim.lr_scheduler.LambdaLR(method.optimizer, lambda s: 1.0)
     compile_s = 0.0
     if compile_model:
         trainer.train_model = torch.compile(model)
@@ -97,7 +99,7 @@ def time_variant(name: str, args, vocab, tokens, examples, tmp: str) -> dict:
     times = []
     for i, index in enumerate(batches):
         t0 = time.perf_counter()
-        batch = trainer.encoder.collate(examples, index)
+        batch = method.encoder.collate(examples, index)
         if i == 0 and not compile_model:
             with FlopCounterMode(display=False) as counter:
                 trainer.train_step(batch)

@@ -29,6 +29,34 @@ def _check(cond: bool, param: str, message: str) -> None:
         raise ParamError(param, message)
 
 
+def check_param_dict(defaults: dict[str, Any], given: dict[str, Any] | None, prefix: str, owner: str) -> dict[str, Any]:
+    """``defaults`` updated with ``given``, each value type-checked against its default (ints are
+    accepted for floats; a default of None accepts anything). A key not in ``defaults`` or a value
+    of the wrong type is a ParamError naming ``<prefix>.<key>``; ``owner`` (e.g. "loss 'pos'")
+    says whose params these are. Shared by ``recommender.loss_params`` and ``method_params``."""
+    out = dict(defaults)
+    for key, value in (given or {}).items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise ParamError(f"{prefix}.{key}", f"unknown param for {owner}; known: {known}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif default is None:
+            ok = True
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ParamError(f"{prefix}.{key}", f"expected {type(default).__name__}, got {value!r}")
+        out[key] = value
+    return out
+
+
 def _check_device(device: str, param: str) -> None:
     _check(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), param, f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
@@ -179,6 +207,8 @@ class RecommenderParams:
     history_dropout: float = 0.0  # training only: each history item but the most recent is left out with this probability
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
+    method: str = "tiger"  # a registered training method (genrec_core.methods): tiger = plain training with `loss`
+    method_params: dict[str, Any] = field(default_factory=dict)  # checked against the method's param_defaults
     optimizer: str = "adamw"
     lr: float = 0.001
     weight_decay: float = 0.01
@@ -202,6 +232,7 @@ class RecommenderParams:
         _check(self.model in ("tiger", "decoder_only", "sasrec", "gru4rec"), f"{prefix}.model", f"must be tiger, decoder_only, sasrec or gru4rec, got {self.model!r}")
         _check(self.model != "decoder_only" or self.d_kv % 2 == 0, f"{prefix}.d_kv", f"decoder_only rotates pairs of head dimensions (RoPE): must be even, got {self.d_kv}")
         _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
+        _check(bool(self.method), f"{prefix}.method", "must name a training method, e.g. tiger")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
         for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "epochs", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
             _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")
@@ -361,7 +392,7 @@ def flatten_overlay(path: str | Path) -> list[str]:
     items: list[str] = []
 
     def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node and not prefix.endswith("loss_params"):
+        if isinstance(node, dict) and node and not prefix.endswith(("loss_params", "method_params")):
             for key, value in node.items():
                 walk(value, f"{prefix}.{key}" if prefix else str(key))
             return

@@ -1,6 +1,7 @@
 """evaluate stage: best checkpoint -> constrained beam search on every test user -> metrics.
 
-Ranks with the same routine as validation (``trainer.rank_split``), writes the ranked lists as
+Ranks with the same routine as validation (``interface.rank_examples`` over the model's
+``rank``: trie-constrained beam search), writes the ranked lists as
 Parquet so anyone can recompute the metrics, and the metrics (SPEC section 5) as JSON. A SASRec /
 GRU4Rec checkpoint is ranked in full by ``genrec_core.sequential.runner.evaluate_sequential``
 into the same table and metrics.
@@ -43,18 +44,16 @@ def _evaluate_generative(params: Params, paths: ArtifactPaths) -> tuple[pl.DataF
     from genrec_core.evaluation.predictions import predictions_frame
     from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.data import SequenceEncoder, load_examples
-    from genrec_core.recommender.trainer import rank_split
-    from genrec_core.recommender.trie import ItemTrie
+    from genrec_core.recommender.interface import rank_examples
 
     device = resolve_device(params.recommender.device)
     loaded = load_recommender(paths.recommender_dir / "best.pt", device)
     item_tokens = loaded.item_tokens
     test = load_examples(paths.examples("test"), num_items=item_tokens.shape[0])
     encoder = SequenceEncoder(item_tokens, encoder_input=loaded.params.encoder_input, user_buckets=loaded.params.user_tokens, user_token_offset=loaded.vocab.size)
-    trie = ItemTrie.build(item_tokens, loaded.vocab.size)
 
     start = time.perf_counter()
-    items, scores = rank_split(loaded.model, test, encoder, trie, params.evaluate.beam_size, params.evaluate.batch_size, device, progress=True)
+    items, scores = rank_examples(loaded.model, test, encoder.collate, params.evaluate.beam_size, params.evaluate.batch_size, progress=True)
     seconds = time.perf_counter() - start
     preds = predictions_frame(test.user_ids, test.targets, items, scores)
 

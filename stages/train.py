@@ -2,7 +2,8 @@
 the T5 (``recommender.model: tiger``) or the decoder-only transformer (``decoder_only``).
 
 Reads ``data/processed/{train,valid}.parquet`` and ``data/ids/item_ids.parquet``; trains on the
-IDs of ``recommender.tokenizer`` with the loss ``recommender.loss``; writes
+IDs of ``recommender.tokenizer`` with the method ``recommender.method`` (default ``tiger``: plain
+training with the loss ``recommender.loss``); writes
 ``data/recommender/{last,best}.pt`` and ``reports/train/`` (dvclive ``live/``, ``summary.json``
 and ``best_valid.json``, the part of the summary experiments are compared on: the DVC metric).
 An interrupted run resumes from ``last.pt`` when its fingerprint (the recommender params, the
@@ -42,6 +43,7 @@ def comparable_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(params: Params, root: Path) -> None:
+    from genrec_core.methods import MethodContext, build_method, check_method_params
     from genrec_core.recommender.data import SequenceEncoder, load_examples
     from genrec_core.recommender.losses import LossContext, build_loss, check_loss_params
     from genrec_core.recommender.model import build_generative_model
@@ -58,6 +60,7 @@ def run(params: Params, root: Path) -> None:
         return
     rp = params.recommender
     check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
+    check_method_params(rp.method, rp.method_params)
     item_ids, tables = read_id_table_with_items(paths.id_table)
     if not np.array_equal(item_ids, np.arange(item_ids.size)):
         raise InputFormatError(paths.id_table, "item ids must be 0..N-1 (the preprocess stage numbers items densely)")
@@ -82,15 +85,15 @@ def run(params: Params, root: Path) -> None:
         total_steps=rp.epochs * steps_per_epoch,
     )
     loss = build_loss(rp.loss, rp.loss_params, context)
-    model = build_generative_model(rp, vocab)  # tiger: T5; decoder_only: LLaMA-style decoder
-    log.info("training %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", kind, chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
+    method = build_method(rp.method, rp.method_params, MethodContext(encoder, loss))
+    model = build_generative_model(rp, vocab, item_tokens)  # tiger: T5; decoder_only: LLaMA-style decoder
+    log.info("training %s with method %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", kind, rp.method, chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
     trainer = Trainer(
         model,
         rp,
-        encoder,
+        method,
         train,
         valid,
-        loss,
         checkpoint_dir=paths.recommender_dir,
         reports_dir=paths.train_reports_dir,
         seed=params.seed,

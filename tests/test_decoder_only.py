@@ -30,7 +30,10 @@ from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import build_generative_model
-from genrec_core.recommender.trainer import Trainer, TrainerHooks, rank_split
+from genrec_core.methods import MethodContext
+from genrec_core.methods.tiger import TigerMethod
+from genrec_core.recommender.interface import rank_examples
+from genrec_core.recommender.trainer import Trainer
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 from genrec_core.runtime import seed_everything
@@ -54,29 +57,34 @@ def small_params(**kw) -> RecommenderParams:
     return RecommenderParams(**base)
 
 
-class LossRecorder(TrainerHooks):
-    def __init__(self):
+class LossRecorder(TigerMethod):
+    """The default method, keeping every step's loss."""
+
+    def __init__(self, context):
+        super().__init__(context)
         self.losses: list[float] = []
 
-    def after_optimizer_step(self, trainer, batch, out):
+    def on_step_end(self, trainer, batch, out):
+        super().on_step_end(trainer, batch, out)
         self.losses.append(float(out.loss.detach()))
 
 
-def make_trainer(tmp_path, params: RecommenderParams, hooks=None, checkpoint_meta=None) -> Trainer:
+def make_trainer(tmp_path, params: RecommenderParams, method=LossRecorder, checkpoint_meta=None) -> Trainer:
     seed_everything(0)
     model = build_generative_model(params, PATTERN_VOCAB)
     encoder = SequenceEncoder(PATTERN_TOKENS, params.encoder_input, user_buckets=params.user_tokens, user_token_offset=PATTERN_VOCAB.size)
+    loss = build_loss(params.loss, params.loss_params, LossContext(PATTERN_VOCAB, PATTERN_TOKENS))
     return Trainer(
-        model, params, encoder, examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), build_loss(params.loss, params.loss_params, LossContext(PATTERN_VOCAB, PATTERN_TOKENS)),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", hooks=hooks,
+        model, params, method(MethodContext(encoder, loss)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp",
         checkpoint_meta=checkpoint_meta, device="cpu", progress=False, use_dvclive=False,
     )
 
 
 @pytest.mark.parametrize("encoder_input", ["tokens", "items"])
 def test_learns_the_next_item_pattern(tmp_path, encoder_input):
-    recorder = LossRecorder()
-    trainer = make_trainer(tmp_path, small_params(encoder_input=encoder_input, epochs=15), hooks=recorder)
+    trainer = make_trainer(tmp_path, small_params(encoder_input=encoder_input, epochs=15))
+    recorder = trainer.method
     assert isinstance(trainer.model, DecoderOnlyRecommender)
     summary = trainer.fit()
     start, end = np.mean(recorder.losses[:3]), np.mean(recorder.losses[-10:])
@@ -89,8 +97,9 @@ def test_learns_the_next_item_pattern(tmp_path, encoder_input):
 
 def test_a_cft_loss_trains_the_decoder_only_model(tmp_path):
     """The losses with an extra forward pass (CFT's history-free input: eos alone) work unchanged."""
-    recorder = LossRecorder()
-    make_trainer(tmp_path, small_params(loss="cft", epochs=2, level_softmax=True), hooks=recorder).fit()
+    trainer = make_trainer(tmp_path, small_params(loss="cft", epochs=2, level_softmax=True))
+    trainer.fit()
+    recorder = trainer.method
     assert all(np.isfinite(recorder.losses)) and len(recorder.losses) == 20
 
 
@@ -261,9 +270,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
     encoder = SequenceEncoder(loaded.item_tokens, "tokens", user_buckets=4, user_token_offset=loaded.vocab.size)
     test = examples_from_frame(FRAMES["test"])
-    trie = ItemTrie.build(loaded.item_tokens, loaded.vocab.size)
-    a_items, a_scores = rank_split(trainer.model, test, encoder, trie, 10, 16, "cpu")
-    b_items, b_scores = rank_split(loaded.model, test, encoder, trie, 10, 16, "cpu")
+    a_items, a_scores = rank_examples(trainer.model, test, encoder.collate, 10, 16)
+    b_items, b_scores = rank_examples(loaded.model, test, encoder.collate, 10, 16)
     assert np.array_equal(a_items, b_items) and np.array_equal(a_scores, b_scores)
     assert (a_items >= 0).all()
 

@@ -9,11 +9,13 @@ import torch
 
 from genrec_core.config import RecommenderParams
 from genrec_core.recommender.data import examples_from_frame
-from genrec_core.recommender.trainer import Trainer, TrainerHooks
+from genrec_core.methods import MethodContext
+from genrec_core.methods.tiger import TigerMethod
+from genrec_core.recommender.trainer import Trainer
 from genrec_core.runtime import seed_everything
 from helpers import next_item_pattern_splits
 from genrec_core.sequential.models import GRU4Rec, build_model
-from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker
+from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
 N_ITEMS = 40
 MAX_LEN = 5
@@ -66,14 +68,15 @@ def test_training_lowers_the_loss_and_learns_the_pattern(tmp_path, loss):
     train = examples_from_frame(FRAMES["train"])
     losses = []
 
-    class Hooks(TrainerHooks):
-        def after_optimizer_step(self, trainer, batch, out):
+    class LossRecorder(TigerMethod):
+        def on_step_end(self, trainer, batch, out):
+            super().on_step_end(trainer, batch, out)
             losses.append(float(out.loss.detach()))
 
     trainer = Trainer(
-        model, p, encoder, train, examples_from_frame(FRAMES["valid"]), SequentialLoss(loss),
+        model, p, LossRecorder(MethodContext(encoder, SequentialLoss(loss))), train, examples_from_frame(FRAMES["valid"]),
         checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp",
-        hooks=Hooks(), device="cpu", progress=False, use_dvclive=False, ranker=make_ranker(encoder, 10, 32, "cpu"),
+        device="cpu", progress=False, use_dvclive=False,
     )
     summary = trainer.fit()
     per_epoch = len(losses) // summary["epochs"]

@@ -298,6 +298,7 @@ def test_trainer_logs_alphas_and_runs_the_counterfactual_pass(tmp_path, loss, pa
     from genrec_core.config import RecommenderParams
     from genrec_core.recommender.data import SequenceEncoder
     from genrec_core.recommender.model import GenerativeRecommender
+    from genrec_core.methods import MethodContext, build_method
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.runtime import seed_everything
     from genrec_core.analysis.training_logs import plot_alpha_trajectories, read_live_series
@@ -311,7 +312,8 @@ def test_trainer_logs_alphas_and_runs_the_counterfactual_pass(tmp_path, loss, pa
     rng = np.random.default_rng(1)
     ctx = LossContext(vocab, tokens, target_counts=np.bincount(data["train"].targets, minlength=16), item_vectors=lambda: rng.normal(size=(16, 4)) + codes[:, :1], total_steps=20)
     strategy = build_loss(loss, params, ctx)
-    trainer = Trainer(GenerativeRecommender(rp, vocab), rp, SequenceEncoder(tokens, "items"), data["train"], data["valid"], strategy, checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", progress=False)
+    method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, "items"), strategy))
+    trainer = Trainer(GenerativeRecommender(rp, vocab), rp, method, data["train"], data["valid"], checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", progress=False)
     trainer.fit()
     live = tmp_path / "reports" / "live"
     if loss == "cft":
@@ -324,5 +326,5 @@ def test_trainer_logs_alphas_and_runs_the_counterfactual_pass(tmp_path, loss, pa
     (_, decay), = read_live_series(live, "train/curriculum").values()
     total = trainer.state.total_steps
     assert decay[0] == pytest.approx(2 ** (-(steps[0] - 1) / (0.25 * total)), rel=1e-5)  # logged before step t's update
-    assert any(p is strategy.lambda_raw for g in trainer.optimizer.param_groups for p in g["params"])
+    assert any(p is strategy.lambda_raw for g in trainer.method.optimizer.param_groups for p in g["params"])
     assert plot_alpha_trajectories(live, tmp_path / "alphas.png").exists()

@@ -22,11 +22,14 @@ from genrec_core.evaluation.baselines import PREDICTION_SCHEMA
 from genrec_core.io import write_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.data import examples_from_frame
-from genrec_core.recommender.trainer import Trainer, TrainerHooks, TrainingInterrupted
+from genrec_core.methods import MethodContext
+from genrec_core.methods.tiger import TigerMethod
+from genrec_core.recommender.interface import rank_examples
+from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.runtime import seed_everything
 from helpers import next_item_pattern_splits
 from genrec_core.sequential.models import SASRec
-from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker, rank_full
+from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
 N_ITEMS = 40
 MAX_LEN = 5
@@ -45,14 +48,13 @@ def small_params(**kw) -> RecommenderParams:
     return RecommenderParams(**base)
 
 
-def make_trainer(tmp_path, params, loss="ce", hooks=None, init_seed=0):
+def make_trainer(tmp_path, params, loss="ce", method=TigerMethod, init_seed=0):
     seed_everything(init_seed)
     model = SASRec(N_ITEMS, MAX_LEN, d_model=params.d_model, num_layers=params.num_layers, num_heads=params.num_heads, d_ff=params.d_ff, dropout=params.dropout)
-    encoder = ItemIdEncoder(N_ITEMS)
     return Trainer(
-        model, params, encoder, examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), SequentialLoss(loss),
+        model, params, method(MethodContext(ItemIdEncoder(N_ITEMS), SequentialLoss(loss))), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
         checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", fingerprint_info={"fp": "fp"},
-        hooks=hooks, device="cpu", progress=False, use_dvclive=False, ranker=make_ranker(encoder, params.eval_beam_size, 32, "cpu"),
+        device="cpu", progress=False, use_dvclive=False,
     )
 
 
@@ -91,12 +93,12 @@ def test_learns_a_deterministic_pattern(tmp_path, loss):
     assert (tmp_path / "ckpt" / "best.pt").exists()
 
 
-class SignalAt(TrainerHooks):
-    def __init__(self, step):
-        self.step = step
+class SignalAt(TigerMethod):
+    """The default method, plus a SIGTERM after optimiser step 13."""
 
-    def after_optimizer_step(self, trainer, batch, out):
-        if trainer.state.step == self.step:
+    def on_step_end(self, trainer, batch, out):
+        super().on_step_end(trainer, batch, out)
+        if trainer.state.step == 13:
             trainer.handle_signal(signal.SIGTERM, None)
 
 
@@ -105,7 +107,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path):
     params = small_params(epochs=3)
     reference = make_trainer(tmp_path / "ref", params, loss="bce")
     reference.fit()
-    killed = make_trainer(tmp_path / "run", params, loss="bce", hooks=SignalAt(13))
+    killed = make_trainer(tmp_path / "run", params, loss="bce", method=SignalAt)
     with pytest.raises(TrainingInterrupted):
         killed.fit()
     resumed = make_trainer(tmp_path / "run", params, loss="bce", init_seed=123)
@@ -116,11 +118,11 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path):
     assert reference.state.evals == resumed.state.evals
 
 
-def test_rank_full_is_top_k_of_all_scores():
+def test_full_ranking_is_top_k_of_all_scores():
     torch.manual_seed(0)
     model = SASRec(N_ITEMS, MAX_LEN, d_model=16, num_layers=1, num_heads=1, d_ff=32)
     ex = examples_from_frame(FRAMES["test"])
-    items, scores = rank_full(model, ex, ItemIdEncoder(N_ITEMS), 7, 16, "cpu")
+    items, scores = rank_examples(model, ex, ItemIdEncoder(N_ITEMS).collate, 7, 16)
     assert items.shape == scores.shape == (len(ex), 7)
     assert (np.diff(scores, axis=1) <= 0).all()
     enc = ItemIdEncoder(N_ITEMS)

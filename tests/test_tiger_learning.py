@@ -19,6 +19,7 @@ from genrec_core.recommender.beam_search import constrained_beam_search
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
+from genrec_core.methods import MethodContext, build_method
 from genrec_core.recommender.trainer import Trainer, warmup_cosine
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
@@ -160,10 +161,11 @@ def test_cosine_schedule_reaches_its_floor_on_the_last_training_step(tmp_path, f
     tokens = torch.from_numpy(vocab.codes_to_tokens(codes))
     params = RecommenderParams(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, lr=0.01, warmup_steps=3, min_lr_ratio=floor, batch_size=16, epochs=2, eval_beam_size=10, encoder_input="items")
     seed_everything(0)
-    trainer = Trainer(GenerativeRecommender(params, vocab), params, SequenceEncoder(tokens, "items"), examples_from_frame(frames["train"]), examples_from_frame(frames["valid"]),
-                      build_loss("ce", {}, LossContext(vocab, tokens)), checkpoint_dir=tmp_path / "c", reports_dir=tmp_path / "r", seed=0, fingerprint="fp", progress=False, use_dvclive=False)
+    method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("ce", {}, LossContext(vocab, tokens))))
+    trainer = Trainer(GenerativeRecommender(params, vocab), params, method, examples_from_frame(frames["train"]), examples_from_frame(frames["valid"]),
+                      checkpoint_dir=tmp_path / "c", reports_dir=tmp_path / "r", seed=0, fingerprint="fp", progress=False, use_dvclive=False)
     seen: list[float] = []
-    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    method.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
     trainer.fit()
     assert len(seen) == trainer.state.total_steps
     assert seen[-1] == pytest.approx(0.01 * floor, abs=1e-12)

@@ -20,7 +20,9 @@ from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
-from genrec_core.recommender.trainer import Trainer, TrainerHooks, TrainingInterrupted
+from genrec_core.methods import MethodContext
+from genrec_core.methods.tiger import TigerMethod
+from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
 from helpers import next_item_pattern_splits
@@ -45,30 +47,32 @@ def small_params(**kw) -> RecommenderParams:
     return RecommenderParams(**base)
 
 
-def make_trainer(tmp_path, params, hooks=None, fingerprint="fp", init_seed=0, use_dvclive=False):
+def make_trainer(tmp_path, params, method=TigerMethod, fingerprint="fp", init_seed=0, use_dvclive=False):
+    """``method``: the class of the method (built over this data's encoder and the ce loss)."""
     seed_everything(init_seed)  # a resumed run must not depend on its fresh initialisation
     model = GenerativeRecommender(params, VOCAB)
     loss = build_loss("ce", {}, LossContext(VOCAB, TOKENS))
     return Trainer(
-        model, params, SequenceEncoder(TOKENS, params.encoder_input), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), loss,
+        model, params, method(MethodContext(SequenceEncoder(TOKENS, params.encoder_input), loss)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
         checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint=fingerprint,
-        fingerprint_info={"fp": fingerprint}, hooks=hooks, progress=False, use_dvclive=use_dvclive,
+        fingerprint_info={"fp": fingerprint}, progress=False, use_dvclive=use_dvclive,
     )
 
 
-class SignalAt(TrainerHooks):
-    """Simulates a SIGTERM arriving after optimiser step ``step`` (or at the end of epoch ``epoch``)."""
+def signal_at(step=None, epoch=None):
+    """The default method, plus a SIGTERM arriving after optimiser step ``step`` (or at the end of epoch ``epoch``)."""
 
-    def __init__(self, step=None, epoch=None):
-        self.step, self.epoch = step, epoch
+    class SignalAt(TigerMethod):
+        def on_step_end(self, trainer, batch, out):
+            super().on_step_end(trainer, batch, out)
+            if trainer.state.step == step:
+                trainer.handle_signal(signal.SIGTERM, None)
 
-    def after_optimizer_step(self, trainer, batch, out):
-        if trainer.state.step == self.step:
-            trainer.handle_signal(signal.SIGTERM, None)
+        def on_epoch_end(self, trainer, e):
+            if e == epoch:
+                trainer.handle_signal(signal.SIGTERM, None)
 
-    def on_epoch_end(self, trainer, epoch):
-        if epoch == self.epoch:
-            trainer.handle_signal(signal.SIGTERM, None)
+    return SignalAt
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +105,7 @@ def test_learns_a_deterministic_pattern(tmp_path):
 
 def test_resume_after_kill_at_epoch_end_is_identical(tmp_path, reference):
     with pytest.raises(TrainingInterrupted, match="SIGTERM"):
-        make_trainer(tmp_path, small_params(), hooks=SignalAt(epoch=0)).fit()
+        make_trainer(tmp_path, small_params(), method=signal_at(epoch=0)).fit()
     ckpt = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
     assert ckpt["state"]["epoch"] == 1 and ckpt["sampler"] == {"seed": 0, "batch_size": 32, "epoch": 1, "batches_done": 0}
     resumed = make_trainer(tmp_path, small_params(), init_seed=123)
@@ -114,7 +118,7 @@ def test_resume_after_kill_at_epoch_end_is_identical(tmp_path, reference):
 
 def test_sigterm_mid_epoch_saves_a_resumable_checkpoint(tmp_path, reference):
     with pytest.raises(TrainingInterrupted):
-        make_trainer(tmp_path, small_params(), hooks=SignalAt(step=14)).fit()  # epoch 2, batch 4 of 10
+        make_trainer(tmp_path, small_params(), method=signal_at(step=14)).fit()  # epoch 2, batch 4 of 10
     ckpt = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
     assert ckpt["state"]["step"] == 14 and ckpt["state"]["epoch"] == 1
     assert ckpt["sampler"]["epoch"] == 1 and ckpt["sampler"]["batches_done"] == 4

@@ -253,10 +253,11 @@ def sasrec_item_vectors(
     import torch
 
     from genrec_core.config import RecommenderParams
+    from genrec_core.methods import MethodContext, build_method
     from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
     from genrec_core.runtime import resolve_device, seed_everything
     from genrec_core.sequential.models import build_model
-    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker
+    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
     start = time.perf_counter()
     n = int(num_items)
@@ -286,15 +287,14 @@ def sasrec_item_vectors(
     device = resolve_device(device)
     seed_everything(seed)
     model = build_model("sasrec", n, max_len, rp)
-    encoder = ItemIdEncoder(n)
+    method = build_method(rp.method, rp.method_params, MethodContext(ItemIdEncoder(n), SequentialLoss("ce")))
     with tempfile.TemporaryDirectory(prefix="genrec-sasrec-vectors-") as tmp:
         trainer = Trainer(
             model,
             rp,
-            encoder,  # type: ignore[arg-type]
+            method,
             train,
             held,
-            SequentialLoss("ce"),  # type: ignore[arg-type]
             checkpoint_dir=f"{tmp}/ckpt",
             reports_dir=f"{tmp}/reports",
             seed=seed,
@@ -302,7 +302,6 @@ def sasrec_item_vectors(
             device=device,
             progress=False,
             use_dvclive=False,
-            ranker=make_ranker(encoder, rp.eval_beam_size, rp.eval_batch_size, device),
         )
         try:
             summary = trainer.fit()

@@ -1,4 +1,10 @@
-"""The trained generative recommender, rebuilt from its self-contained ``best.pt``."""
+"""Any trained recommender, rebuilt from its self-contained ``best.pt`` (the one loader).
+
+A generative checkpoint (``recommender.model`` tiger or decoder_only) holds the params, the
+vocabulary, the tokenizer's name and the item tokens; an item-ID one (sasrec, gru4rec) holds
+``model_kind`` and the model's ``config``. Either way the model comes back in eval mode on the
+device, ready for ``rank(batch, k)`` (generative models with their item IDs set).
+"""
 
 from __future__ import annotations
 
@@ -12,28 +18,51 @@ from genrec_core.errors import InputFormatError, MissingInputError
 
 
 class LoadedRecommender(NamedTuple):
-    model: torch.nn.Module  # GenerativeRecommender or DecoderOnlyRecommender, in eval mode on the device
-    vocab: Any  # SemanticIdVocab
-    tokenizer: str  # the ID table's tokenizer the model was trained on
-    item_tokens: torch.Tensor  # [N, L] token ids of every item under that tokenizer (row = item id)
+    model: torch.nn.Module  # any recommender (interface.Recommender), in eval mode on the device
+    vocab: Any  # SemanticIdVocab; None for the item-ID models
+    tokenizer: str | None  # the ID table's tokenizer the model was trained on (None: item-ID model)
+    item_tokens: torch.Tensor | None  # [N, L] token ids of every item under that tokenizer (row = item id)
     params: RecommenderParams
+    kind: str = "tiger"  # recommender.model
 
 
 def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender:
-    """Rebuild the model saved in best.pt (self-contained: params, vocab, tokenizer, item tokens)."""
-    from genrec_core.recommender.model import build_generative_model
-    from genrec_core.recommender.vocab import SemanticIdVocab
+    """Rebuild the model saved in best.pt, whichever ``recommender.model`` trained it."""
+    from genrec_core.sequential.models import MODEL_KINDS
 
     path = Path(path)
     if not path.exists():
         raise MissingInputError(path, "the trained recommender; run the train stage first")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("model_kind") in MODEL_KINDS:
+        model, loaded = _item_id_model(path, ckpt)
+    else:
+        model, loaded = _generative_model(path, ckpt)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return loaded._replace(model=model)
+
+
+def _generative_model(path: Path, ckpt: dict[str, Any]) -> tuple[torch.nn.Module, LoadedRecommender]:
+    from genrec_core.recommender.model import build_generative_model
+    from genrec_core.recommender.vocab import SemanticIdVocab
+
     missing = [k for k in ("model", "params", "vocab", "tokenizer", "item_tokens") if k not in ckpt]
     if missing:
         raise InputFormatError(path, f"not a recommender checkpoint (missing {', '.join(missing)})")
     params = RecommenderParams(**ckpt["params"])
     vocab = SemanticIdVocab.from_dict(ckpt["vocab"])
-    model = build_generative_model(params, vocab)  # T5 or decoder-only, as params.model says
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    return LoadedRecommender(model, vocab, ckpt["tokenizer"], ckpt["item_tokens"], params)
+    model = build_generative_model(params, vocab, ckpt["item_tokens"])  # T5 or decoder-only, as params.model says
+    return model, LoadedRecommender(model, vocab, ckpt["tokenizer"], ckpt["item_tokens"], params, params.model)
+
+
+def _item_id_model(path: Path, ckpt: dict[str, Any]) -> tuple[torch.nn.Module, LoadedRecommender]:
+    from genrec_core.sequential.models import model_from_config
+
+    missing = [k for k in ("model", "config") if k not in ckpt]
+    if missing:
+        raise InputFormatError(path, f"not a sequential-model checkpoint (missing {', '.join(missing)})")
+    kind = ckpt["model_kind"]
+    params = RecommenderParams(**ckpt["params"]) if "params" in ckpt else RecommenderParams(model=kind)
+    model = model_from_config(kind, ckpt["config"])
+    return model, LoadedRecommender(model, None, None, None, params, kind)

@@ -18,7 +18,7 @@ decoder-only model has no separate encoder pass), ``decode`` (prefix and decoder
 causal pass), ``forward`` (teacher forcing), ``restrict_logits``, ``config`` (``vocab_size``), plus
 ``beam_decoder``: beam search runs the prefix once per user, keeps its key/value cache and then
 feeds one token per beam and step (``CachedPrefixDecoder``, the counterpart of
-``beam_search.CachedT5Decoder``).
+``beam_search.CachedT5Decoder``); ``loss``/``rank``/``set_items`` come from ``SemanticIdRanking``.
 
 Hyperparameters (the recommender section's): ``num_layers + num_decoder_layers`` decoder layers
 (the T5 model's depth; with no cross attention that is slightly fewer parameters), ``d_model``,
@@ -37,7 +37,7 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from genrec_core.config import RecommenderParams
-from genrec_core.recommender.model import GenerativeRecommender, level_token_mask
+from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, register_generative_model
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 
 #: RoPE: positions are not limited by a table; this only bounds what the config advertises.
@@ -85,7 +85,8 @@ def prefix_positions(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     return (mask.cumsum(dim=1) - 1).clamp_min(0), mask.sum(dim=1)
 
 
-class DecoderOnlyRecommender(nn.Module):
+@register_generative_model("decoder_only")
+class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
     """LLaMA over semantic-ID tokens; returns next-token logits for teacher-forced targets."""
 
     def __init__(self, params: RecommenderParams, vocab: SemanticIdVocab):

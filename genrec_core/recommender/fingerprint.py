@@ -22,6 +22,10 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
         rec.pop("model")
     if rec.get("select_metric") == "ndcg@10":  # likewise the default selection metric
         rec.pop("select_metric")
+    if rec.get("method") == "tiger":  # and the default training method and its (empty) params
+        rec.pop("method")
+    if rec.get("method_params") == {}:
+        rec.pop("method_params")
     info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
     info.update({"seed": params.seed, "tokenizer": tokenizer})
     info.update({f"sha256:{name}": sha256_file(path) for name, path in files.items()})

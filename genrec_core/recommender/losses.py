@@ -7,11 +7,17 @@ therefore a small ``LossStrategy`` subclass that mostly says how to weight token
 so the losses stay comparable. Hooks cover the rest of SPEC 6:
 
 - ``extra_forward_needed`` + ``extra_inputs``: a second forward pass (CFT's counterfactual input
-  with the history removed); the trainer runs it and passes ``extra_logits``;
-- learnable parameters (multi_target's lambdas): a strategy is an ``nn.Module``, the trainer adds
+  with the history removed); the training method (``genrec_core.methods.tiger``) runs it and
+  passes ``extra_logits``;
+- learnable parameters (multi_target's lambdas): a strategy is an ``nn.Module``, the method adds
   ``strategy.parameters()`` to the optimiser and saves ``state_dict()`` in checkpoints;
 - ``on_step(step, total_steps)``: curricula that change with the optimiser step;
 - ``setup(context)``: statistics of the training data (item frequencies, embeddings) computed once.
+
+A strategy returns ``LossOutput``: the scalar to back-propagate, plus its named terms per example
+(``terms``: name -> [B], e.g. ``ce``; ``normal``/``causal`` for cft; ``fg``/``fr``/``or`` for the
+mixtures) and each example's total (``per_example``), so a method can take gradients of any term
+over any subset of a batch. The scalar is computed exactly as before the terms existed.
 
 Registered: ``ce``, ``pos``, ``cft``, ``rank``, ``igd``, ``front_greater``, ``frequency`` (one
 weighting each), and the mixtures ``sum_j alpha_j L_j`` over {fg, fr, or} computed from one
@@ -37,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec_core.config import check_param_dict
 from genrec_core.errors import ParamError
 from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
 
@@ -62,6 +69,10 @@ class LossContext:
 class LossOutput:
     loss: torch.Tensor  # scalar to back-propagate
     logs: dict[str, float | torch.Tensor] = field(default_factory=dict)  # extra values logged as train/<key> every log_every steps
+    # The named losses it is made of, per example ([B], with gradients), so a caller can back-propagate
+    # any of them over any subset of the batch (MTGRec: per tokenizer group; BLOGER: per level).
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    per_example: torch.Tensor | None = None  # [B] each example's total: ``loss`` is its mean (up to float rounding)
 
 
 def normalise_weights(code_weights: torch.Tensor) -> torch.Tensor:
@@ -90,6 +101,11 @@ def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, code_weights: torch
 
 def weighted_mean_nll(nll: torch.Tensor, labels: torch.Tensor, code_weights: torch.Tensor, eos: str = "include") -> torch.Tensor:
     """``weighted_nll`` from precomputed ``token_nll`` [B, L + 1] (several weightings, one log-softmax)."""
+    return per_example_nll(nll, labels, code_weights, eos).mean()
+
+
+def per_example_nll(nll: torch.Tensor, labels: torch.Tensor, code_weights: torch.Tensor, eos: str = "include") -> torch.Tensor:
+    """[B] each target's ``sum_i w_i nll_i / (L + w_eos)`` (``weighted_mean_nll`` is its mean)."""
     if eos not in EOS_MODES:
         raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}")
     length_l = labels.shape[1] - 1
@@ -98,7 +114,7 @@ def weighted_mean_nll(nll: torch.Tensor, labels: torch.Tensor, code_weights: tor
     eos_w = 1.0 if eos == "include" else 0.0
     w = torch.cat([normalise_weights(code_weights.float()), torch.full_like(code_weights[:, :1], eos_w, dtype=torch.float32)], dim=1)
     w = w * (labels != PAD).float()  # padded label positions (never produced here) carry no weight
-    return ((w * nll).sum(dim=1) / (length_l + eos_w)).mean()
+    return (w * nll).sum(dim=1) / (length_l + eos_w)
 
 
 # --------------------------------------------------------------------------- interface
@@ -127,26 +143,7 @@ class LossStrategy(nn.Module):
     @classmethod
     def check_params(cls, loss_params: dict[str, Any], prefix: str = "recommender.loss_params") -> dict[str, Any]:
         """Fill defaults and type-check; raise ParamError naming the offending key."""
-        out = dict(cls.param_defaults)
-        for key, value in (loss_params or {}).items():
-            if key not in cls.param_defaults:
-                known = ", ".join(sorted(cls.param_defaults)) or "none"
-                raise ParamError(f"{prefix}.{key}", f"unknown param for loss {cls.name!r}; known: {known}")
-            default = cls.param_defaults[key]
-            if isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                value = float(value) if ok else value
-            elif isinstance(default, int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif default is None:
-                ok = True
-            else:
-                ok = isinstance(value, type(default))
-            if not ok:
-                raise ParamError(f"{prefix}.{key}", f"expected {type(default).__name__}, got {value!r}")
-            out[key] = value
+        out = check_param_dict(cls.param_defaults, loss_params, prefix, f"loss {cls.name!r}")
         if out.get("eos") not in EOS_MODES:
             raise ParamError(f"{prefix}.eos", f"must be one of {', '.join(EOS_MODES)}, got {out.get('eos')!r}")
         cls.validate_params(out, prefix)
@@ -176,7 +173,11 @@ class LossStrategy(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, batch: Any = None, state: Any = None, extra_logits: torch.Tensor | None = None) -> LossOutput:
         weights = self.token_weights(labels, batch, state)
-        return LossOutput(weighted_nll(logits, labels, weights, self.eos))
+        return self.single(per_example_nll(token_nll(logits, labels), labels, weights, self.eos))
+
+    def single(self, per_example: torch.Tensor) -> LossOutput:
+        """The output of a loss with one term: per-example values [B] named after the strategy, and their mean."""
+        return LossOutput(per_example.mean(), terms={self.name or "loss": per_example}, per_example=per_example)
 
     def on_step(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (curricula read ``self.step``)."""
@@ -395,12 +396,16 @@ class CounterfactualLoss(PositionLoss):
             raise ValueError("cft needs the counterfactual logits (extra_logits) of the input without history")
         w = self.token_weights(labels, batch, state)
         cf = extra_logits.detach() if self.params["detach_counterfactual"] else extra_logits
-        loss_n = weighted_nll(logits, labels, w, self.eos)
+        per_n = per_example_nll(token_nll(logits, labels), labels, w, self.eos)
+        loss_n = per_n.mean()
         diff = logits.float() - cf.float()
         # under level_softmax both logits are MASKED_LOGIT outside the step's level: keep those masked
         diff = torch.where(logits.float() <= MASKED_LOGIT / 2, logits.float(), diff)
-        loss_c = weighted_nll(diff, labels, w, self.eos)
-        return LossOutput(loss_n + self.params["alpha"] * loss_c, {"loss_normal": loss_n.detach(), "loss_causal": loss_c.detach()})
+        per_c = per_example_nll(token_nll(diff, labels), labels, w, self.eos)
+        loss_c = per_c.mean()
+        alpha = self.params["alpha"]
+        logs = {"loss_normal": loss_n.detach(), "loss_causal": loss_c.detach()}
+        return LossOutput(loss_n + alpha * loss_c, logs, terms={"normal": per_n, "causal": per_c}, per_example=per_n + alpha * per_c)
 
 
 @register_loss("rank")
@@ -414,7 +419,7 @@ class RankingLoss(LossStrategy):
         _check_range(params, "tau", prefix, 0.0, math.inf, lo_open=True)
 
     def forward(self, logits, labels, batch=None, state=None, extra_logits=None):
-        return LossOutput(weighted_nll(logits / self.params["tau"], labels, self.token_weights(labels, batch, state), self.eos))
+        return self.single(per_example_nll(token_nll(logits / self.params["tau"], labels), labels, self.token_weights(labels, batch, state), self.eos))
 
 
 @register_loss("igd")
@@ -517,17 +522,20 @@ class MixtureLoss(LossStrategy):
 
     def forward(self, logits, labels, batch=None, state=None, extra_logits=None):
         nll = token_nll(logits, labels)
-        losses = torch.stack([weighted_mean_nll(nll, labels, self.objective_weights(n, labels), self.eos) for n in self.objective_names])
+        per = [per_example_nll(nll, labels, self.objective_weights(n, labels), self.eos) for n in self.objective_names]
+        losses = torch.stack([p.mean() for p in per])
         alphas, logs, reg = self.mixture()
         alphas = alphas.to(losses.device)
         loss = (alphas * losses).sum()
+        per_example = (alphas.unsqueeze(1) * torch.stack(per)).sum(dim=0)
         if reg is not None:
             loss = loss + reg
+            per_example = per_example + reg
             logs["regulariser"] = reg.detach()
         for j, name in enumerate(self.objective_names):
             logs[f"alpha_{name}"] = alphas[j].detach()
             logs[f"loss_{name}"] = losses[j].detach()
-        return LossOutput(loss, logs)
+        return LossOutput(loss, logs, terms=dict(zip(self.objective_names, per)), per_example=per_example)
 
 
 @register_loss("fg_to_ce")

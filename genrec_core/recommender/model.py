@@ -8,6 +8,10 @@ Two encoder inputs (``recommender.encoder_input``):
 
 The decoder always generates the target's L tokens, then eos. ``encode`` and ``decode`` are split
 so that beam search can run the encoder once per user.
+
+``loss(batch)`` and ``rank(batch, k)`` are the interface every recommender shares
+(``interface.py``); ``SemanticIdRanking`` implements them for both generative backbones: ``rank``
+is beam search constrained to the trie of the item IDs given to ``set_items``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from genrec_core.config import RecommenderParams
+from genrec_core.recommender.data import Batch
+from genrec_core.recommender.interface import amp_dtype_for, model_device
+from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
 
 
@@ -50,7 +57,58 @@ def build_t5_config(params: RecommenderParams, vocab: SemanticIdVocab) -> T5Conf
     )
 
 
-class GenerativeRecommender(nn.Module):
+#: ``recommender.model`` -> generative model class, built as ``cls(params, vocab)``.
+GENERATIVE_MODELS: dict[str, type[nn.Module]] = {}
+#: Modules of ``genrec_core.recommender`` whose import registers the generative models.
+GENERATIVE_MODEL_MODULES = ("model", "decoder_only")
+
+
+def register_generative_model(name: str):
+    """Class decorator: make a generative model available as ``recommender.model: <name>``."""
+
+    def deco(cls):
+        if name in GENERATIVE_MODELS:
+            raise ValueError(f"generative model {name!r} registered twice")
+        GENERATIVE_MODELS[name] = cls
+        return cls
+
+    return deco
+
+
+class SemanticIdRanking:
+    """``loss``/``rank`` of a generative model (``forward`` = teacher-forced logits [B, L + 1, V];
+    ``encode``/``decode`` or ``beam_decoder`` for beam search; ``config.vocab_size``)."""
+
+    item_trie: ItemTrie | None = None
+
+    def set_items(self, item_tokens: torch.Tensor) -> None:
+        """The valid item IDs ([N, L] token ids, row = item id) that ``rank`` decodes to; call again
+        after the IDs change (a tokenizer update)."""
+        self.item_trie = ItemTrie.build(item_tokens, self.config.vocab_size)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """[B] token-mean cross-entropy of each target's tokens and eos (teacher forcing)."""
+        from genrec_core.recommender.losses import per_example_nll, token_nll
+
+        logits = self(batch.input_ids, batch.attention_mask, batch.labels)
+        ones = torch.ones(batch.labels.shape[0], batch.labels.shape[1] - 1, device=batch.labels.device)
+        return per_example_nll(token_nll(logits, batch.labels), batch.labels, ones)
+
+    def rank(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items [B, k], scores [B, k]) of trie-constrained beam search with k beams (bf16 on CUDA)."""
+        from genrec_core.recommender.beam_search import constrained_beam_search
+
+        if self.item_trie is None:
+            raise RuntimeError("rank needs the item IDs: call set_items(item_tokens) first")
+        device = model_device(self)
+        if self.item_trie.device != device:
+            self.item_trie = self.item_trie.to(device)  # once, not per batch
+        result = constrained_beam_search(self, batch.input_ids.to(device), batch.attention_mask.to(device), self.item_trie, k, amp_dtype=amp_dtype_for(device))
+        return result.items, result.scores
+
+
+@register_generative_model("tiger")
+class GenerativeRecommender(SemanticIdRanking, nn.Module):
     """T5 over semantic-ID tokens; returns next-token logits for teacher-forced targets."""
 
     def __init__(self, params: RecommenderParams, vocab: SemanticIdVocab):
@@ -103,10 +161,17 @@ class GenerativeRecommender(nn.Module):
         return self.decode(self.encode(input_ids, attention_mask), attention_mask, decoder_input_ids)
 
 
-def build_generative_model(params: RecommenderParams, vocab: SemanticIdVocab) -> nn.Module:
-    """The generative backbone ``recommender.model`` names: ``tiger`` (this T5) or ``decoder_only``."""
-    if params.model == "decoder_only":
-        from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
+def build_generative_model(params: RecommenderParams, vocab: SemanticIdVocab, item_tokens: torch.Tensor | None = None) -> nn.Module:
+    """The generative backbone ``recommender.model`` names (``GENERATIVE_MODELS``: ``tiger``, this
+    T5, or ``decoder_only``), built from (params, vocab); with ``item_tokens`` [N, L] its ``rank``
+    decodes to those items."""
+    import importlib
 
-        return DecoderOnlyRecommender(params, vocab)
-    return GenerativeRecommender(params, vocab)
+    for module in GENERATIVE_MODEL_MODULES:
+        importlib.import_module(f"genrec_core.recommender.{module}")
+    if params.model not in GENERATIVE_MODELS:
+        raise ValueError(f"{params.model!r} is not a generative model; choose one of {', '.join(GENERATIVE_MODELS)}")
+    model = GENERATIVE_MODELS[params.model](params, vocab)
+    if item_tokens is not None:
+        model.set_items(item_tokens)
+    return model

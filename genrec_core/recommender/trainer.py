@@ -1,20 +1,18 @@
-"""Training loop of the T5 recommender: one loop, extension points instead of copies.
+"""The training loop of every recommender: epochs, evaluation, early stopping, checkpoints, signals.
 
-What later methods need, and where it goes (``TrainerHooks``):
-- MTGRec (SPEC 7): ``prepare_batch`` re-tokenizes each example with a sampled tokenizer
-  (``trainer.encoder.retokenize``); ``before_optimizer_step`` can read per-group gradients;
-  ``on_epoch_end`` computes influences from the AdamW moments (``trainer.optimizer.state``)
-  at stage ends; ``state_dict``/``load_state_dict`` keep its sampling distribution in checkpoints.
-- BLOGER (SPEC 8): ``compute_loss``/``backward`` and ``after_optimizer_step`` host the one-step
-  look-ahead and the tokenizer update; ``extra_parameters`` adds parameters to the optimiser.
-- DDP: ``wrap_model`` returns the wrapped module used for the forward pass.
-The token weighting itself is the ``LossStrategy`` (losses.py).
+What is trained how is the method's (``genrec_core.methods``, ``recommender.method``): the trainer
+asks it for each training batch (``collate``), runs its optimisation ``step``, counts the step and
+logs what it reports, and saves its ``state_dict`` in ``last.pt``; nothing here is specific to a
+method (MTGRec's tokenizer sampling and influence scores, BLOGER's look-ahead and tokenizer
+updates live in their methods). Validation ranks with the model's own ``rank`` (the interface
+every recommender shares, ``interface.py``) on batches from the method's ``eval_collate``.
+``train_model`` is the module training forward passes run through (a DDP wrapper would go there).
 
 Determinism and resumption: on the CPU, with one seed, a run is a pure function of its inputs.
-``last.pt`` holds everything that evolves (model, optimiser, scheduler, loss strategy and hooks
-state, counters, python/numpy/torch RNG states, the sampler position), so a run resumed from it,
-even mid-epoch, ends with bit-identical weights and metrics. SIGINT/SIGTERM finish the current
-step, save ``last.pt`` and raise ``TrainingInterrupted`` (the CLI exits non-zero).
+``last.pt`` holds everything that evolves (model, the method's optimisers, schedulers, loss
+strategy and own state, counters, python/numpy/torch RNG states, the sampler position), so a run
+resumed from it, even mid-epoch, ends with bit-identical weights and metrics. SIGINT/SIGTERM finish
+the current step, save ``last.pt`` and raise ``TrainingInterrupted`` (the CLI exits non-zero).
 """
 
 from __future__ import annotations
@@ -27,10 +25,10 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,14 +38,19 @@ from tqdm.auto import tqdm
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import GenrecError
 from genrec_core.io import save_torch, write_json, write_text
-from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, SequenceEncoder, eval_batches, seeded_subset
-from genrec_core.recommender.losses import LossOutput, LossStrategy
-from genrec_core.recommender.trie import ItemTrie
+from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
+from genrec_core.recommender.interface import rank_examples
 from genrec_core.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from genrec_core.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+#: 2: the method's state under "method" (1 kept the plain method's optimizer, scheduler and
+#: loss_strategy at the top level; such a last.pt still resumes)
+CHECKPOINT_FORMAT = 2
+LEGACY_FORMATS = (1,)
 VALID_KS = (1, 5, 10)
 SELECTION_METRIC = "ndcg@10"
 
@@ -73,52 +76,6 @@ class TrainState:
     # wall-clock per evaluation: {epoch, step, seconds (training + validation so far, over resumed
     # runs too), train_seconds (that epoch's training alone)}; kept apart from the deterministic evals
     eval_times: list[dict[str, float]] = field(default_factory=list)
-
-
-class TrainerHooks:
-    """Extension points of ``Trainer``; the defaults are plain TIGER training."""
-
-    def wrap_model(self, trainer: Trainer, model: nn.Module) -> nn.Module:
-        """The module used for training forward passes (e.g. a DDP wrapper)."""
-        return model
-
-    def extra_parameters(self, trainer: Trainer) -> list[nn.Parameter]:
-        """Further parameters the optimiser updates (no weight decay)."""
-        return []
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        pass
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        pass
-
-    def prepare_batch(self, trainer: Trainer, batch: Batch) -> Batch:
-        """Reshape a training batch (e.g. MTGRec: a tokenizer per example)."""
-        return batch
-
-    def compute_loss(self, trainer: Trainer, batch: Batch) -> LossOutput:
-        return trainer.default_loss(batch)
-
-    def backward(self, trainer: Trainer, batch: Batch, out: LossOutput) -> None:
-        out.loss.backward()
-
-    def before_optimizer_step(self, trainer: Trainer, batch: Batch, out: LossOutput) -> None:
-        """Gradients are ready (unclipped); the optimiser has not stepped yet."""
-
-    def after_optimizer_step(self, trainer: Trainer, batch: Batch, out: LossOutput) -> None:
-        pass
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        """After the epoch's last step, before validation and the epoch checkpoint."""
-
-    def after_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 # --------------------------------------------------------------------------- helpers
@@ -179,35 +136,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def amp_dtype_for(device: str) -> torch.dtype | None:
-    """bf16 autocast on CUDA, full precision elsewhere (CPU bf16 is slower and changes results)."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else None
-
-
-def autocast_for(device: str):
-    dtype = amp_dtype_for(device)
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def rank_split(model: nn.Module, examples: ExampleArrays, encoder: SequenceEncoder, trie: ItemTrie, beam_size: int, batch_size: int, device: str, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(items [E, beam], scores [E, beam]) of trie-constrained beam search, rows in split order.
-
-    The same routine serves validation (model selection) and test, so both rank alike.
-    """
-    from genrec_core.recommender.beam_search import constrained_beam_search
-
-    trie = trie.to(device)
-    n = len(examples)
-    items = np.full((n, beam_size), -1, dtype=np.int64)
-    scores = np.full((n, beam_size), -np.inf, dtype=np.float32)
-    for index in tqdm(eval_batches(examples, batch_size), desc="rank", leave=False, disable=not progress or None):
-        batch = encoder.collate(examples, index)
-        result = constrained_beam_search(model, batch.input_ids.to(device), batch.attention_mask.to(device), trie, beam_size, amp_dtype=amp_dtype_for(device))
-        items[index] = result.items.cpu().numpy()
-        scores[index] = result.scores.float().cpu().numpy()
-    return items, scores
-
-
 def validation_metrics(items: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """Hit@K / NDCG@K (K = 1, 5, 10) of ranked item lists, SPEC 5 definitions."""
     from genrec_core.evaluation.metrics import hit_ndcg, target_ranks
@@ -242,20 +170,21 @@ def _truncate_live_plots(live_dir: Path, step: int) -> None:
 
 
 class Trainer:
-    """AdamW + warm-up/cosine, clipping, early stopping on validation NDCG@10, resumable checkpoints.
+    """The loop around a method: early stopping on validation ``select_metric``, resumable checkpoints.
 
-    ``checkpoint_meta`` (plain data: params, vocab, tokenizer name, item tokens) is stored in
-    ``best.pt`` so the evaluate stage can rebuild the model from that file alone.
+    ``model`` is any recommender (``interface.Recommender``: ``rank`` ranks validation users);
+    ``method`` (``genrec_core.methods.build_method``) trains it. ``checkpoint_meta`` (plain data:
+    params, vocab, tokenizer name, item tokens) is stored in ``best.pt`` so the evaluate stage can
+    rebuild the model from that file alone.
     """
 
     def __init__(
         self,
         model: nn.Module,
         params: RecommenderParams,
-        encoder: SequenceEncoder,
+        method: Method,
         train: ExampleArrays,
         valid: ExampleArrays,
-        loss: LossStrategy,
         *,
         checkpoint_dir: str | Path,
         reports_dir: str | Path,
@@ -263,22 +192,18 @@ class Trainer:
         fingerprint: str,
         fingerprint_info: dict[str, Any] | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
-        hooks: TrainerHooks | None = None,
         device: str | None = None,
         progress: bool = True,
         use_dvclive: bool = True,
-        ranker: Callable[[nn.Module, ExampleArrays], tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         self.params = params
         if getattr(params, "threads", 0):
             torch.set_num_threads(params.threads)
         self.device = resolve_device(device or params.device)
         self.model = model.to(self.device)
-        self.encoder = encoder
+        self.method = method
         self.train_examples = train
         self.valid_examples = valid.subset(seeded_subset(len(valid), params.max_eval_users, seed))
-        self.loss_strategy = loss.to(self.device)
-        self.hooks = hooks or TrainerHooks()
         self.checkpoint_dir = Path(checkpoint_dir)
         self.reports_dir = Path(reports_dir)
         self.seed = int(seed)
@@ -287,20 +212,10 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta or {}
         self.progress = progress
         self.use_dvclive = use_dvclive
-        # ranker(model, examples) -> (items, scores) replaces trie-constrained beam search in
-        # validation (the item-ID models of genrec_core.sequential rank all items instead)
-        self.ranker = ranker
-        self.trie = None if ranker is not None else ItemTrie.build(encoder.tables[encoder.default_tokenizer], model.config.vocab_size)
         self.sampler = BucketBatchSampler(train.lengths, params.batch_size, seed)
         self.state = TrainState(total_steps=params.epochs * len(self.sampler))
-        self.train_model = self.hooks.wrap_model(self, self.model)
-        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": params.weight_decay}]
-        extra = list(self.loss_strategy.parameters()) + list(self.hooks.extra_parameters(self))
-        if extra:
-            groups.append({"params": extra, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups, lr=params.lr, **fused_adamw_kwargs(self.device))
-        warmup = min(params.warmup_steps, max(0, self.state.total_steps - 1))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(warmup, self.state.total_steps, params.min_lr_ratio, params.lr_schedule))
+        self.train_model = self.model  # the module training forward passes run through
+        self.method.setup(self)  # optimisers and schedulers: before a resume loads their state
         self.live = None
         self.stop_signal: int | None = None
         self.resumed_from: str | None = None
@@ -323,54 +238,18 @@ class Trainer:
         return self.reports_dir / "summary.json"
 
     # ------------------------------------------------------------------ steps
-    def collate_train(self, index: np.ndarray) -> Batch:
-        """A training batch; with ``history_dropout`` its histories are thinned by a generator
-        seeded from (seed, step), so the draw does not depend on other RNG use and survives resume."""
-        prob = float(getattr(self.params, "history_dropout", 0.0))
-        if prob <= 0.0:
-            return self.encoder.collate(self.train_examples, index)
-        rng = np.random.default_rng([self.seed, self.state.step])
-        return self.encoder.collate(self.train_examples, index, history_dropout=prob, rng=rng)
-
-    def default_loss(self, batch: Batch) -> LossOutput:
-        """Forward pass(es) and the loss strategy (what ``TrainerHooks.compute_loss`` calls)."""
-        logits = self.train_model(batch.input_ids, batch.attention_mask, batch.labels)
-        extra = None
-        if self.loss_strategy.extra_forward_needed:
-            ids, mask = self.loss_strategy.extra_inputs(batch)
-            extra = self.train_model(ids, mask, batch.labels)
-        return self.loss_strategy(logits, batch.labels, batch, self.state, extra_logits=extra)
-
-    def optimised_parameters(self) -> list[torch.Tensor]:
-        return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def train_step(self, batch: Batch) -> tuple[LossOutput, torch.Tensor | None]:
-        """One optimiser step; returns the loss output and the pre-clipping gradient norm (a
-        tensor, read only when logged, so a GPU step does not wait for the host)."""
-        batch = self.hooks.prepare_batch(self, batch)
-        with autocast_for(self.device):
-            out = self.hooks.compute_loss(self, batch)
-        self.hooks.backward(self, batch, out)
-        self.hooks.before_optimizer_step(self, batch, out)
-        if self.params.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.optimised_parameters(), self.params.grad_clip)
-        else:
-            grad_norm = None
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+    def train_step(self, batch: Batch) -> StepOutput:
+        """One optimisation step of the method on a training batch (on the device), counted."""
+        out = self.method.step(self, batch)
         self.state.step += 1
-        self.loss_strategy.on_step(self.state.step, self.state.total_steps)
-        self.hooks.after_optimizer_step(self, batch, out)
-        return out, grad_norm
+        self.method.on_step_end(self, batch, out)
+        return out
 
     def evaluate(self, examples: ExampleArrays | None = None) -> dict[str, float]:
-        """Hit/NDCG@{1,5,10} of beam search (``eval_beam_size``; or of ``ranker``) on validation (default) or ``examples``."""
+        """Hit/NDCG@{1,5,10} of the model's ``rank`` (``eval_beam_size`` items: beam search or full
+        ranking) on validation (default) or ``examples``."""
         examples = self.valid_examples if examples is None else examples
-        if self.ranker is not None:
-            items, _ = self.ranker(self.model, examples)
-            return validation_metrics(items, examples.targets)
-        items, _ = rank_split(self.model, examples, self.encoder, self.trie, self.params.eval_beam_size, self.params.eval_batch_size, self.device, self.progress)
+        items, _ = rank_examples(self.model, examples, self.method.eval_collate, self.params.eval_beam_size, self.params.eval_batch_size, self.progress)
         return validation_metrics(items, examples.targets)
 
     # ------------------------------------------------------------------ signals
@@ -406,10 +285,7 @@ class Trainer:
                 "fingerprint": self.fingerprint,
                 "fingerprint_info": self.fingerprint_info,
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "loss_strategy": self.loss_strategy.state_dict(),
-                "hooks": self.hooks.state_dict(),
+                "method": self.method.state_dict(),
                 "state": dataclasses.asdict(self.state),
                 "sampler": self.sampler.state_dict(),
                 "rng": rng_state(),
@@ -440,16 +316,16 @@ class Trainer:
         except Exception as exc:  # a foreign or damaged file must not block a fresh run
             log.warning("cannot read %s (%s); starting fresh", self.last_path, exc)
             return False
-        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != self.fingerprint:
+        if ckpt.get("format") not in (CHECKPOINT_FORMAT, *LEGACY_FORMATS) or ckpt.get("fingerprint") != self.fingerprint:
             old = ckpt.get("fingerprint_info", {})
             changed = sorted(k for k in set(old) | set(self.fingerprint_info) if old.get(k) != self.fingerprint_info.get(k))
             log.warning("%s was written for other params or data (differs in: %s); starting fresh", self.last_path, ", ".join(changed) or "format")
             return False
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.loss_strategy.load_state_dict(ckpt["loss_strategy"])
-        self.hooks.load_state_dict(ckpt["hooks"])
+        if ckpt["format"] == 1:  # the only method then was the plain one; its state sat at the top level
+            self.method.load_state_dict({k: ckpt[k] for k in ("optimizer", "scheduler", "loss_strategy")})
+        else:
+            self.method.load_state_dict(ckpt["method"])
         self.state = TrainState(**ckpt["state"])
         self.sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
@@ -494,6 +370,7 @@ class Trainer:
             "resumed": self.resumed_from is not None,
         }
         summary.update({k: v for k, v in self.checkpoint_meta.items() if k in ("tokenizer", "model_kind")})
+        summary.update(self.method.summary(self))
         write_json(summary, self.summary_path)
         self.write_curve()
         return summary
@@ -521,7 +398,7 @@ class Trainer:
             log.info("%s says training already finished; rewriting the summary only", self.last_path)
             return self.write_summary()
         self._open_live(resumed)
-        self.hooks.on_fit_start(self)
+        self.method.on_fit_start(self)
         try:
             with self._signals():
                 self._loop()
@@ -539,12 +416,12 @@ class Trainer:
             t0 = time.perf_counter()
             if self.sampler.epoch != epoch:
                 self.sampler.set_epoch(epoch)
-            self.hooks.on_epoch_start(self, epoch)
+            self.method.on_epoch_start(self, epoch)
             self.model.train()
             bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False)
             for index in self.sampler:
-                batch = self.collate_train(index).to(self.device)
-                out, grad_norm = self.train_step(batch)
+                batch = self.method.collate(self, self.train_examples, index).to(self.device)
+                out = self.train_step(batch)
                 window.append(out.loss.detach())
                 bar.update(1)
                 if s.step % p.log_every == 0:
@@ -553,11 +430,7 @@ class Trainer:
                     if not math.isfinite(mean_loss):
                         raise FloatingPointError(f"training loss is {mean_loss} at step {s.step}; lower recommender.lr or check the data")
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    logs = {"train/loss": mean_loss, "train/lr": self.scheduler.get_last_lr()[0]}
-                    if grad_norm is not None:
-                        logs["train/grad_norm"] = float(grad_norm)
-                    logs.update({f"train/{k}": float(v) for k, v in out.logs.items()})
-                    self._log(logs)
+                    self._log({"train/loss": mean_loss, **{f"train/{k}": v for k, v in self.method.logs(self, out).items()}})
                 if self.stop_signal is not None:
                     s.seconds += time.perf_counter() - t0
                     bar.close()
@@ -565,7 +438,7 @@ class Trainer:
             bar.close()
             s.epoch = epoch + 1
             self.sampler.set_epoch(s.epoch)
-            self.hooks.on_epoch_end(self, epoch)
+            self.method.on_epoch_end(self, epoch)
             train_seconds = time.perf_counter() - t0
             if s.epoch % p.eval_every == 0 or s.epoch == p.epochs:
                 metrics = self.evaluate()
@@ -574,7 +447,7 @@ class Trainer:
                 elapsed = s.seconds + time.perf_counter() - t0
                 s.evals.append({"epoch": s.epoch, **metrics})
                 s.eval_times.append({"epoch": s.epoch, "step": s.step, "seconds": round(elapsed, 3), "train_seconds": round(train_seconds, 3)})
-                self.hooks.after_evaluate(self, metrics)
+                self.method.after_evaluate(self, metrics)
                 self._log({f"valid/{k}": v for k, v in metrics.items()})
                 score = metrics[self.params.select_metric]
                 if score > s.best_score:

@@ -11,6 +11,9 @@ Common interface (what the data, loss and ranking code rely on):
   (``user_vectors @ item_embeddings.T``; the input and output item embeddings are shared, as in
   SASRec and RecBole's GRU4Rec). ``labels`` is accepted and ignored so the generic ``Trainer``
   can call every model alike.
+- ``loss(batch)`` -> [B] softmax cross-entropy of each target over all items; ``rank(batch, k)``
+  -> the top k of all item scores: the interface every recommender shares
+  (``genrec_core.recommender.interface``).
 - ``config``: the keyword arguments that rebuild the model (stored in ``best.pt``).
 
 Positions (SASRec): learned, counted back from the most recent item, as the original's
@@ -24,9 +27,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-MODEL_KINDS = ("sasrec", "gru4rec")
-
 
 def _init_weights(module: nn.Module, std: float = 0.02) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -61,6 +61,17 @@ class _ItemScorer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: Any = None) -> torch.Tensor:
         return self.user_vectors(input_ids, attention_mask) @ self.item_vectors().t()
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        """[B] softmax cross-entropy of each example's target over all N items."""
+        return F.cross_entropy(self(batch.input_ids, batch.attention_mask).float(), batch.targets, reduction="none")
+
+    def rank(self, batch: Any, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items [B, min(k, N)], scores) = the top of every item's score (history items included)."""
+        device = self.item_embedding.weight.device
+        scores = self(batch.input_ids.to(device), batch.attention_mask.to(device)).float()
+        top = torch.topk(scores, min(int(k), self.num_items), dim=1)
+        return top.indices, top.values
 
 
 class CausalSelfAttention(nn.Module):
@@ -108,6 +119,10 @@ class SASRec(_ItemScorer):
 
     kind = "sasrec"
 
+    @classmethod
+    def from_params(cls, num_items: int, max_len: int, rp: Any) -> SASRec:
+        return cls(num_items, max_len, d_model=rp.d_model, num_layers=rp.num_layers, num_heads=rp.num_heads, d_ff=rp.d_ff, dropout=rp.dropout)
+
     def __init__(self, num_items: int, max_len: int, d_model: int = 64, num_layers: int = 2, num_heads: int = 1, d_ff: int = 256, dropout: float = 0.2):
         super().__init__()
         self.config = dict(num_items=num_items, max_len=max_len, d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff, dropout=dropout)
@@ -142,6 +157,10 @@ class GRU4Rec(_ItemScorer):
 
     kind = "gru4rec"
 
+    @classmethod
+    def from_params(cls, num_items: int, max_len: int, rp: Any) -> GRU4Rec:
+        return cls(num_items, max_len, d_model=rp.d_model, num_layers=rp.num_layers, dropout=rp.dropout)
+
     def __init__(self, num_items: int, max_len: int, d_model: int = 64, num_layers: int = 1, hidden_size: int | None = None, dropout: float = 0.2):
         super().__init__()
         hidden_size = int(hidden_size or d_model)
@@ -161,17 +180,21 @@ class GRU4Rec(_ItemScorer):
         return self.dense(out)
 
 
+#: ``recommender.model`` -> item-ID model class: ``from_params(num_items, max_len, rp)`` builds it,
+#: ``cls(**config)`` rebuilds it from ``best.pt``.
+ITEM_MODELS: dict[str, type[_ItemScorer]] = {"sasrec": SASRec, "gru4rec": GRU4Rec}
+MODEL_KINDS = tuple(ITEM_MODELS)
+
+
 def build_model(kind: str, num_items: int, max_len: int, rp: Any) -> nn.Module:
     """A model from ``recommender`` params: d_model, num_layers, num_heads, d_ff, dropout."""
-    if kind == "sasrec":
-        return SASRec(num_items, max_len, d_model=rp.d_model, num_layers=rp.num_layers, num_heads=rp.num_heads, d_ff=rp.d_ff, dropout=rp.dropout)
-    if kind == "gru4rec":
-        return GRU4Rec(num_items, max_len, d_model=rp.d_model, num_layers=rp.num_layers, dropout=rp.dropout)
-    raise ValueError(f"unknown sequential model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    if kind not in ITEM_MODELS:
+        raise ValueError(f"unknown sequential model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    return ITEM_MODELS[kind].from_params(num_items, max_len, rp)
 
 
 def model_from_config(kind: str, config: dict[str, Any]) -> nn.Module:
-    cls = {"sasrec": SASRec, "gru4rec": GRU4Rec}[kind]
-    return cls(**config)
+    """The model ``kind`` rebuilt from its ``config`` (the keyword arguments ``best.pt`` stores)."""
+    return ITEM_MODELS[kind](**config)
 
 

@@ -7,14 +7,15 @@ Which model: ``recommender.model`` (``tiger`` | ``decoder_only`` | ``sasrec`` | 
 section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
-``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative). The
+``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative); the
+training method ``recommender.method`` (default ``tiger``: plain training). The
 validation list length is ``eval_beam_size`` (>= 10: validation computes Hit/NDCG up to @10 and
 selects on ``select_metric``); at test time
 ``evaluate.beam_size`` items are kept per user, as for the generative model.
 
 Outputs are the generative path's: training writes ``paths.recommender_dir/{last,best}.pt``
 (``best.pt`` holds ``model_kind``, the model's ``config`` and the params, so evaluation needs
-nothing else) and ``paths.train_reports_dir`` (dvclive, ``summary.json``); evaluation returns the
+nothing else: ``genrec_core.recommender.checkpoint.load_recommender`` rebuilds it) and ``paths.train_reports_dir`` (dvclive, ``summary.json``); evaluation returns the
 predictions table and the metrics (``users``, hit@K/ndcg@K, ``beam_size`` = list length,
 ``model``, ``users_per_second``; no relaxed prefix metrics: these models have no semantic IDs, the
 analyse stage computes them from the ID table when one exists) for the caller to write.
@@ -28,17 +29,17 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
 from genrec_core.config import Params, RecommenderParams
-from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+from genrec_core.errors import InputFormatError, ParamError
 from genrec_core.paths import ArtifactPaths
 from genrec_core.runtime import resolve_device
-from genrec_core.sequential.models import MODEL_KINDS, build_model, model_from_config
+from genrec_core.sequential.models import MODEL_KINDS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,14 @@ def sequential_fingerprint(params: Params, kind: str, max_len: int, files: dict[
 def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: bool = True, use_dvclive: bool = True) -> dict[str, Any]:
     """Train ``kind`` on the example tables under ``paths``; checkpoints and reports go to
     ``paths.recommender_dir`` and ``paths.train_reports_dir``. Returns the training summary."""
+    from genrec_core.methods import MethodContext, build_method, check_method_params
     from genrec_core.recommender.data import load_examples
     from genrec_core.recommender.trainer import Trainer
-    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss, make_ranker
+    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
     rp = params.recommender
     loss = SequentialLoss(rp.loss)  # fail on a generative-only loss before reading anything
+    check_method_params(rp.method, rp.method_params)
     _check_sizes(kind, rp)
     n_items = _num_items(paths)
     train = load_examples(paths.examples("train"), n_items)
@@ -103,16 +106,15 @@ def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: 
     files = {"items": paths.items, "train": paths.examples("train"), "valid": paths.examples("valid")}
     fp, fp_info = sequential_fingerprint(params, kind, max_len, files)
     model = build_model(kind, n_items, max_len, rp)
-    encoder = ItemIdEncoder(n_items)
+    method = build_method(rp.method, rp.method_params, MethodContext(ItemIdEncoder(n_items), loss))  # loss: over all-item scores
     device = resolve_device(rp.device)
     log.info("training %s on %d items (%d train examples, %d params, loss %s)", kind, n_items, len(train), sum(p.numel() for p in model.parameters()), rp.loss)
     trainer = Trainer(
         model,
         rp,
-        encoder,  # type: ignore[arg-type]  # collate() is all the trainer uses without a trie
+        method,
         train,
         valid,
-        loss,  # type: ignore[arg-type]  # the LossStrategy interface over all-item scores
         checkpoint_dir=paths.recommender_dir,
         reports_dir=paths.train_reports_dir,
         seed=params.seed,
@@ -122,17 +124,10 @@ def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: 
         device=device,
         progress=progress,
         use_dvclive=use_dvclive,
-        ranker=make_ranker(encoder, rp.eval_beam_size, rp.eval_batch_size, device),
     )
     summary = trainer.fit()
     log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
     return summary
-
-
-class LoadedSequential(NamedTuple):
-    model: torch.nn.Module  # in eval mode on the device
-    kind: str
-    config: dict[str, Any]
 
 
 def is_sequential_checkpoint(path: str | Path) -> bool:
@@ -143,34 +138,22 @@ def is_sequential_checkpoint(path: str | Path) -> bool:
     return ckpt.get("model_kind") in MODEL_KINDS
 
 
-def load_sequential(path: str | Path, device: str = "cpu") -> LoadedSequential:
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(path, "the trained recommender; run the train stage first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("model", "model_kind", "config") if k not in ckpt]
-    if missing or ckpt["model_kind"] not in MODEL_KINDS:
-        raise InputFormatError(path, f"not a sequential-model checkpoint (missing {', '.join(missing) or 'a known model_kind'})")
-    model = model_from_config(ckpt["model_kind"], ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    return LoadedSequential(model, ckpt["model_kind"], ckpt["config"])
-
-
 def evaluate_sequential(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Full ranking of every test user by ``paths.recommender_dir/best.pt`` -> (the predictions
     table, the metrics) of SPEC 5."""
     from genrec_core.evaluation.metrics import evaluation_summary
     from genrec_core.evaluation.predictions import predictions_frame
+    from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.data import load_examples
-    from genrec_core.sequential.training import ItemIdEncoder, rank_full
+    from genrec_core.recommender.interface import rank_examples
+    from genrec_core.sequential.training import ItemIdEncoder
 
     device = resolve_device(params.recommender.device)
-    loaded = load_sequential(paths.recommender_dir / "best.pt", device)
-    n_items = int(loaded.config["num_items"])
+    loaded = load_recommender(paths.recommender_dir / "best.pt", device)
+    n_items = int(loaded.model.num_items)
     test = load_examples(paths.examples("test"), num_items=n_items)
     start = time.perf_counter()
-    items, scores = rank_full(loaded.model, test, ItemIdEncoder(n_items), params.evaluate.beam_size, params.evaluate.batch_size, device)
+    items, scores = rank_examples(loaded.model, test, ItemIdEncoder(n_items).collate, params.evaluate.beam_size, params.evaluate.batch_size)
     seconds = time.perf_counter() - start
     preds = predictions_frame(test.user_ids, test.targets, items, scores)
     metrics = evaluation_summary(preds, params.evaluate.ks)

@@ -1,21 +1,19 @@
-"""Glue that lets the generic ``Trainer`` train an item-ID model: a collate, a loss, a ranker.
+"""Glue that lets the generic ``Trainer`` and the default method train an item-ID model: a collate
+and a loss (ranking is the model's own ``rank``: the top K of all item scores).
 
 - ``ItemIdEncoder.collate`` gives the same ``Batch`` as the generative encoder, but
   ``input_ids`` [B, H] are item ids + 1 (0 = pad, right-padded) and ``labels`` [B, 1] the target
-  item ids; the trainer's ``default_loss`` then calls ``model(input_ids, attention_mask, labels)``
-  (scores [B, N]) and the loss below.
+  item ids; the method then calls ``model(input_ids, attention_mask, labels)`` (scores [B, N])
+  and the loss below.
 - ``SequentialLoss``: ``ce`` = softmax cross-entropy over all N items; ``bce`` = the original
   SASRec's binary cross-entropy of the target against one negative sampled uniformly from the
   other N - 1 items (the original samples outside the user's whole sequence; here only the target
   is excluded). Negatives come from torch's global RNG, which ``last.pt`` saves, so a resumed run
   stays bit-identical.
-- ``rank_full``: top-K of the full [B, N] score matrix (every item is a candidate, history items
-  included, as in the rest of the pipeline); the validation ranker and the evaluate stage share it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,9 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec_core.errors import ParamError
-from genrec_core.recommender.data import Batch, ExampleArrays, eval_batches
+from genrec_core.recommender.data import Batch, ExampleArrays
 from genrec_core.recommender.losses import LossOutput
-from genrec_core.runtime import eval_mode
 
 SEQUENTIAL_LOSSES = ("ce", "bce")
 
@@ -56,7 +53,8 @@ class ItemIdEncoder:
 
 
 class SequentialLoss(nn.Module):
-    """The ``LossStrategy`` interface the Trainer uses, over all-item scores [B, N]."""
+    """The ``LossStrategy`` interface the default method uses, over all-item scores [B, N]
+    (terms per example: ``ce``, or ``bce`` = the positive's and the negative's binary CE)."""
 
     extra_forward_needed: ClassVar[bool] = False
 
@@ -73,35 +71,14 @@ class SequentialLoss(nn.Module):
         logits = logits.float()
         targets = batch.targets
         if self.name == "ce":
-            return LossOutput(F.cross_entropy(logits, targets))
+            # the scalar as it always was (a fused mean); the per-example values beside it
+            per = F.cross_entropy(logits, targets, reduction="none")
+            return LossOutput(F.cross_entropy(logits, targets), terms={"ce": per}, per_example=per)
         n = logits.shape[1]
         negatives = (targets + torch.randint(1, n, targets.shape, device=targets.device)) % n  # uniform over items != target
         pos = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
         neg = logits.gather(1, negatives.unsqueeze(1)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
-        return LossOutput(loss)
-
-
-def rank_full(model: nn.Module, examples: ExampleArrays, encoder: ItemIdEncoder, k: int, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """(items [E, k], scores [E, k]) = top-k of every item's score, rows in split order."""
-    n = len(examples)
-    k = min(int(k), encoder.num_items)
-    items = np.full((n, k), -1, dtype=np.int64)
-    scores = np.full((n, k), -np.inf, dtype=np.float32)
-    with eval_mode(model), torch.inference_mode():
-        for index in eval_batches(examples, batch_size):
-            batch = encoder.collate(examples, index)
-            logits = model(batch.input_ids.to(device), batch.attention_mask.to(device)).float()
-            top = torch.topk(logits, k, dim=1)
-            items[index] = top.indices.cpu().numpy()
-            scores[index] = top.values.cpu().numpy()
-    return items, scores
-
-
-def make_ranker(encoder: ItemIdEncoder, k: int, batch_size: int, device: str) -> Callable[[nn.Module, ExampleArrays], tuple[np.ndarray, np.ndarray]]:
-    """The ``Trainer(ranker=...)`` callable: validation by full ranking instead of beam search."""
-
-    def ranker(model: nn.Module, examples: ExampleArrays) -> tuple[np.ndarray, np.ndarray]:
-        return rank_full(model, examples, encoder, k, batch_size, device)
-
-    return ranker
+        per_pos = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+        per_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
+        return LossOutput(loss, terms={"bce_positive": per_pos, "bce_negative": per_neg}, per_example=per_pos + per_neg)

@@ -1,0 +1,64 @@
+"""Training methods (``recommender.method``): how a model is trained, one registry.
+
+A method (``base.Method``) owns what differs between TIGER, MTGRec and BLOGER: how a batch is
+tokenized (``collate``, with a per-example tokenizer choice), which named losses it computes per
+example (``compute_losses``), the optimisation step and its optimisers (``step``), its state in
+``last.pt`` (``state_dict``/``load_state_dict``) and what it logs (``logs``). The trainer
+(``genrec_core.recommender.trainer``) runs the loop, evaluation, checkpoints, early stopping and
+signals around it and knows nothing method-specific.
+
+Registered: ``tiger`` (``tiger.py``): plain training with the token-weighting strategy
+``recommender.loss``; the default. A new method is one module here with a class decorated
+``@register_method("<name>")`` plus its module name in ``BUILTIN_METHOD_MODULES``;
+``recommender.method_params`` is checked against the class's ``param_defaults`` (an unknown key
+is a ParamError naming ``recommender.method_params.<key>``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from genrec_core.errors import ParamError
+from genrec_core.methods.base import Method, MethodContext, StepOutput
+
+#: Modules of ``genrec_core.methods`` whose import registers the built-in methods.
+BUILTIN_METHOD_MODULES = ("tiger",)
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: make a method available as ``recommender.method: <name>``."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name`` (the built-in methods are imported first)."""
+    for module in BUILTIN_METHOD_MODULES:
+        importlib.import_module(f"genrec_core.methods.{module}")
+    if name not in METHODS:
+        raise ParamError("recommender.method", f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def check_method_params(name: str, method_params: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate ``recommender.method`` and its params without data (fail fast at stage start)."""
+    return method_class(name).check_params(method_params or {})
+
+
+def build_method(name: str, method_params: dict[str, Any] | None, context: MethodContext) -> Method:
+    """The method ``name`` with validated params over ``context`` (its encoder and loss strategy)."""
+    return method_class(name)(context, **(method_params or {}))
+
+
+__all__ = ["BUILTIN_METHOD_MODULES", "METHODS", "Method", "MethodContext", "StepOutput", "build_method", "check_method_params", "method_class", "register_method"]

@@ -1,0 +1,210 @@
+"""``Method``: how a model is trained. The defaults are plain (TIGER) training; a method overrides
+what it owns.
+
+What the trainer calls, in order (``trainer`` gives ``model``, ``train_model`` (the module forward
+passes run through), ``params``, ``device``, ``seed``, ``state`` with the step and epoch counters):
+
+- ``setup(trainer)`` once, before a resume: move what the method holds to the device, give a
+  generative model its item IDs (``set_model_items``), build the optimiser(s) and scheduler(s)
+  (``build_optimizer``: AdamW over the model's parameters plus ``extra_parameters`` without weight
+  decay; ``build_scheduler``: warm-up + cosine);
+- ``on_fit_start``, then per epoch ``on_epoch_start``; per batch ``collate`` (tokenization;
+  ``tokenizer_index`` picks a tokenizer per example), ``step`` (forward, backward(s), clipping,
+  optimiser and scheduler steps; returns a ``StepOutput``), the trainer's step counter + 1, then
+  ``on_step_end``; ``logs`` when the step is logged; ``on_epoch_end`` before validation, which
+  batches with ``eval_collate``, and ``after_evaluate``;
+- ``state_dict``/``load_state_dict``: everything that evolves (optimisers, schedulers, the loss
+  strategy, the method's own counters or distributions) goes into ``last.pt``, so a run resumed
+  mid-epoch ends bit-identical to an uninterrupted one. Random draws should come from a generator
+  seeded by ``(trainer.seed, trainer.state.step)`` (as ``history_dropout`` does) or from the global
+  RNGs, which ``last.pt`` saves.
+
+``compute_losses(trainer, batch)`` returns a ``LossOutput`` whose ``terms`` are named per-example losses
+([B], with gradients), so a method can back-propagate any of them over any subset of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from genrec_core.config import check_param_dict
+from genrec_core.recommender.data import Batch, ExampleArrays
+from genrec_core.recommender.interface import autocast_for
+from genrec_core.recommender.losses import LossOutput
+from genrec_core.recommender.trainer import fused_adamw_kwargs, warmup_cosine
+
+if TYPE_CHECKING:
+    from genrec_core.recommender.trainer import Trainer
+
+
+@dataclass
+class MethodContext:
+    """What a method is built from (the train stage gathers it)."""
+
+    encoder: Any  # SequenceEncoder (semantic IDs, one or several tables) or ItemIdEncoder: collate(examples, index, ...)
+    loss: nn.Module  # the token-weighting strategy (recommender.loss) or SequentialLoss (item-ID models)
+    extra: dict[str, Any] = field(default_factory=dict)  # whatever else a method needs (e.g. tokenizers)
+
+
+@dataclass
+class StepOutput:
+    """What one optimisation step hands back to the trainer."""
+
+    loss: torch.Tensor  # scalar: averaged over the logging window into train/loss
+    losses: LossOutput | None = None  # the step's named per-example losses
+    grad_norm: torch.Tensor | None = None  # pre-clipping gradient norm (read only when logged)
+    logs: dict[str, Any] = field(default_factory=dict)  # further values for ``logs`` (floats or tensors)
+
+
+class Method:
+    """Plain training: the model's teacher-forced logits, the loss strategy, one AdamW step."""
+
+    name: ClassVar[str] = ""
+    #: every accepted ``recommender.method_params`` key with its default (values keep its type)
+    param_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, context: MethodContext, **params: Any):
+        self.params = self.check_params(params)
+        self.encoder = context.encoder
+        self.loss_strategy = context.loss
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    # ------------------------------------------------------------------ params
+    @classmethod
+    def check_params(cls, method_params: dict[str, Any] | None, prefix: str = "recommender.method_params") -> dict[str, Any]:
+        """Fill defaults and type-check; raise ParamError naming the offending key."""
+        out = check_param_dict(cls.param_defaults, method_params, prefix, f"method {cls.name!r}")
+        cls.validate_params(out, prefix)
+        return out
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any], prefix: str) -> None:
+        """Value checks of a subclass (ranges); raise ParamError."""
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: Trainer) -> None:
+        self.loss_strategy = self.loss_strategy.to(trainer.device)
+        self.set_model_items(trainer.model)
+        self.optimizer = self.build_optimizer(trainer)
+        self.scheduler = self.build_scheduler(trainer, self.optimizer)
+
+    def set_model_items(self, model: nn.Module) -> None:
+        """Give a generative model the item IDs it ranks over: the encoder's default table."""
+        tables = getattr(self.encoder, "tables", None)
+        if tables is not None and hasattr(model, "set_items"):
+            model.set_items(tables[self.encoder.default_tokenizer])
+
+    def extra_parameters(self, trainer: Trainer) -> list[nn.Parameter]:
+        """Parameters besides the model's that the optimiser updates without weight decay
+        (default: the loss strategy's, e.g. multi_target's lambdas)."""
+        return list(self.loss_strategy.parameters())
+
+    def build_optimizer(self, trainer: Trainer) -> torch.optim.Optimizer:
+        p = trainer.params
+        groups = [{"params": [q for q in trainer.model.parameters() if q.requires_grad], "weight_decay": p.weight_decay}]
+        extra = self.extra_parameters(trainer)
+        if extra:
+            groups.append({"params": extra, "weight_decay": 0.0})
+        return torch.optim.AdamW(groups, lr=p.lr, **fused_adamw_kwargs(trainer.device))
+
+    def build_scheduler(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        p, total = trainer.params, trainer.state.total_steps
+        warmup = min(p.warmup_steps, max(0, total - 1))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total, p.min_lr_ratio, p.lr_schedule))
+
+    def optimised_parameters(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    # ------------------------------------------------------------------ tokenization
+    def tokenizer_index(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray) -> torch.Tensor | None:
+        """[B] the tokenizer (row of the encoder's tables) of each training example; None: the default."""
+        return None
+
+    def collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray) -> Batch:
+        """The training batch of ``examples[index]`` for the coming step (``trainer.state.step``);
+        with ``history_dropout`` its histories are thinned by a generator seeded from (seed, step),
+        so the draw does not depend on other RNG use and survives resume."""
+        kwargs: dict[str, Any] = {}
+        tokenizer_index = self.tokenizer_index(trainer, examples, index)
+        if tokenizer_index is not None:
+            kwargs["tokenizer_index"] = tokenizer_index
+        prob = float(getattr(trainer.params, "history_dropout", 0.0))
+        if prob > 0.0:
+            kwargs.update(history_dropout=prob, rng=np.random.default_rng([trainer.seed, trainer.state.step]))
+        return self.encoder.collate(examples, index, **kwargs)
+
+    def eval_collate(self, examples: ExampleArrays, index: np.ndarray) -> Batch:
+        """A validation batch (the default tokenizer, nothing dropped)."""
+        return self.encoder.collate(examples, index)
+
+    # ------------------------------------------------------------------ losses and the step
+    def compute_losses(self, trainer: Trainer, batch: Batch) -> LossOutput:
+        """Forward pass(es) and the loss strategy: the scalar, its named per-example terms, logs."""
+        model = trainer.train_model
+        logits = model(batch.input_ids, batch.attention_mask, batch.labels)
+        extra = None
+        if self.loss_strategy.extra_forward_needed:
+            ids, mask = self.loss_strategy.extra_inputs(batch)
+            extra = model(ids, mask, batch.labels)
+        return self.loss_strategy(logits, batch.labels, batch, trainer.state, extra_logits=extra)
+
+    def step(self, trainer: Trainer, batch: Batch) -> StepOutput:
+        """One optimisation step: losses (under autocast on CUDA), backward, clipping, AdamW, scheduler."""
+        with autocast_for(trainer.device):
+            out = self.compute_losses(trainer, batch)
+        out.loss.backward()
+        grad_norm = self.clip_gradients(trainer)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepOutput(out.loss, out, grad_norm, out.logs)
+
+    def clip_gradients(self, trainer: Trainer) -> torch.Tensor | None:
+        """Clip the optimised parameters' gradients to ``grad_clip`` (0: off); the norm before clipping."""
+        if trainer.params.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(self.optimised_parameters(), trainer.params.grad_clip)
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_fit_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        pass
+
+    def on_step_end(self, trainer: Trainer, batch: Batch, out: StepOutput) -> None:
+        """After the trainer counted the step (``trainer.state.step`` = steps done): curricula."""
+        self.loss_strategy.on_step(trainer.state.step, trainer.state.total_steps)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        """After the epoch's last step, before validation and the epoch checkpoint."""
+
+    def after_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ logs and state
+    def logs(self, trainer: Trainer, out: StepOutput) -> dict[str, float]:
+        """Values logged as ``train/<key>`` beside ``train/loss`` every ``log_every`` steps."""
+        logs = {"lr": self.scheduler.get_last_lr()[0]}
+        if out.grad_norm is not None:
+            logs["grad_norm"] = float(out.grad_norm)
+        logs.update({k: float(v) for k, v in out.logs.items()})
+        return logs
+
+    def summary(self, trainer: Trainer) -> dict[str, Any]:
+        """Extra keys for the training summary (summary.json)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "loss_strategy": self.loss_strategy.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loss_strategy.load_state_dict(state["loss_strategy"])

@@ -1,0 +1,36 @@
+"""The default training is bit-identical to the recorded reference runs (tests/reference_runs.py).
+
+Each case trains a tiny model for 16 steps with a fixed seed and compares every step's loss and
+logged values, every final parameter, the validation metrics and the ranked test lists with
+``tests/data/reference_runs.json``, written by the code before the method registry (issue 11).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import reference_runs as ref
+
+SAVED = json.loads(ref.FIXTURE.read_text(encoding="utf-8"))
+SAME_BUILD = SAVED["environment"] == ref.environment()
+
+
+def test_the_default_fingerprint_is_unchanged():
+    assert ref.default_fingerprint() == SAVED["default_fingerprint"]
+
+
+def test_every_case_is_recorded():
+    assert set(SAVED["runs"]) == set(ref.CASES)
+
+
+@pytest.mark.skipif(not SAME_BUILD, reason=f"reference floats were recorded with torch {SAVED['environment']['torch']}, this is {torch.__version__}")
+@pytest.mark.parametrize("name", list(ref.CASES))
+def test_training_is_bit_identical_to_the_reference(name):
+    got, want = ref.record(name), SAVED["runs"][name]
+    assert got["steps"] == want["steps"]
+    assert got["parameters"] == want["parameters"]
+    assert got["evals"] == want["evals"] and got["best_epoch"] == want["best_epoch"]
+    assert (got["test_items"], got["test_scores"]) == (want["test_items"], want["test_scores"])
