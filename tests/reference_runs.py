@@ -142,8 +142,25 @@ def record(name: str) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
 
+def cpu_signature() -> str:
+    """The CPU's model name and the vector instructions torch uses: floats are bit-identical only
+    on the same build and the same kind of CPU (another machine of the same torch differs in the
+    low bits)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} / {torch.backends.cpu.get_cpu_capability()}"
+
+
 def environment() -> dict[str, str]:
-    return {"torch": torch.__version__}
+    return {"torch": torch.__version__, "cpu": cpu_signature()}
 
 
 def default_fingerprint() -> str:
