@@ -45,8 +45,9 @@ from benchmarks.runs import RunSpec, command_line, machine_line, parse_spec, rea
 DEFAULT_RUNS = (
     "tiger-items=recommender.encoder_input=items",
     "tiger-tokens=recommender.encoder_input=tokens",
-    "sasrec-ce=recommender.model=sasrec,recommender.loss=ce,recommender.dropout=0.1",  # baselines keep dropout 0.1
-    "gru4rec-ce=recommender.model=gru4rec,recommender.loss=ce,recommender.dropout=0.1",
+    # baselines keep dropout 0.1 and whole histories (TIGER's CPU default is dropout 0, history_dropout 0.2)
+    "sasrec-ce=recommender.model=sasrec,recommender.loss=ce,recommender.dropout=0.1,recommender.history_dropout=0.0",
+    "gru4rec-ce=recommender.model=gru4rec,recommender.loss=ce,recommender.dropout=0.1,recommender.history_dropout=0.0",
 )
 METRIC = "ndcg@10"
 CURVE_COLUMNS = ("run", "epoch", "step", "seconds", "train_seconds", "hit@1", "ndcg@1", "hit@5", "ndcg@5", "hit@10", "ndcg@10")

@@ -166,34 +166,36 @@ def tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def params_digest(params_file: Path) -> str:
-    """sha256 of the params the file resolves to (every key, defaults filled in): comments, key
-    order and keys added at their default values do not change it, any effective value does."""
+def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """sha256 of the params a run resolves to (the file, then its overrides; every key, defaults
+    filled in): comments, key order, keys added at their default values and an override that
+    restates the file's value do not change it; any effective value does."""
     import dataclasses
 
     from genrec_core.config import load_params
 
-    resolved = dataclasses.asdict(load_params(params_file))
+    resolved = dataclasses.asdict(load_params(params_file, list(overrides)))
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def reuse_key(spec: RunSpec, params_file: Path) -> dict[str, Any]:
-    """What must match for a finished workspace to be reused: the overrides, the resolved params,
-    the stages, and the contents of the project data folders the workspace links to."""
+    """What must match for a finished workspace to be reused: the params the run resolves to
+    (params file + overrides), the stages, and the contents of the project data folders the
+    workspace links to. (The overrides themselves are kept in the record for reading.)"""
     rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
     inputs = {sub: tree_digest(PROJECT_ROOT / "data" / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
-    return {"overrides": list(spec.overrides), "params_digest": params_digest(params_file), "stages": list(spec.stages), "inputs": inputs}
+    return {"resolved_params": params_digest(params_file, absolute_overrides(spec.overrides)), "stages": list(spec.stages), "inputs": inputs}
 
 
 def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any]) -> bool:
     """Whether the workspace's overrides.json has ``key``. A record written before the params
     digest existed (it has the params file's sha256 instead) is compared through the params copy
-    the workspace kept, resolved by today's code."""
+    the workspace kept and its recorded overrides, resolved by today's code."""
     if record is None:
         return False
-    if "params_digest" not in record and (root / "params.yaml").exists():
+    if "resolved_params" not in record and (root / "params.yaml").exists():
         try:
-            record = {**record, "params_digest": params_digest(root / "params.yaml")}
+            record = {**record, "resolved_params": params_digest(root / "params.yaml", absolute_overrides(record.get("overrides", [])))}
         except Exception:  # a copy today's code rejects cannot match
             return False
     return all(record.get(k) == v for k, v in key.items())
@@ -269,10 +271,10 @@ def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, forc
     key = reuse_key(spec, params_file)
     reused = not force and is_finished(root, key)
     if reused:
-        say(f"[{spec.name}] reused {root} (same overrides, outputs present; --force retrains)")
+        say(f"[{spec.name}] reused {root} (same resolved params and inputs, outputs present; --force retrains)")
     else:
         prepare_workspace(root, spec, params_file, force)
-        record = {**key, "name": spec.name, "threads": threads, "command": command, "upstream": upstream_stages(spec.overrides),
+        record = {**key, "overrides": list(spec.overrides), "name": spec.name, "threads": threads, "command": command, "upstream": upstream_stages(spec.overrides),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node()}
         (root / "overrides.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         env, log = stage_env(threads), root / "run.log"

@@ -71,8 +71,13 @@ def test_reuse_needs_same_overrides_params_data_and_outputs(tmp_path, fake_proje
     (fake_project / "data" / "ids" / "item_ids.parquet").write_bytes(b"v1")
     params.write_text(params.read_text() + "\n# edited\n")  # a comment: the same params
     assert runs.is_finished(root, runs.reuse_key(spec, params))
-    params.write_text(params.read_text().replace("seed: 42", "seed: 7"))  # an effective value changed
-    assert "seed: 7" in params.read_text()
+    # an override restating the value the run resolved to is the same run
+    assert runs.is_finished(root, runs.reuse_key(runs.RunSpec("r", ["seed=2", "recommender.lr=0.002"], ("train", "evaluate")), params))
+    # the file's seed is overridden by seed=2: editing it changes nothing the run uses
+    params.write_text(params.read_text().replace("seed: 42", "seed: 7", 1))  # the top-level seed only
+    assert runs.is_finished(root, runs.reuse_key(spec, params))
+    params.write_text(params.read_text().replace("lr: 0.002", "lr: 0.005"))  # an effective value changed
+    assert "lr: 0.005" in params.read_text()
     assert not runs.is_finished(root, runs.reuse_key(spec, params))
     # an ids. override rebuilds the IDs in the workspace: the project's ID table no longer matters
     assert "ids" not in runs.reuse_key(runs.RunSpec("r", ["ids.collision=dedup_level"]), params)["inputs"]
@@ -85,13 +90,13 @@ def test_reuse_of_a_workspace_recorded_with_the_old_file_hash(tmp_path, fake_pro
     key = runs.reuse_key(spec, params)
     root = tmp_path / "r"
     (root / "reports" / "train").mkdir(parents=True)
-    old = {k: v for k, v in key.items() if k != "params_digest"} | {"params_sha256": runs.sha256(params)}
+    old = {k: v for k, v in key.items() if k != "resolved_params"} | {"params_sha256": runs.sha256(params), "overrides": ["seed=2"]}
     (root / "overrides.json").write_text(json.dumps(old))
     for f in runs.done_files(spec.stages):
         (root / f).write_text("{}")
     (root / "params.yaml").write_text(params.read_text() + "\n# a comment the project file lacks\n")
     assert runs.is_finished(root, key)
-    (root / "params.yaml").write_text(params.read_text().replace("seed: 42", "seed: 7"))
+    (root / "params.yaml").write_text(params.read_text().replace("lr: 0.002", "lr: 0.005"))
     assert not runs.is_finished(root, key)
 
 

@@ -34,9 +34,16 @@ class ItemIdEncoder:
     def __init__(self, num_items: int):
         self.num_items = int(num_items)
 
-    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None) -> Batch:
+    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None) -> Batch:
+        """``history_dropout`` > 0 with ``rng``: training histories thinned as for the generative
+        models (``ExampleArrays.padded_with_dropout``)."""
         index = np.asarray(index, dtype=np.int64)
-        history, lengths = examples.padded(index)
+        if history_dropout > 0.0:
+            if rng is None:
+                raise ValueError("history_dropout needs an rng")
+            history, lengths = examples.padded_with_dropout(index, history_dropout, rng)
+        else:
+            history, lengths = examples.padded(index)
         history_t = torch.from_numpy(history)
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))
         return Batch(
