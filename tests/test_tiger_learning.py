@@ -282,3 +282,15 @@ def test_history_dropout_zero_is_the_plain_batch_and_a_seed_fixes_the_draw():
 def test_history_dropout_param_is_checked(tmp_path):
     with pytest.raises(ParamError, match="recommender.history_dropout"):
         RecommenderParams(history_dropout=1.0).validate()
+
+
+def test_item_id_batches_thin_histories_the_same_way():
+    from genrec_core.sequential.training import ItemIdEncoder
+
+    ex = _examples([[1, 2, 3, 4, 5, 6], [7, 8]])
+    batch = ItemIdEncoder(10).collate(ex, np.arange(2), history_dropout=0.5, rng=np.random.default_rng([3, 1]))
+    want_hist, want_len = ex.padded_with_dropout(np.arange(2), 0.5, np.random.default_rng([3, 1]))
+    assert (batch.history.numpy() == want_hist).all() and (batch.lengths.numpy() == want_len).all()
+    assert (batch.input_ids.numpy() == want_hist + 1).all()  # item ids shifted, pad 0
+    with pytest.raises(ValueError, match="rng"):
+        ItemIdEncoder(10).collate(ex, np.arange(2), history_dropout=0.5)

@@ -79,6 +79,14 @@ class ExampleArrays:
         packed[pos[None, :] >= new_lengths[:, None]] = -1
         return packed, new_lengths.astype(lengths.dtype)
 
+    def training_histories(self, index: np.ndarray, history_dropout: float = 0.0, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``padded``, or ``padded_with_dropout`` when ``history_dropout`` > 0 (then ``rng`` is required)."""
+        if history_dropout <= 0.0:
+            return self.padded(index)
+        if rng is None:
+            raise ValueError("history_dropout needs an rng")
+        return self.padded_with_dropout(index, history_dropout, rng)
+
     def subset(self, index: np.ndarray) -> ExampleArrays:
         """The examples at ``index`` (in that order), e.g. a seeded validation sample."""
         index = np.asarray(index, dtype=np.int64)
@@ -245,12 +253,7 @@ class SequenceEncoder:
         """Gather examples ``index`` of a split and tokenize them into one right-padded batch
         (``history_dropout`` > 0 with ``rng``: training histories thinned, see ``padded_with_dropout``)."""
         index = np.asarray(index, dtype=np.int64)
-        if history_dropout > 0.0:
-            if rng is None:
-                raise ValueError("history_dropout needs an rng")
-            history, lengths = examples.padded_with_dropout(index, history_dropout, rng)
-        else:
-            history, lengths = examples.padded(index)
+        history, lengths = examples.training_histories(index, history_dropout, rng)
         history_t = torch.from_numpy(history)
         lengths_t = torch.from_numpy(lengths.astype(np.int64))
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))

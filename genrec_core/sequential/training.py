@@ -38,12 +38,7 @@ class ItemIdEncoder:
         """``history_dropout`` > 0 with ``rng``: training histories thinned as for the generative
         models (``ExampleArrays.padded_with_dropout``)."""
         index = np.asarray(index, dtype=np.int64)
-        if history_dropout > 0.0:
-            if rng is None:
-                raise ValueError("history_dropout needs an rng")
-            history, lengths = examples.padded_with_dropout(index, history_dropout, rng)
-        else:
-            history, lengths = examples.padded(index)
+        history, lengths = examples.training_histories(index, history_dropout, rng)
         history_t = torch.from_numpy(history)
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))
         return Batch(
