@@ -17,11 +17,11 @@ is a ParamError naming ``recommender.method_params.<key>``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 from genrec_core.errors import ParamError
 from genrec_core.methods.base import Method, MethodContext, StepOutput
+from genrec_core.registry import registrar
 
 #: Modules of ``genrec_core.methods`` whose import registers the built-in methods.
 BUILTIN_METHOD_MODULES = ("tiger",)
@@ -29,17 +29,8 @@ BUILTIN_METHOD_MODULES = ("tiger",)
 METHODS: dict[str, type[Method]] = {}
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator: make a method available as ``recommender.method: <name>``."""
-
-    def deco(cls: type[Method]) -> type[Method]:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return deco
+#: Class decorator: make a method available as ``recommender.method: <name>``.
+register_method = registrar(METHODS, "method")
 
 
 def method_class(name: str) -> type[Method]:

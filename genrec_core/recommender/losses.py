@@ -46,6 +46,7 @@ from torch import nn
 from genrec_core.config import check_param_dict
 from genrec_core.errors import ParamError
 from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
+from genrec_core.registry import registrar
 
 EOS_MODES = ("include", "exclude")
 
@@ -196,17 +197,8 @@ class LossStrategy(nn.Module):
 LOSSES: dict[str, type[LossStrategy]] = {}
 
 
-def register_loss(name: str) -> Callable[[type[LossStrategy]], type[LossStrategy]]:
-    """Class decorator: make a strategy available as ``recommender.loss: <name>``."""
-
-    def deco(cls: type[LossStrategy]) -> type[LossStrategy]:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} registered twice")
-        cls.name = name
-        LOSSES[name] = cls
-        return cls
-
-    return deco
+#: Class decorator: make a strategy available as ``recommender.loss: <name>``.
+register_loss = registrar(LOSSES, "loss")
 
 
 def build_loss(name: str, loss_params: dict[str, Any] | None, context: LossContext) -> LossStrategy:

@@ -25,6 +25,7 @@ from genrec_core.recommender.data import Batch
 from genrec_core.recommender.interface import amp_dtype_for, model_device
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
+from genrec_core.registry import registrar
 
 
 def level_token_mask(vocab: SemanticIdVocab) -> torch.Tensor:
@@ -63,16 +64,8 @@ GENERATIVE_MODELS: dict[str, type[nn.Module]] = {}
 GENERATIVE_MODEL_MODULES = ("model", "decoder_only")
 
 
-def register_generative_model(name: str):
-    """Class decorator: make a generative model available as ``recommender.model: <name>``."""
-
-    def deco(cls):
-        if name in GENERATIVE_MODELS:
-            raise ValueError(f"generative model {name!r} registered twice")
-        GENERATIVE_MODELS[name] = cls
-        return cls
-
-    return deco
+#: Class decorator: make a generative model available as ``recommender.model: <name>``.
+register_generative_model = registrar(GENERATIVE_MODELS, "generative model", set_name=False)
 
 
 class SemanticIdRanking:
