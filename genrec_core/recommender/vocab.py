@@ -40,6 +40,28 @@ class SemanticIdVocab:
             raise ValueError("no ID table given")
         return cls(tuple(int(s) for s in sizes))
 
+    @classmethod
+    def from_codebook(cls, levels: int, codebook_size: int, dedup_size: int | None = None) -> SemanticIdVocab:
+        """Every level sized by the codebook (K codes each), plus a level of ``dedup_size``
+        tokens when collisions are resolved with ``dedup_level``.
+
+        Why beside ``from_codes``: a runtime tokenizer (BLOGER, SPEC 8) changes the IDs during
+        training, so the vocabulary (hence the embedding table and the output layer) must hold
+        every code the tokenizer could ever emit, not just the ones used at the start; the
+        softmax over a level's codes is then over all K of them. The train stage keeps sizing
+        from observed codes (``from_codes``): on ml-100k's defaults (3 x 64, every code used) the
+        two agree, but tiny tables (the tests', the committed reference runs') do not use every
+        code, and resizing their vocabulary would change every recorded weight.
+        ``dedup_size`` bounds the appended level: a refresh that makes a larger colliding group
+        than this is an error (the vocabulary cannot grow while training).
+        """
+        if levels < 1 or codebook_size < 1:
+            raise ValueError(f"need levels >= 1 and codebook_size >= 1, got {levels}, {codebook_size}")
+        if dedup_size is not None and dedup_size < 1:
+            raise ValueError(f"dedup_size must be >= 1, got {dedup_size}")
+        sizes = (int(codebook_size),) * int(levels) + ((int(dedup_size),) if dedup_size is not None else ())
+        return cls(sizes)
+
     @property
     def id_length(self) -> int:
         return len(self.level_sizes)

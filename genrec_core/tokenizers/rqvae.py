@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genrec_core.errors import GenrecError
 from genrec_core.tokenizers.base import QuantizeResult, SemanticTokenizer
 from genrec_core.tokenizers.kmeans import kmeans, nearest
 
@@ -120,6 +121,34 @@ class ResidualQuantizer(nn.Module):
                 r = r - self.codebooks[level][c]
         return torch.stack(codes, 1), r
 
+    def soft_assign(self, z: torch.Tensor, temperature: float = 1.0, residual_grad: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities [N, L, K], hard codes [N, L]) with autograd to ``z`` and the codebooks.
+
+        Level l: ``P(k | r_l) = softmax(-||r_l - e^l_k||^2 / temperature)``, hard code = the
+        argmin of the distances (the same choice as ``assign``, ties to the lowest index), and
+        ``r_{l+1} = r_l - e^l_{c_l}`` with the hard code, as the quantiser does (BLOGER, SPEC 8).
+        ``residual_grad``: ``exact`` keeps the gradient of r_{l+1} to r_l and to the chosen code
+        (the derivative of this function wherever the hard codes do not change, which is what a
+        finite-difference check measures); ``straight_through`` detaches the chosen code like the
+        training forward (a level's codebook is then moved only by its own level's probabilities).
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if residual_grad not in ("exact", "straight_through"):
+            raise ValueError(f"residual_grad must be exact or straight_through, got {residual_grad!r}")
+        r = z
+        probs, codes = [], []
+        for level in range(self.levels):
+            book = self.codebooks[level]
+            d2 = (r.unsqueeze(1) - book.unsqueeze(0)).pow(2).sum(-1)  # [N, K], differentiable
+            c, _ = nearest(r.detach(), book.detach())
+            probs.append(torch.softmax(-d2 / temperature, dim=-1))
+            codes.append(c)
+            if level < self.levels - 1:
+                e = book[c]
+                r = r - (e.detach() if residual_grad == "straight_through" else e)
+        return torch.stack(probs, 1), torch.stack(codes, 1)
+
     @torch.no_grad()
     def kmeans_init(self, z: torch.Tensor, iters: int, generator: torch.Generator) -> None:
         """Level by level: k-means on that level's residuals, so every code starts where data is."""
@@ -177,6 +206,8 @@ class RQVAE(nn.Module):
         self.decoder = mlp(dims[::-1], cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> RQVAEOutput:
+        if self.decoder is None:
+            raise GenrecError("this RQ-VAE has no decoder (a kept tokenizer written before kept files stored it): its loss (reconstruction + codebook + commitment) is unavailable; retrain the tokenizer to get one")
         z = self.encoder(x)
         q = self.quantizer(z)
         x_hat = self.decoder(z + (q.z_hat - z).detach())
@@ -186,17 +217,30 @@ class RQVAE(nn.Module):
 
 
 class RQVAETokenizer(SemanticTokenizer):
-    """A trained RQ-VAE's encoder + codebooks, used only to assign codes (eval mode, no grad,
-    batched; deterministic because assignment is an argmin with ties to the lowest index)."""
+    """A trained RQ-VAE's encoder + codebooks (+ decoder), used here only to assign codes (eval
+    mode, no grad, batched; deterministic because assignment is an argmin with ties to the lowest
+    index).
 
-    def __init__(self, cfg: RQVAEConfig, encoder: nn.Module, quantizer: ResidualQuantizer, device: str = "cpu", batch_size: int = 8192):
+    The decoder is kept (issue 11) so that a runtime tokenizer (``runtime.RuntimeItemTokenizer``)
+    can go on training the whole RQ-VAE with its own loss (reconstruction + codebook +
+    commitment) next to a recommender (BLOGER, SPEC 8). Kept files written before that have no
+    decoder: they still load (``decoder`` is None) and assign the same codes; only the tokenizer
+    loss is unavailable for them.
+    """
+
+    def __init__(self, cfg: RQVAEConfig, encoder: nn.Module, quantizer: ResidualQuantizer, device: str = "cpu", batch_size: int = 8192, decoder: nn.Module | None = None):
         self.cfg = cfg
         self.levels = cfg.levels
         self.codebook_size = cfg.codebook_size
         self.encoder = encoder.to(device).eval()
         self.quantizer = quantizer.to(device).eval()
+        self.decoder = decoder.to(device).eval() if decoder is not None else None
         self.device = device
         self.batch_size = batch_size
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.decoder is not None
 
     @classmethod
     def from_model(cls, model: RQVAE, device: str | None = None) -> RQVAETokenizer:
@@ -204,24 +248,45 @@ class RQVAETokenizer(SemanticTokenizer):
         import copy
 
         dev = device or str(next(model.parameters()).device)
-        return cls(model.cfg, copy.deepcopy(model.encoder), copy.deepcopy(model.quantizer), dev)
+        return cls(model.cfg, copy.deepcopy(model.encoder), copy.deepcopy(model.quantizer), dev, decoder=copy.deepcopy(model.decoder))
 
     def state(self) -> dict[str, Any]:
-        """What a kept-tokenizer file stores: config + encoder/quantizer weights (no decoder)."""
-        return {
+        """What a kept-tokenizer file stores: config + encoder/quantizer/decoder weights (the
+        decoder only when this tokenizer has one, i.e. not when loaded from an old file)."""
+        out = {
             "kind": "rqvae",
             "config": self.cfg.to_dict(),
             "encoder": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
             "quantizer": {k: v.detach().cpu() for k, v in self.quantizer.state_dict().items()},
         }
+        if self.decoder is not None:
+            out["decoder"] = {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()}
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str = "cpu") -> RQVAETokenizer:
+        """Rebuild from ``state()``; a state without ``decoder`` (older kept files) gives a
+        tokenizer with ``decoder = None``."""
         cfg = RQVAEConfig.from_dict(state["config"])
         model = RQVAE(cfg)
         model.encoder.load_state_dict(state["encoder"])
         model.quantizer.load_state_dict(state["quantizer"])
-        return cls(cfg, model.encoder, model.quantizer, device)
+        decoder = None
+        if state.get("decoder") is not None:
+            model.decoder.load_state_dict(state["decoder"])
+            decoder = model.decoder
+        return cls(cfg, model.encoder, model.quantizer, device, decoder=decoder)
+
+    def to_model(self) -> RQVAE:
+        """A trainable ``RQVAE`` holding copies of this tokenizer's weights (in train mode);
+        without a decoder its ``decoder`` is None (``RQVAE.forward`` then raises)."""
+        import copy
+
+        model = RQVAE(self.cfg)
+        model.encoder = copy.deepcopy(self.encoder).cpu()
+        model.quantizer = copy.deepcopy(self.quantizer).cpu()
+        model.decoder = copy.deepcopy(self.decoder).cpu() if self.decoder is not None else None
+        return model.train()
 
     @torch.no_grad()
     def quantize(self, vectors: np.ndarray) -> QuantizeResult:
