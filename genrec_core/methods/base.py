@@ -100,6 +100,28 @@ class Method:
         if tables is not None and hasattr(model, "set_items"):
             model.set_items(tables[self.encoder.default_tokenizer])
 
+    def update_item_tokens(self, trainer: Trainer, item_tokens: torch.Tensor) -> None:
+        """The IDs changed (a runtime tokenizer's ``refresh``): ``item_tokens`` [N, L] (the
+        default table) or [T, N, L] (every table) of token ids replace the encoder's tables, so
+        the next batches are tokenized with them, and the trainer rebuilds the model's trie and
+        the item tokens it saves into checkpoints (``Trainer.set_item_tokens``). The vocabulary
+        cannot change (size it from the codebook). Loss strategies built from the old IDs
+        (igd, front_greater, frequency) keep their tables."""
+        tokens = torch.as_tensor(item_tokens, dtype=torch.long).cpu()
+        tables = getattr(self.encoder, "tables", None)
+        if tables is None:
+            raise TypeError(f"{type(self.encoder).__name__} has no ID tables to update")
+        if tokens.dim() == 2:
+            new_tables = tables.clone()
+            new_tables[self.encoder.default_tokenizer] = tokens
+        else:
+            new_tables = tokens.contiguous()
+        if new_tables.shape != tables.shape:
+            raise ValueError(f"new ID tables of shape {tuple(new_tables.shape)}, the encoder's are {tuple(tables.shape)}")
+        self.encoder.tables = new_tables
+        self.tables_changed = True
+        trainer.set_item_tokens(new_tables[self.encoder.default_tokenizer])
+
     def extra_parameters(self, trainer: Trainer) -> list[nn.Parameter]:
         """Parameters besides the model's that the optimiser updates without weight decay
         (default: the loss strategy's, e.g. multi_target's lambdas)."""
@@ -147,11 +169,13 @@ class Method:
     def compute_losses(self, trainer: Trainer, batch: Batch) -> LossOutput:
         """Forward pass(es) and the loss strategy: the scalar, its named per-example terms, logs."""
         model = trainer.train_model
-        logits = model(batch.input_ids, batch.attention_mask, batch.labels)
+        soft = batch.soft_inputs()  # empty unless a method set soft inputs (labels stay hard)
+        logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
         extra = None
         if self.loss_strategy.extra_forward_needed:
             ids, mask = self.loss_strategy.extra_inputs(batch)
-            extra = model(ids, mask, batch.labels)
+            extra_soft = {k: v for k, v in soft.items() if k == "decoder_inputs_embeds"}  # the counterfactual input is hard
+            extra = model(ids, mask, batch.labels, **extra_soft)
         return self.loss_strategy(logits, batch.labels, batch, trainer.state, extra_logits=extra)
 
     def step(self, trainer: Trainer, batch: Batch) -> StepOutput:
@@ -202,9 +226,15 @@ class Method:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "loss_strategy": self.loss_strategy.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "loss_strategy": self.loss_strategy.state_dict()}
+        if getattr(self, "tables_changed", False):  # IDs changed during training (update_item_tokens)
+            state["encoder_tables"] = self.encoder.tables.clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_strategy.load_state_dict(state["loss_strategy"])
+        if "encoder_tables" in state:
+            self.encoder.tables = state["encoder_tables"].clone()
+            self.tables_changed = True

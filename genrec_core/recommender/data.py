@@ -147,6 +147,15 @@ class Batch:
     user_ids: torch.Tensor  # [B]
     example_index: torch.Tensor  # [B] rows in the split's ExampleArrays
     tokenizer_index: torch.Tensor | None = None  # [B] tokenizer used per example (multi-tokenizer tables)
+    # soft inputs (BLOGER, SPEC 8; ``soft_inputs.py``): embeddings replacing those of input_ids
+    # ([B, S, d] or [B, S, L, d]) and of the teacher-forced decoder inputs ([B, L + 1, d]);
+    # a method sets them after collate, the default training never does
+    inputs_embeds: torch.Tensor | None = None
+    decoder_inputs_embeds: torch.Tensor | None = None
+
+    def soft_inputs(self) -> dict[str, torch.Tensor]:
+        """The soft inputs that are set, as keyword arguments of a generative model's forward."""
+        return {k: v for k, v in (("inputs_embeds", self.inputs_embeds), ("decoder_inputs_embeds", self.decoder_inputs_embeds)) if v is not None}
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])

@@ -37,7 +37,7 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from genrec_core.config import RecommenderParams
-from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, register_generative_model
+from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, pool_item_embeddings, register_generative_model
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 
 #: RoPE: positions are not limited by a table; this only bounds what the config advertises.
@@ -109,6 +109,12 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
     def config(self) -> LlamaConfig:
         return self.llama.config
 
+    @property
+    def token_embedding(self) -> torch.Tensor:
+        """The token embedding table [V, d] (tied with the output layer): soft token
+        distributions are embedded as ``probs @ token_embedding``."""
+        return self.llama.get_input_embeddings().weight
+
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, S] token ids or [B, S, L] per-item token groups -> [B, S, d]."""
         emb = self.llama.get_input_embeddings()(input_ids)
@@ -126,25 +132,30 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         )
         return out.last_hidden_state
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The prefix's input embeddings [B, S, d]: ``decode`` runs them with the decoder inputs."""
-        return self.input_embeddings(input_ids)
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The prefix's input embeddings [B, S, d]: ``decode`` runs them with the decoder inputs.
+        ``inputs_embeds`` ([B, S, d], or [B, S, L, d] per-item groups, summed) replaces the
+        embeddings of ``input_ids`` (soft inputs, as ``GenerativeRecommender.encode``)."""
+        return self.input_embeddings(input_ids) if inputs_embeds is None else pool_item_embeddings(inputs_embeds)
 
-    def decode(self, prefix: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens) placed
-        after the prefix embeddings [B, S, d] (``encode``), in one causal pass."""
+    def decode(self, prefix: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens), or
+        their embeddings ``decoder_inputs_embeds`` [B, T, d], placed after the prefix embeddings
+        [B, S, d] (``encode``), in one causal pass."""
         batch, src_len, _ = prefix.shape
         steps = decoder_input_ids.shape[1]
         positions, lengths = prefix_positions(attention_mask)
         target_positions = lengths[:, None] + torch.arange(steps, device=lengths.device)
-        embeds = torch.cat([prefix, self.input_embeddings(decoder_input_ids)], dim=1)
+        target = self.input_embeddings(decoder_input_ids) if decoder_inputs_embeds is None else decoder_inputs_embeds
+        embeds = torch.cat([prefix, target], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(batch, steps)], dim=1)
         hidden = self.run(embeds, mask, torch.cat([positions, target_positions], dim=1))
         return self.restrict_logits(self.llama.lm_head(hidden[:, src_len:]))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos)."""
-        return self.decode(self.encode(input_ids, attention_mask), attention_mask, shift_right(labels))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos);
+        the optional soft inputs as in ``GenerativeRecommender.forward``."""
+        return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, shift_right(labels), decoder_inputs_embeds)
 
     def beam_decoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_steps: int) -> CachedPrefixDecoder:
         """What ``beam_search.constrained_beam_search`` steps: the prefix run once, then one token per beam."""

@@ -58,6 +58,12 @@ def build_t5_config(params: RecommenderParams, vocab: SemanticIdVocab) -> T5Conf
     )
 
 
+def pool_item_embeddings(embeds: torch.Tensor) -> torch.Tensor:
+    """[B, S, d] stays; [B, S, L, d] per-item token groups (``encoder_input: items``) -> their
+    sum [B, S, d], the same reduction as the hard path's ``input_embeddings``."""
+    return embeds.sum(dim=-2) if embeds.dim() == 4 else embeds
+
+
 #: ``recommender.model`` -> generative model class, built as ``cls(params, vocab)``.
 GENERATIVE_MODELS: dict[str, type[nn.Module]] = {}
 #: Modules of ``genrec_core.recommender`` whose import registers the generative models.
@@ -79,11 +85,13 @@ class SemanticIdRanking:
         after the IDs change (a tokenizer update)."""
         self.item_trie = ItemTrie.build(item_tokens, self.config.vocab_size)
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """[B] token-mean cross-entropy of each target's tokens and eos (teacher forcing)."""
+    def loss(self, batch: Batch, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] token-mean cross-entropy of each target's tokens and eos (teacher forcing); the
+        optional soft inputs are ``forward``'s (labels stay hard)."""
         from genrec_core.recommender.losses import per_example_nll, token_nll
 
-        logits = self(batch.input_ids, batch.attention_mask, batch.labels)
+        soft = {k: v for k, v in (("inputs_embeds", inputs_embeds), ("decoder_inputs_embeds", decoder_inputs_embeds)) if v is not None}
+        logits = self(batch.input_ids, batch.attention_mask, batch.labels, **soft)
         ones = torch.ones(batch.labels.shape[0], batch.labels.shape[1] - 1, device=batch.labels.device)
         return per_example_nll(token_nll(logits, batch.labels), batch.labels, ones)
 
@@ -129,29 +137,47 @@ class GenerativeRecommender(SemanticIdRanking, nn.Module):
     def config(self) -> T5Config:
         return self.t5.config
 
+    @property
+    def token_embedding(self) -> torch.Tensor:
+        """The shared token embedding table [V, d] (input and tied output embedding): soft
+        token distributions are embedded as ``probs @ token_embedding``."""
+        return self.t5.shared.weight
+
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, S] token ids or [B, S, L] per-item token groups -> [B, S, d]."""
         emb = self.t5.shared(input_ids)
         return emb.sum(dim=-2) if input_ids.dim() == 3 else emb
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.t5.encoder(inputs_embeds=self.input_embeddings(input_ids), attention_mask=attention_mask)
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states [B, S, d]. ``inputs_embeds`` replaces the token embeddings of
+        ``input_ids``: [B, S, d] (``tokens``) or [B, S, L, d] per-item token groups (``items``:
+        summed over the group, as ``input_embeddings`` sums the hard tokens)."""
+        embeds = self.input_embeddings(input_ids) if inputs_embeds is None else pool_item_embeddings(inputs_embeds)
+        out = self.t5.encoder(inputs_embeds=embeds, attention_mask=attention_mask)
         return out.last_hidden_state
 
-    def decode(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens)."""
+    def decode(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens), or
+        for their embeddings ``decoder_inputs_embeds`` [B, T, d] when given (soft inputs)."""
+        inputs = {"decoder_input_ids": decoder_input_ids} if decoder_inputs_embeds is None else {"decoder_inputs_embeds": decoder_inputs_embeds}
         out = self.t5(
             encoder_outputs=(encoder_hidden,),
             attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
             use_cache=False,
+            **inputs,
         )
         return self.restrict_logits(out.logits)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos)."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos).
+
+        Soft inputs (BLOGER, SPEC 8): ``inputs_embeds`` replaces the history's token embeddings
+        (see ``encode``), ``decoder_inputs_embeds`` [B, T, d] those of the teacher-forced decoder
+        inputs (the start token, then the target's tokens; build them with
+        ``soft_inputs.decoder_inputs_embeds``); ``labels`` stay hard. With one-hot distributions
+        the logits equal the hard-id path's exactly."""
         decoder_input_ids = self.t5._shift_right(labels)
-        return self.decode(self.encode(input_ids, attention_mask), attention_mask, decoder_input_ids)
+        return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, decoder_input_ids, decoder_inputs_embeds)
 
 
 def build_generative_model(params: RecommenderParams, vocab: SemanticIdVocab, item_tokens: torch.Tensor | None = None) -> nn.Module:

@@ -219,6 +219,7 @@ class Trainer:
         self.live = None
         self.stop_signal: int | None = None
         self.resumed_from: str | None = None
+        self.item_tokens_changed = False  # set_item_tokens was called: last.pt keeps the new IDs
 
     # ------------------------------------------------------------------ paths
     @property
@@ -236,6 +237,19 @@ class Trainer:
     @property
     def summary_path(self) -> Path:
         return self.reports_dir / "summary.json"
+
+    # ------------------------------------------------------------------ item IDs
+    def set_item_tokens(self, item_tokens: torch.Tensor) -> None:
+        """The item IDs changed during training (a runtime tokenizer's refresh; a method calls
+        this through ``Method.update_item_tokens``): ``item_tokens`` [N, L] token ids (row = item
+        id) become what the model's ``rank`` decodes to (its trie is rebuilt) and what ``best.pt``
+        and ``last.pt`` store, so a checkpoint always reloads with the IDs its weights were
+        trained and selected on."""
+        tokens = torch.as_tensor(item_tokens, dtype=torch.long).detach().cpu().clone()
+        if hasattr(self.model, "set_items"):
+            self.model.set_items(tokens)
+        self.checkpoint_meta["item_tokens"] = tokens
+        self.item_tokens_changed = True
 
     # ------------------------------------------------------------------ steps
     def train_step(self, batch: Batch) -> StepOutput:
@@ -289,6 +303,7 @@ class Trainer:
                 "state": dataclasses.asdict(self.state),
                 "sampler": self.sampler.state_dict(),
                 "rng": rng_state(),
+                **({"item_tokens": self.checkpoint_meta["item_tokens"]} if self.item_tokens_changed else {}),
             },
             self.last_path,
         )
@@ -329,6 +344,8 @@ class Trainer:
         self.state = TrainState(**ckpt["state"])
         self.sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
+        if "item_tokens" in ckpt:  # the IDs had changed before the checkpoint: decode to those
+            self.set_item_tokens(ckpt["item_tokens"])
         self.resumed_from = str(self.last_path)
         log.info("resumed from %s at epoch %d, step %d", self.last_path, self.state.epoch, self.state.step)
         return True
