@@ -211,3 +211,32 @@ def test_unchanged_ids_leave_last_pt_as_before(tmp_path):
     trainer.save_last()
     state = torch.load(trainer.last_path, map_location="cpu", weights_only=False)
     assert "item_tokens" not in state and "encoder_tables" not in state["method"]
+
+
+def test_recommender_loss_reaches_the_rq_vae_through_soft_codes():
+    """The whole chain BLOGER builds on: runtime tokenizer IDs (dedup level included) tokenize the
+    batch, its soft codes feed the model straight-through, the loss's gradient reaches the
+    RQ-VAE's encoder and codebooks while the logits stay those of the hard IDs."""
+    from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
+    from genrec_core.tokenizers.runtime import RuntimeItemTokenizer
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(N_ITEMS, 6)).astype(np.float32)
+    rq = RQVAE(RQVAEConfig(6, L, K, [10], 4))
+    with torch.no_grad():
+        rq.quantizer.kmeans_init(rq.encoder(torch.from_numpy(x)), 10, torch.Generator().manual_seed(0))
+    rt = RuntimeItemTokenizer({"epoch_0001": RQVAETokenizer.from_model(rq)}, x, collision="dedup_level", dedup_size=N_ITEMS)
+    vocab, tokens = rt.vocab, rt.item_tokens()
+    assert tokens.shape == (N_ITEMS, L + 1)
+    seed_everything(0)
+    model = build_generative_model(params("tiger", "items", 2), vocab, tokens).eval()
+    batch = SequenceEncoder(tokens, "items", user_buckets=2, user_token_offset=vocab.size).collate(examples_from_frame(FRAMES["train"]), np.arange(8))
+    weight = model.token_embedding
+    enc = history_inputs_embeds(batch.input_ids, batch.history, batch.lengths, rt.soft_codes(items=batch.history.clamp(min=0)), weight, vocab)
+    dec = decoder_inputs_embeds(batch.labels, rt.soft_codes(items=batch.targets), weight, vocab)
+    soft_loss = model.loss(batch, inputs_embeds=enc, decoder_inputs_embeds=dec)
+    assert torch.equal(soft_loss, model.loss(batch))
+    soft_loss.sum().backward()
+    tok = rt.model()
+    assert bool(tok.encoder[0].weight.grad.abs().sum() > 0)
+    assert all(bool(tok.quantizer.codebooks.grad[level].abs().sum() > 0) for level in range(L))
