@@ -5,6 +5,12 @@ Usage (from the project root, after the seeds of each method have run, see scrip
     python -m stages.results --baseline tiger/ce                # runs `dvc exp show --json`
     python -m stages.results --json exps.json --baseline tiger/ce --metrics hit@10,ndcg@10
     python -m stages.results --by recommender.model,recommender.loss,tokenizer.levels -A
+    python -m stages.results --runs /tmp/genrec_converged/*-s4? --baseline tiger/ce   # run folders instead
+
+``--runs`` reads run folders instead of DVC experiments: the workspaces that
+``scripts/converged.py`` and ``benchmarks/convergence.py`` train in (``params.yaml``, the
+``overrides.json`` record of the ``-S`` overrides, ``reports/metrics.json``); each run's params are
+those files resolved as the stages resolve them (defaults filled in), so ``--by`` works alike.
 
 A method is the ``/``-joined values of ``--by`` params (default ``recommender.model`` and
 ``recommender.loss``; a run without ``recommender.model`` is ``tiger``). Each method's runs are its
@@ -16,13 +22,15 @@ Not a DVC stage: it reads the experiments DVC keeps, not a pipeline output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from genrec_core.evaluation.significance import group_runs, results_table, runs_from_exp_show, to_csv, to_markdown
+from genrec_core.config import load_params
+from genrec_core.evaluation.significance import Run, flatten, group_runs, results_table, runs_from_exp_show, to_csv, to_markdown
 from genrec_core.io import write_text
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,22 @@ def exp_show_json(all_commits: bool = False) -> list:
     return json.loads(proc.stdout)
 
 
+def runs_from_folders(folders: list[Path], metrics_file: str = "reports/metrics.json") -> list[Run]:
+    """One run per folder with a metrics file (folders without one, e.g. unfinished runs, are
+    skipped with a log line): params.yaml + the recorded overrides, resolved and flattened."""
+    runs = []
+    for folder in folders:
+        metrics_path = folder / metrics_file
+        if not metrics_path.exists():
+            log.info("skipped %s: no %s (not finished?)", folder, metrics_file)
+            continue
+        record_path = folder / "overrides.json"
+        overrides = json.loads(record_path.read_text(encoding="utf-8")).get("overrides", []) if record_path.exists() else []
+        params = dataclasses.asdict(load_params(folder / "params.yaml", list(overrides)))
+        runs.append(Run(str(folder), folder.name, flatten(params), json.loads(metrics_path.read_text(encoding="utf-8"))))
+    return runs
+
+
 def floor_groups(path: Path) -> dict[str, list[dict]]:
     """MostPop and Markov rows from an analyse stage's baselines.json (one deterministic run each:
     they depend on the split only, not on the seed)."""
@@ -43,10 +67,15 @@ def floor_groups(path: Path) -> dict[str, list[dict]]:
     return {name: [data[name]] for name in ("mostpop", "markov") if name in data}
 
 
-def build(exp_show: list, by: list[str], baseline: str | None, metrics: list[str] | None, metrics_file: str, include_baselines: bool = False, floors: Path | None = None):
-    runs = runs_from_exp_show(exp_show, metrics_file=metrics_file, include_baselines=include_baselines)
-    if not runs:
-        raise SystemExit(f"no finished experiment with {metrics_file} found in `dvc exp show --json`")
+def build(exp_show: list | None, by: list[str], baseline: str | None, metrics: list[str] | None, metrics_file: str, include_baselines: bool = False, floors: Path | None = None, folders: list[Path] | None = None):
+    if folders:
+        runs = runs_from_folders(folders, metrics_file)
+        if not runs:
+            raise SystemExit(f"none of the {len(folders)} --runs folders has {metrics_file}")
+    else:
+        runs = runs_from_exp_show(exp_show or [], metrics_file=metrics_file, include_baselines=include_baselines)
+        if not runs:
+            raise SystemExit(f"no finished experiment with {metrics_file} found in `dvc exp show --json`")
     groups, seeds = group_runs(runs, by)
     if floors is not None:
         groups.update(floor_groups(floors))
@@ -58,6 +87,7 @@ def build(exp_show: list, by: list[str], baseline: str | None, metrics: list[str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.results", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="a saved `dvc exp show --json` output (default: run it)")
+    ap.add_argument("--runs", type=Path, nargs="+", default=None, help="run folders (params.yaml, overrides.json, reports/metrics.json) instead of DVC experiments")
     ap.add_argument("-A", "--all-commits", action="store_true", help="pass -A to dvc exp show (experiments of every commit)")
     ap.add_argument("--include-baselines", action="store_true", help="also count the commits' own results as runs")
     ap.add_argument("--by", default="recommender.model,recommender.loss", help="comma-separated params that define a method")
@@ -68,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floors", type=Path, default=Path("reports/analysis/baselines.json"), help="add the MostPop and Markov rows of this analyse-stage file (skipped when absent)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    data = json.loads(args.json.read_text(encoding="utf-8")) if args.json else exp_show_json(args.all_commits)
+    data = None if args.runs else json.loads(args.json.read_text(encoding="utf-8")) if args.json else exp_show_json(args.all_commits)
     metrics = [m for m in args.metrics.split(",") if m] or None
     floors = args.floors if args.floors and args.floors.exists() else None
-    table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines, floors)
+    table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines, floors, args.runs)
     md = "# Results over seeds\n\n" + to_markdown(table)
     if any(row.runs < 2 for row in table.rows):
         md += (

@@ -187,3 +187,34 @@ def test_results_command_adds_the_mostpop_and_markov_floors(tmp_path):
     base = float(rows["tiger/ce"]["ndcg@10_mean"])
     assert float(rows["markov"]["ndcg@10_gain"]) == pytest.approx(0.3 / base - 1)
     assert rows["markov"]["ndcg@10_std"] in ("", "nan")
+
+
+def test_results_command_reads_run_folders_with_their_overrides_resolved(tmp_path):
+    """--runs: each folder's params.yaml plus its recorded -S overrides decide its method and seed;
+    a folder without metrics (an unfinished run) is skipped."""
+    from stages.results import main
+
+    def folder(name, overrides, ndcg):
+        d = tmp_path / name
+        (d / "reports").mkdir(parents=True)
+        (d / "params.yaml").write_text("seed: 42\n")  # every other key at its default
+        (d / "overrides.json").write_text(json.dumps({"overrides": overrides}))
+        if ndcg is not None:
+            (d / "reports" / "metrics.json").write_text(json.dumps({"ndcg@10": ndcg}))
+        return d
+
+    dirs = [
+        folder("t42", [], 0.10),
+        folder("t43", ["seed=43"], 0.20),
+        folder("d42", ["recommender.model=decoder_only"], 0.30),
+        folder("d43", ["recommender.model=decoder_only", "seed=43"], 0.50),
+        folder("d44", ["recommender.model=decoder_only", "seed=44"], None),  # unfinished
+    ]
+    out = tmp_path / "out"
+    assert main(["--runs", *map(str, dirs), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(tmp_path / "none.json")]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert set(rows) == {"tiger/ce", "decoder_only/ce"}
+    assert float(rows["tiger/ce"]["ndcg@10_mean"]) == pytest.approx(0.15)
+    assert float(rows["decoder_only/ce"]["ndcg@10_mean"]) == pytest.approx(0.40)
+    assert float(rows["decoder_only/ce"]["ndcg@10_gain"]) == pytest.approx(0.40 / 0.15 - 1)
+    assert float(rows["decoder_only/ce"]["ndcg@10_p"]) == pytest.approx(2 / math.comb(4, 2))  # 2 vs 2, separated
