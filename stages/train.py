@@ -85,7 +85,7 @@ def run(params: Params, root: Path) -> None:
         total_steps=rp.epochs * steps_per_epoch,
     )
     loss = build_loss(rp.loss, rp.loss_params, context)
-    method = build_method(rp.method, rp.method_params, MethodContext(encoder, loss))
+    method = build_method(rp.method, rp.method_params, MethodContext(encoder, loss, extra={"reports_dir": paths.reports_dir / "mtgrec"}))
     model = build_generative_model(rp, vocab, item_tokens)  # tiger: T5; decoder_only: LLaMA-style decoder
     log.info("training %s with method %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", kind, rp.method, chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
     trainer = Trainer(

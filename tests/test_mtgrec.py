@@ -1,0 +1,258 @@
+"""MTGRec pre-training (``recommender.method: mtgrec``, paper 002, SPEC 7) on a tiny T5.
+
+Synthetic data (as tests/test_methods.py): 40 items; next = (7 x + 3) mod 40; three ID tables over
+one vocabulary (the second and third: the first's IDs permuted), 10 batches per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from genrec_core.config import RecommenderParams
+from genrec_core.errors import ParamError
+from genrec_core.methods import MethodContext, build_method, check_method_params, method_class
+from genrec_core.methods.mtgrec import MTGRecMethod, softmax, stage_end_steps
+from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
+from genrec_core.recommender.losses import LossContext, build_loss
+from genrec_core.recommender.model import GenerativeRecommender
+from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
+from genrec_core.recommender.vocab import SemanticIdVocab
+from genrec_core.runtime import seed_everything
+from helpers import next_item_pattern_splits
+
+N_ITEMS = 40
+FRAMES = next_item_pattern_splits(N_ITEMS, 5, 30, 8, 0)
+CODES = np.stack([np.arange(N_ITEMS) // 8, np.arange(N_ITEMS) % 8], axis=1)
+ALL_CODES = [CODES, CODES[np.random.default_rng(3).permutation(N_ITEMS)], CODES[np.random.default_rng(4).permutation(N_ITEMS)]]
+VOCAB = SemanticIdVocab.from_codes(ALL_CODES)
+TABLES = torch.from_numpy(np.stack([VOCAB.codes_to_tokens(c) for c in ALL_CODES]))  # [3, N, L]
+#: stage ends after steps 10 and 20 of 30 (warm-up one epoch, then every epoch)
+STAGES = {"warmup": 1.0, "stage_length": 1.0, "schedule_unit": "epochs"}
+
+
+def small_params(method_params, **kw) -> RecommenderParams:
+    base = dict(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=3, patience=10, eval_beam_size=10, eval_batch_size=32, log_every=2, encoder_input="items")
+    base.update(kw)
+    return RecommenderParams(method="mtgrec", method_params=method_params, **base)
+
+
+def make_trainer(tmp_path, method_cls=MTGRecMethod, init_seed=0, method_params=None, **kw) -> Trainer:
+    seed_everything(init_seed)
+    method_params = dict(STAGES if method_params is None else method_params)
+    params = small_params(method_params, **kw)
+    context = MethodContext(SequenceEncoder(TABLES, "items", default_tokenizer=0), build_loss("ce", {}, LossContext(VOCAB, TABLES[0])))
+    return Trainer(
+        GenerativeRecommender(params, VOCAB), params, method_cls(context, **method_params), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports" / "train", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False,
+    )
+
+
+def train_steps(trainer: Trainer, n: int) -> None:
+    """``n`` optimisation steps of the method (as the trainer's loop takes them)."""
+    trainer.model.train()
+    trainer.sampler.set_epoch(0)
+    for _, index in zip(range(n), trainer.sampler):
+        trainer.train_step(trainer.method.collate(trainer, trainer.train_examples, index))
+
+
+def mixed_validation_loss(trainer: Trainer) -> float:
+    """Mean loss over the validation examples tokenized by every tokenizer (eval mode)."""
+    method, valid = trainer.method, trainer.valid_examples
+    trainer.model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for t in range(method.n):
+            batch = method.encoder.collate(valid, np.arange(len(valid)), tokenizer_index=torch.full((len(valid),), t))
+            total += float(method.compute_losses(trainer, batch).per_example.double().sum())
+    trainer.model.train()
+    return total / (method.n * len(valid))
+
+
+# --------------------------------------------------------------------------- params and schedule
+
+
+def test_mtgrec_is_registered_and_its_params_are_validated():
+    assert method_class("mtgrec") is MTGRecMethod
+    assert check_method_params("mtgrec", {"tau": 3}) == {**MTGRecMethod.param_defaults, "tau": 3.0}
+    for given, key in [({"tua": 1.0}, "tua"), ({"tau": 0.0}, "tau"), ({"influence": "lesss"}, "influence"), ({"schedule_unit": "steps"}, "schedule_unit"),
+                       ({"warmup": 1.5}, "warmup"), ({"stage_length": 0}, "stage_length"), ({"projection_dim": -1}, "projection_dim"), ({"eval_mode_gradients": 1}, "eval_mode_gradients")]:
+        with pytest.raises(ParamError, match=rf"recommender\.method_params\.{key}"):
+            check_method_params("mtgrec", given)
+    context = MethodContext(SequenceEncoder(TABLES[0], "items"), build_loss("ce", {}, LossContext(VOCAB, TABLES[0])))
+    with pytest.raises(ParamError, match="several ID tables"):
+        build_method("mtgrec", {}, context)
+
+
+def test_stage_ends_in_epochs_and_fractions():
+    assert stage_end_steps(200, 1, 60, 20, "epochs") == [60, 80, 100, 120, 140, 160, 180]
+    assert stage_end_steps(2000, 10, 0.3, 0.1, "fraction") == [600, 800, 1000, 1200, 1400, 1600, 1800]
+    assert stage_end_steps(30, 10, 1.0, 1.0, "epochs") == [10, 20]
+    assert stage_end_steps(30, 10, 0.0, 0.5, "epochs") == [5, 10, 15, 20, 25]
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+def test_each_example_is_tokenized_by_the_tokenizer_it_drew(tmp_path):
+    trainer = make_trainer(tmp_path)
+    method = trainer.method
+    method.p = np.array([0.6, 0.3, 0.1])
+    index = np.arange(len(trainer.train_examples))
+    batch = method.collate(trainer, trainer.train_examples, index)
+    drawn = batch.tokenizer_index
+    assert drawn.shape == (len(index),) and set(drawn.tolist()) == {0, 1, 2}
+    counts = np.bincount(drawn.numpy(), minlength=3) / len(index)
+    assert np.abs(counts - method.p).max() < 0.1  # drawn from p, per example
+    for t in range(3):  # inputs and targets of the examples that drew t are t's tokens
+        alone = method.encoder.collate(trainer.train_examples, index, tokenizer_index=torch.full((len(index),), t))
+        rows = drawn == t
+        assert torch.equal(batch.input_ids[rows], alone.input_ids[rows]) and torch.equal(batch.labels[rows], alone.labels[rows])
+        targets = torch.from_numpy(trainer.train_examples.targets[index])[rows]
+        assert torch.equal(batch.labels[rows, :2], TABLES[t][targets])
+    # the draw depends on (seed, step) only: the same step draws the same, the next one differs
+    assert torch.equal(method.collate(trainer, trainer.train_examples, index).tokenizer_index, drawn)
+    trainer.state.step += 1
+    assert not torch.equal(method.collate(trainer, trainer.train_examples, index).tokenizer_index, drawn)
+
+
+# --------------------------------------------------------------------------- influence
+
+
+def test_influence_is_the_first_order_change_of_the_validation_loss_of_one_adam_step(tmp_path):
+    """I_i = eta g_val . Gamma_i against the validation loss actually lost by one AdamW step on
+    group i's gradient from the live moments (weight decay off: the influence leaves it out)."""
+    trainer = make_trainer(tmp_path, lr=2e-4, warmup_steps=0, weight_decay=0.0, dropout=0.0)  # a small step: first order holds
+    train_steps(trainer, 6)  # non-zero moments, step count 6
+    method = trainer.method
+    scores = method.influence_scores(trainer)
+    influence = scores["score"]
+    assert np.array_equal(influence, scores["full"])
+    before = mixed_validation_loss(trainer)
+    model_state = copy.deepcopy(trainer.model.state_dict())
+    optim_state = copy.deepcopy(method.optimizer.state_dict())
+    index = np.arange(len(trainer.train_examples))
+    drops = []
+    for i in range(method.n):
+        with method._gradient_mode(trainer):
+            grads = method.mean_gradient(trainer, trainer.train_examples, index, [i])
+        for q, g in zip(method.optimised_parameters(), grads):
+            q.grad = g.clone()
+        method.optimizer.step()  # the real AdamW step on group i's gradient
+        method.optimizer.zero_grad(set_to_none=True)
+        drops.append(before - mixed_validation_loss(trainer))
+        trainer.model.load_state_dict(model_state)
+        method.optimizer.load_state_dict(copy.deepcopy(optim_state))
+    drops = np.array(drops)
+    assert np.all(np.abs(influence) > 1e-4)
+    np.testing.assert_allclose(influence, drops, rtol=0.01)
+    # the groups' differences (what p is made of) too, not only the common part
+    spread = influence.max() - influence.min()
+    assert spread > 0 and np.abs((influence - influence.mean()) - (drops - drops.mean())).max() < 0.1 * spread
+    assert np.argsort(influence).tolist() == np.argsort(drops).tolist()
+    # nothing changed by computing the scores
+    assert np.array_equal(method.influence_scores(trainer)["score"], influence)
+
+
+def test_released_influence_uses_the_uncorrected_direction(tmp_path):
+    trainer = make_trainer(tmp_path, lr=1e-3, warmup_steps=0, weight_decay=0.0, method_params={**STAGES, "influence": "released"})
+    train_steps(trainer, 4)
+    method = trainer.method
+    g = [torch.ones_like(q) for q in method.optimised_parameters()]
+    direction, lr = method.adam_update(g)
+    q0 = method.optimised_parameters()[0]
+    state = method.optimizer.state[q0]
+    b1, b2 = method.optimizer.param_groups[0]["betas"]
+    eps = method.optimizer.param_groups[0]["eps"]
+    m = b1 * state["exp_avg"] + (1 - b1)
+    v = b2 * state["exp_avg_sq"] + (1 - b2)
+    torch.testing.assert_close(direction[0], m / (v + eps).sqrt())
+    assert lr == method.optimizer.param_groups[0]["lr"]
+
+
+def test_p_after_each_stage_is_the_softmax_of_the_cumulative_influence(tmp_path):
+    trainer = make_trainer(tmp_path, method_params={**STAGES, "tau": 0.01})
+    trainer.fit()
+    method = trainer.method
+    assert [r["step"] for r in method.records] == [10, 20] and [r["epoch"] for r in method.records] == [1.0, 2.0]
+    cumulative = np.zeros(3)
+    for r in method.records:
+        cumulative += np.array(r["influence"])
+        np.testing.assert_allclose(r["cumulative"], cumulative, rtol=1e-12)
+        np.testing.assert_allclose(r["p"], softmax(cumulative, 0.01), rtol=1e-12)
+    np.testing.assert_allclose(method.p, method.records[-1]["p"])
+    assert not np.allclose(method.p, 1 / 3)  # a sharp tau moved p away from uniform
+    # the draws of the last stage follow p (and every tokenizer was drawn in the first)
+    assert method.counts.sum() == 3 * len(trainer.train_examples) and method.counts.min() > 0
+    # reports/mtgrec/influence.csv: per stage and tokenizer; p = softmax(cumulative / tau) per stage
+    path = tmp_path / "reports" / "mtgrec" / "influence.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == ["stage", "epoch", "step", "tokenizer", "influence", "cumulative", "p"] and len(rows) == 6
+    for stage in ("1", "2"):
+        group = [r for r in rows if r["stage"] == stage]
+        assert [int(r["tokenizer"]) for r in group] == [0, 1, 2]
+        cum = np.array([float(r["cumulative"]) for r in group])
+        np.testing.assert_allclose([float(r["p"]) for r in group], softmax(cum, 0.01), rtol=1e-9)
+    summary = trainer.method.summary(trainer)
+    assert summary["mtgrec_stage_ends"] == [10, 20] and summary["mtgrec_p"] == method.p.tolist()
+
+
+def test_released_cumulative_weights_stages_by_their_learning_rates(tmp_path):
+    trainer = make_trainer(tmp_path, method_params={**STAGES, "influence": "released", "group_sample_size": 40})
+    trainer.fit()
+    records = trainer.method.records
+    lrs = np.array([r["lr"] for r in records])
+    scores = np.array([r["score"] for r in records])
+    np.testing.assert_allclose(records[-1]["cumulative"], (lrs[:, None] * scores).sum(0) / lrs.sum(), rtol=1e-12)
+    np.testing.assert_allclose(trainer.method.p, softmax(records[-1]["cumulative"], 1.0))
+
+
+class StoppedAt13(MTGRecMethod):
+    """SIGTERM after step 13: between the stage ends at steps 10 and 20."""
+
+    def on_step_end(self, trainer, batch, out):
+        super().on_step_end(trainer, batch, out)
+        if trainer.state.step == 13:
+            trainer.handle_signal(signal.SIGTERM, None)
+
+
+@pytest.mark.parametrize("influence", ["paper", "released"])
+def test_resumed_between_two_stage_ends_is_bit_identical(tmp_path, influence):
+    """Dropout on (the global RNG matters); released also collects gradients with dropout on."""
+    method_params = {**STAGES, "tau": 0.05, "influence": influence, "group_sample_size": 60}
+    reference = make_trainer(tmp_path / "ref", method_params=method_params)
+    reference.fit()
+    with pytest.raises(TrainingInterrupted):
+        make_trainer(tmp_path / "run", StoppedAt13, method_params=method_params).fit()
+    ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=False)
+    assert ckpt["state"]["step"] == 13 and len(ckpt["method"]["mtgrec"]["records"]) == 1
+    resumed = make_trainer(tmp_path / "run", init_seed=77, method_params=method_params)
+    resumed.fit()
+    assert resumed.resumed_from is not None
+    a, b = reference.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert reference.method.records == resumed.method.records and np.array_equal(reference.method.p, resumed.method.p)
+    assert np.array_equal(reference.method.counts, resumed.method.counts)
+    sa, sb = reference.method.optimizer.state_dict()["state"], resumed.method.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
+    assert reference.state.evals == resumed.state.evals
+    assert (tmp_path / "ref" / "reports" / "mtgrec" / "influence.csv").read_text() == (tmp_path / "run" / "reports" / "mtgrec" / "influence.csv").read_text()
+
+
+def test_projected_scores_converge_to_the_full_ones(tmp_path):
+    trainer = make_trainer(tmp_path, lr=1e-3, warmup_steps=0, dropout=0.0)
+    train_steps(trainer, 6)
+    method = trainer.method
+    errors = {}
+    for d in (8, 128, 2048, 16384):
+        method.params["projection_dim"] = d
+        res = method.influence_scores(trainer)
+        full = res["full"]
+        errors[d] = float(np.abs(res["score"] - full).max() / np.abs(full).max())
+    assert errors[16384] < errors[128] < errors[8] and errors[2048] < errors[8]
+    assert errors[16384] < 0.1
