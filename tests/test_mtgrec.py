@@ -256,3 +256,36 @@ def test_projected_scores_converge_to_the_full_ones(tmp_path):
         errors[d] = float(np.abs(res["score"] - full).max() / np.abs(full).max())
     assert errors[16384] < errors[128] < errors[8] and errors[2048] < errors[8]
     assert errors[16384] < 0.1
+
+
+# --------------------------------------------------------------------------- fine-tuning and selection
+
+
+def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_selects_on_validation(tmp_path):
+    from genrec_core.methods.mtgrec import finetune_recommender_params, finetune_tokenizers, select_tokenizer
+    from genrec_core.methods.tiger import TigerMethod
+
+    pre = make_trainer(tmp_path / "pre", method_params={**STAGES, "finetune_top_m": 2, "finetune_epochs": 1})
+    pre.fit()
+    pretrained = torch.load(pre.best_path, weights_only=False)["model"]
+    chosen = finetune_tokenizers(pre.method.cumulative, pre.method.params["finetune_top_m"])
+    assert len(chosen) == 2 and pre.method.cumulative[chosen[0]] >= pre.method.cumulative[chosen[1]] >= pre.method.cumulative.min()
+    assert finetune_tokenizers([0.1, 0.3, 0.2]) == [1, 2, 0] and finetune_tokenizers([0.1, 0.3, 0.2], 1) == [1]
+    rp = finetune_recommender_params(pre.params)
+    assert (rp.method, rp.method_params, rp.lr, rp.warmup_steps, rp.lr_schedule, rp.epochs) == ("tiger", {}, 2e-4, 0, "cosine", 1)
+    valid = {}
+    for t in chosen:
+        model = GenerativeRecommender(rp, VOCAB)
+        model.load_state_dict(pretrained)
+        context = MethodContext(SequenceEncoder(TABLES, "items", default_tokenizer=t), build_loss("ce", {}, LossContext(VOCAB, TABLES[t])))
+        trainer = Trainer(model, rp, TigerMethod(context), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), checkpoint_dir=tmp_path / f"ft{t}",
+                          reports_dir=tmp_path / f"ft{t}" / "reports", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False)
+        assert all(torch.equal(model.state_dict()[k], pretrained[k]) for k in pretrained)  # from the pre-trained weights
+        assert trainer.method.scheduler.get_last_lr()[0] == pytest.approx(2e-4)  # no warm-up
+        batch = trainer.method.collate(trainer, trainer.train_examples, np.arange(8))
+        assert torch.equal(batch.labels[:, :2], TABLES[t][torch.from_numpy(trainer.train_examples.targets[:8])])  # tokenizer t only
+        trainer.fit()
+        valid[t] = trainer.state.evals[-1]
+    best = select_tokenizer(valid)
+    assert valid[best]["ndcg@10"] == max(v["ndcg@10"] for v in valid.values())
+    assert select_tokenizer({"a": {"ndcg@10": 0.2}, "b": {"ndcg@10": 0.2}}) == "a"

@@ -45,7 +45,12 @@ Params (``recommender.method_params``):
 - ``group_sample_size`` (int, 0): training examples per group for g_i; 0 = all of them;
 - ``projection_dim`` (int, 0): 0 = full gradients;
 - ``eval_mode_gradients`` (bool, true): collect gradients with dropout off (``released``: on);
-- ``gradient_batch_size`` (int, 0): batch size of the gradient passes; 0 = ``eval_batch_size``.
+- ``gradient_batch_size`` (int, 0): batch size of the gradient passes; 0 = ``eval_batch_size``;
+- fine-tuning (after pre-training, one run per tokenizer; ``finetune_tokenizers``,
+  ``finetune_recommender_params``, ``select_tokenizer``): ``finetune_top_m`` (int, 0): fine-tune
+  the m tokenizers of highest cumulative influence, 0 = all; ``finetune_lr`` (float, 2e-4: AdamW,
+  cosine, no warm-up); ``finetune_epochs`` (int, 0 = ``recommender.epochs``), early stopping on
+  validation with ``recommender.patience``.
 
 Random draws come from generators seeded by the run seed (``seed``) and the step, never from the
 global RNGs. State (in ``last.pt``): optimiser, scheduler, loss strategy, ``p``, ``I~``, the
@@ -134,6 +139,9 @@ class MTGRecMethod(Method):
         "projection_dim": 0,
         "eval_mode_gradients": True,
         "gradient_batch_size": 0,
+        "finetune_top_m": 0,
+        "finetune_lr": 2e-4,
+        "finetune_epochs": 0,
     }
 
     @classmethod
@@ -148,7 +156,9 @@ class MTGRecMethod(Method):
             raise ParamError(f"{prefix}.stage_length", f"must be > 0 (and <= 1 as a fraction), got {params['stage_length']}")
         if not (params["tau"] > 0 and math.isfinite(params["tau"])):
             raise ParamError(f"{prefix}.tau", f"must be a positive number, got {params['tau']}")
-        for key in ("group_sample_size", "projection_dim", "gradient_batch_size"):
+        if not params["finetune_lr"] > 0:
+            raise ParamError(f"{prefix}.finetune_lr", f"must be > 0, got {params['finetune_lr']}")
+        for key in ("group_sample_size", "projection_dim", "gradient_batch_size", "finetune_top_m", "finetune_epochs"):
             if params[key] < 0:
                 raise ParamError(f"{prefix}.{key}", f"must be >= 0, got {params[key]}")
 
@@ -362,3 +372,34 @@ class MTGRecMethod(Method):
         self.cumulative = np.asarray(own["cumulative"], dtype=np.float64).copy()
         self.records = [dict(r) for r in own["records"]]
         self.counts = np.asarray(own["counts"], dtype=np.int64).copy()
+
+
+# --------------------------------------------------------------------------- fine-tuning and selection
+
+
+def finetune_tokenizers(cumulative: np.ndarray | list[float], top_m: int = 0) -> list[int]:
+    """The tokenizers to fine-tune: all (``top_m`` = 0) or the ``top_m`` of highest cumulative
+    influence, best first (ties: lower index first)."""
+    cumulative = np.asarray(cumulative, dtype=np.float64)
+    order = sorted(range(len(cumulative)), key=lambda i: (-cumulative[i], i))
+    return order[:top_m] if top_m else order
+
+
+def finetune_recommender_params(rp: Any, method_params: dict[str, Any] | None = None) -> Any:
+    """The recommender params of one fine-tuning run from MTGRec's (SPEC 7): plain training
+    (``tiger``, no method params), AdamW at ``finetune_lr`` with a cosine schedule and no warm-up,
+    ``finetune_epochs`` (0: the pre-training's), early stopping as configured. Which tokenizer it
+    trains on is the encoder's default table (the caller's choice)."""
+    import dataclasses
+
+    p = MTGRecMethod.check_params(method_params if method_params is not None else rp.method_params)
+    return dataclasses.replace(rp, method="tiger", method_params={}, lr=p["finetune_lr"], warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.0, epochs=p["finetune_epochs"] or rp.epochs)
+
+
+def select_tokenizer(valid: dict[Any, dict[str, float]], metric: str = "ndcg@10") -> Any:
+    """The fine-tuned tokenizer best on validation ``metric`` (ties: the first given); only that
+    one is tested (the released script's per-metric maximum over tokenizers on test is not done)."""
+    if not valid:
+        raise ValueError("no fine-tuned tokenizer to select from")
+    best = max(valid.items(), key=lambda kv: kv[1].get(metric, float("-inf")))  # max keeps the first of ties
+    return best[0]
