@@ -6,6 +6,9 @@ IDs of ``recommender.tokenizer`` with the method ``recommender.method`` (default
 training with the loss ``recommender.loss``); writes
 ``data/recommender/{last,best}.pt`` and ``reports/train/`` (dvclive ``live/``, ``summary.json``
 and ``best_valid.json``, the part of the summary experiments are compared on: the DVC metric).
+With ``recommender.method: mtgrec`` every kept tokenizer of the ID table is a data group and
+``reports/mtgrec/influence.csv`` is written too (not a declared output yet: the default method
+never writes it).
 An interrupted run resumes from ``last.pt`` when its fingerprint (the recommender params, the
 seed, the tokenizer and the hashes of the input files) still matches.
 """

@@ -289,3 +289,33 @@ def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_sele
     best = select_tokenizer(valid)
     assert valid[best]["ndcg@10"] == max(v["ndcg@10"] for v in valid.values())
     assert select_tokenizer({"a": {"ndcg@10": 0.2}, "b": {"ndcg@10": 0.2}}) == "a"
+
+
+def test_the_train_stage_pretrains_with_mtgrec_on_the_kept_tokenizers(tmp_path):
+    """The stages up to train on the tiny dataset of tests/test_dvc_dependencies.py with
+    ``recommender.method: mtgrec``: every kept tokenizer (keep_last = 2) is a group, and
+    reports/mtgrec/influence.csv holds one row per stage end and tokenizer."""
+    import json
+
+    from test_dvc_dependencies import TINY, _tiny_dataset
+
+    from genrec_core.cli import _run_stage
+
+    _tiny_dataset(tmp_path / "raw")
+    root = tmp_path / "project"
+    root.mkdir()
+    overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "recommender.epochs=3", "recommender.method=mtgrec",
+                 'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5}']
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for stage in ("preprocess", "embed", "train_tokenizer", "emit_ids", "train"):
+            _run_stage(stage, None, overrides, root)
+    torch.set_num_threads(threads)
+    rows = list(csv.DictReader((root / "reports" / "mtgrec" / "influence.csv").open()))
+    assert [(r["stage"], r["tokenizer"]) for r in rows] == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
+    for stage in ("1", "2"):
+        group = [r for r in rows if r["stage"] == stage]
+        np.testing.assert_allclose([float(r["p"]) for r in group], softmax(np.array([float(r["cumulative"]) for r in group]), 0.5), rtol=1e-9)
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert len(summary["mtgrec_p"]) == 2 and sum(summary["mtgrec_counts"]) > 0
