@@ -28,12 +28,19 @@ class LoadedRecommender(NamedTuple):
 
 def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender:
     """Rebuild the model saved in best.pt, whichever ``recommender.model`` trained it."""
-    from genrec_core.sequential.models import MODEL_KINDS
-
     path = Path(path)
     if not path.exists():
         raise MissingInputError(path, "the trained recommender; run the train stage first")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return recommender_from_checkpoint(ckpt, path, device)
+
+
+def recommender_from_checkpoint(ckpt: dict[str, Any], source: str | Path, device: str = "cpu") -> LoadedRecommender:
+    """``load_recommender`` of a checkpoint already in memory (``best.pt``'s dict, or the same
+    entries read back from an exported bundle; ``source`` names it in errors)."""
+    from genrec_core.sequential.models import MODEL_KINDS
+
+    path = Path(source)
     if ckpt.get("model_kind") in MODEL_KINDS:
         model, loaded = _item_id_model(path, ckpt)
     else:

@@ -1,0 +1,346 @@
+"""``Recommender``: a trained model plus its item catalogue, ranking histories given in the dataset's own ids.
+
+Load it from a pipeline workspace (``data/recommender/best.pt``, ``data/processed/``) or from an
+exported bundle (``genrec export``); ``Recommender.load(path)`` tells them apart by the bundle's
+``manifest.json``. Any ``recommender.model`` (tiger, decoder_only, sasrec, gru4rec) and any training
+method: the model comes back through ``genrec_core.recommender.checkpoint`` (the one loader) and
+ranks through the evaluate stage's routine (``interface.rank_examples`` over the model's ``rank``),
+with the evaluate stage's encoders, so a history ranks as it does in the test split.
+
+Ranking rules:
+- histories are item ids of the raw files (``source_item_id`` of ``data/processed/items.parquet``),
+  oldest first; only the last ``data.max_items`` items are used (the training window);
+- generative models run trie-constrained beam search with ``max(k, evaluate.beam_size)`` beams and
+  return the best k (the pipeline's test ranking uses ``evaluate.beam_size`` beams, so for
+  ``k <= evaluate.beam_size`` the lists are the test stage's); scores are the beams' summed token
+  log-probabilities. SASRec / GRU4Rec return the top k of all items' dot-product scores. As in
+  the evaluate stage, items of the history are not removed;
+- an unknown item id is an error naming it (``unknown="error"``) or is dropped with a warning and
+  reported in ``skipped`` (``unknown="skip"``);
+- an empty history (also one emptied by skipping) gets the fallback: the items most often seen in
+  training (``train_count``, ties by item index), ``fallback = "most_popular"``, score = that count;
+- ``k`` must be 1 .. the number of items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from genrec_core.serving.errors import RequestError
+
+log = logging.getLogger(__name__)
+
+FALLBACK_POPULAR = "most_popular"
+UNKNOWN_POLICIES = ("error", "skip")
+#: Longest list of unknown ids quoted in an error message.
+_QUOTED = 10
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+def title_column(columns: Sequence[str]) -> str | None:
+    """The items table's title column: ``title``, else the first column whose name contains it."""
+    if "title" in columns:
+        return "title"
+    return next((c for c in columns if "title" in c.lower() and c not in ("item_id", "source_item_id")), None)
+
+
+def catalogue_frame(items: pl.DataFrame, sequences: pl.DataFrame | None) -> pl.DataFrame:
+    """``item_id, source_item_id, title, train_count`` (+ the other text fields) from the preprocess
+    stage's items table and (for the popularity fallback) its sequences' training items."""
+    n = items.height
+    items = items.sort("item_id")
+    if n == 0 or not np.array_equal(items["item_id"].to_numpy(), np.arange(n)):
+        raise ValueError("item ids must be 0..N-1 (the preprocess stage numbers items densely)")
+    counts = np.zeros(n, dtype=np.int64)
+    if sequences is not None and "train_items" in sequences.columns:
+        flat = sequences["train_items"].explode().drop_nulls().to_numpy().astype(np.int64)
+        counts = np.bincount(flat[(flat >= 0) & (flat < n)], minlength=n).astype(np.int64)
+    col = title_column(items.columns)
+    title = items[col].cast(pl.String) if col else pl.Series("title", [None] * n, dtype=pl.String)
+    extra = [c for c in items.columns if c not in ("item_id", "source_item_id", "title", "train_count")]
+    return pl.DataFrame(
+        {"item_id": items["item_id"].cast(pl.Int32), "source_item_id": items["source_item_id"].cast(pl.String), "title": title.alias("title"), "train_count": counts}
+    ).hstack(items.select(extra))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The items a model ranks: row = internal item index."""
+
+    source_ids: list[str]
+    titles: list[str | None]
+    train_count: np.ndarray  # int64 [N]
+    index: dict[str, int] = field(repr=False)
+    popular: np.ndarray = field(repr=False)  # item indices, most seen in training first
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> Catalog:
+        frame = frame.sort("item_id")
+        source_ids = [str(s) for s in frame["source_item_id"].to_list()]
+        counts = frame["train_count"].to_numpy().astype(np.int64) if "train_count" in frame.columns else np.zeros(frame.height, np.int64)
+        popular = np.lexsort((np.arange(frame.height), -counts)).astype(np.int64)
+        titles = frame["title"].to_list() if "title" in frame.columns else [None] * frame.height
+        return cls(source_ids, titles, counts, {s: i for i, s in enumerate(source_ids)}, popular)
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    rank: int  # 1-based
+    item_id: str  # the dataset's own id (source_item_id)
+    title: str | None
+    score: float
+    index: int  # internal item index (row of the items table)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    items: list[RecommendedItem]
+    fallback: str | None = None  # "most_popular" when the history was empty
+    skipped: list[str] = field(default_factory=list)  # unknown ids dropped (unknown="skip")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": [dataclasses.asdict(i) for i in self.items], "fallback": self.fallback, "skipped": list(self.skipped)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked request: the history as internal indices (already cut to the training window)."""
+
+    history: list[int]
+    k: int
+    user: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- recommender
+
+
+class Recommender:
+    """A trained model ready to rank histories of source item ids (see the module docstring)."""
+
+    def __init__(self, loaded: Any, catalog: Catalog, *, max_len: int, beam_size: int, batch_size: int, params: dict[str, Any], users: dict[str, int] | None = None, source: str = "", meta: dict[str, Any] | None = None):
+        self.loaded = loaded  # checkpoint.LoadedRecommender
+        self.catalog = catalog
+        self.max_len = int(max_len)
+        self.beam_size = int(beam_size)
+        self.batch_size = int(batch_size)
+        self.params = params  # the params the model came from (params.yaml as dict)
+        self.users = users  # source user id -> user index (models with user tokens only)
+        self.source = source
+        self.meta = meta or {}
+        self._lock = threading.Lock()
+        n = self.num_items
+        if len(catalog) != n:
+            raise ValueError(f"the items table has {len(catalog)} items but the model ranks {n}")
+        self._collate = self._make_collate()
+
+    # -- loading
+
+    @classmethod
+    def load(cls, path: str | Path = ".", device: str = "cpu", params_file: str | Path | None = None) -> Recommender:
+        """A bundle folder (has ``manifest.json``) or a workspace root."""
+        from genrec_core.serving.bundle import MANIFEST
+
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            return cls.from_bundle(path, device)
+        return cls.from_workspace(path, device=device, params_file=params_file)
+
+    @classmethod
+    def from_workspace(cls, root: str | Path = ".", device: str = "cpu", params_file: str | Path | None = None) -> Recommender:
+        """From the pipeline's outputs under ``root``; params from ``params_file`` (default
+        ``root/params.yaml``; the defaults when there is none)."""
+        from genrec_core.config import load_params
+        from genrec_core.errors import InputFormatError
+        from genrec_core.io import read_parquet
+        from genrec_core.paths import ArtifactPaths
+        from genrec_core.recommender.checkpoint import load_recommender
+
+        root = Path(root)
+        paths = ArtifactPaths(root)
+        loaded = load_recommender(paths.recommender_dir / "best.pt", device)
+        if params_file is None and (root / "params.yaml").exists():
+            params_file = root / "params.yaml"
+        if params_file is None:
+            log.warning("%s has no params.yaml: taking the default params (data.max_items, evaluate.beam_size)", root)
+        params = load_params(params_file)
+        params_dict = dataclasses.asdict(params)
+        params_dict["recommender"] = dataclasses.asdict(loaded.params)  # what the model was trained with
+        items = read_parquet(paths.items, "items table (stage preprocess)")
+        sequences = read_parquet(paths.sequences, "sequences table (stage preprocess)") if paths.sequences.exists() else None
+        try:
+            frame = catalogue_frame(items, sequences)
+        except ValueError as exc:
+            raise InputFormatError(paths.items, str(exc)) from None
+        users = None
+        if loaded.params.user_tokens and sequences is not None:
+            users = dict(zip(sequences["source_user_id"].cast(pl.String).to_list(), sequences["user_id"].to_list()))
+        return cls(
+            loaded,
+            Catalog.from_frame(frame),
+            max_len=_max_len(loaded, params.data.max_items),
+            beam_size=params.evaluate.beam_size,
+            batch_size=params.evaluate.batch_size,
+            params=params_dict,
+            users=users,
+            source=str(root),
+            meta={"catalogue": frame, "paths": paths},
+        )
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str = "cpu", verify: bool = True) -> Recommender:
+        from genrec_core.serving.bundle import read_bundle
+
+        return read_bundle(path, device=device, verify=verify)
+
+    # -- properties
+
+    @property
+    def kind(self) -> str:
+        return self.loaded.kind
+
+    @property
+    def num_items(self) -> int:
+        if self.loaded.item_tokens is not None:
+            return int(self.loaded.item_tokens.shape[0])
+        return int(self.loaded.model.num_items)
+
+    @property
+    def needs_user(self) -> bool:
+        return bool(self.loaded.params.user_tokens)
+
+    def _make_collate(self):
+        if self.loaded.item_tokens is not None:
+            from genrec_core.recommender.data import SequenceEncoder
+
+            p = self.loaded.params
+            return SequenceEncoder(self.loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=self.loaded.vocab.size).collate
+        from genrec_core.sequential.training import ItemIdEncoder
+
+        return ItemIdEncoder(self.num_items).collate
+
+    # -- checking requests
+
+    def check_k(self, k: Any) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise RequestError("k", f"must be an integer, got {k!r}")
+        if k <= 0:
+            raise RequestError("k", f"must be >= 1, got {k}")
+        if k > self.num_items:
+            raise RequestError("k", f"must be at most the number of items in the catalogue ({self.num_items}), got {k}")
+        return int(k)
+
+    def prepare(self, history: Sequence[str | int] | None, k: Any = 10, user: str | int | None = None, unknown: str = "error") -> Prepared:
+        """Check one request (raises ``RequestError`` naming the field) and map it to indices."""
+        if unknown not in UNKNOWN_POLICIES:
+            raise RequestError("unknown", f"must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}")
+        k = self.check_k(k)
+        if history is None:
+            history = []
+        if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+            raise RequestError("history", f"must be a list of item ids, got {type(history).__name__}")
+        ids: list[str] = []
+        for pos, item in enumerate(history):
+            if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+                raise RequestError(f"history[{pos}]", f"an item id must be a string or an integer, got {item!r}")
+            ids.append(str(item).strip())
+        index = self.catalog.index
+        missing = [i for i in ids if i not in index]
+        if missing and unknown == "error":
+            quoted = ", ".join(repr(m) for m in missing[:_QUOTED]) + (f" and {len(missing) - _QUOTED} more" if len(missing) > _QUOTED else "")
+            raise RequestError("history", f"unknown item id(s) {quoted}: not among the model's {self.num_items} items (skip them with unknown='skip' / --skip-unknown / \"skip_unknown\": true)")
+        if missing:
+            log.warning("skipping %d unknown item id(s): %s", len(missing), ", ".join(missing[:_QUOTED]))
+        known = [index[i] for i in ids if i in index][-self.max_len :]
+        return Prepared(known, k, self._user_index(user, bool(known)), missing)
+
+    def _user_index(self, user: str | int | None, ranked: bool) -> int:
+        if not self.needs_user or not ranked:
+            return 0
+        if user is None:
+            raise RequestError("user_id", f"this model prepends a user token (recommender.user_tokens = {self.loaded.params.user_tokens}); give the user's id")
+        assert self.users is not None
+        if str(user) not in self.users:
+            raise RequestError("user_id", f"unknown user id {str(user)!r}")
+        return int(self.users[str(user)])
+
+    # -- ranking
+
+    def recommend(self, histories: Sequence[Sequence[str | int]], k: int = 10, users: Sequence[str | int | None] | None = None, unknown: str = "error", progress: bool = False) -> list[Recommendation]:
+        """One ``Recommendation`` per history (best first); raises ``RequestError`` on bad input."""
+        if users is not None and len(users) != len(histories):
+            raise RequestError("users", f"{len(users)} users for {len(histories)} histories")
+        prepared = []
+        for row, history in enumerate(histories):
+            try:
+                prepared.append(self.prepare(history, k, None if users is None else users[row], unknown))
+            except RequestError as exc:
+                if len(histories) == 1:
+                    raise
+                raise RequestError(exc.field if exc.field != "history" else f"histories[{row}]", exc.message, exc.status) from None
+        return self.rank_prepared(prepared, progress=progress)
+
+    def recommend_one(self, history: Sequence[str | int], k: int = 10, user: str | int | None = None, unknown: str = "error") -> Recommendation:
+        return self.rank_prepared([self.prepare(history, k, user, unknown)])[0]
+
+    def rank_prepared(self, prepared: Sequence[Prepared], progress: bool = False) -> list[Recommendation]:
+        """Rank checked requests together (one model call per batch of ``evaluate.batch_size``)."""
+        out: list[Recommendation | None] = [None] * len(prepared)
+        groups: dict[int, list[int]] = {}
+        for row, p in enumerate(prepared):
+            if p.history:
+                groups.setdefault(max(p.k, self.beam_size), []).append(row)
+            else:
+                out[row] = self._popular(p)
+        for width, rows in groups.items():
+            items, scores = self._rank([prepared[r] for r in rows], width, progress)
+            for j, row in enumerate(rows):
+                p = prepared[row]
+                keep = items[j] >= 0
+                got = [self._item(rank, int(i), float(s)) for rank, (i, s) in enumerate(zip(items[j][keep][: p.k], scores[j][keep][: p.k]), start=1)]
+                out[row] = Recommendation(got, None, list(p.skipped))
+        return out  # type: ignore[return-value]
+
+    def _rank(self, prepared: Sequence[Prepared], width: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        from genrec_core.recommender.data import ExampleArrays
+        from genrec_core.recommender.interface import rank_examples
+
+        lengths = np.array([len(p.history) for p in prepared], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        history = np.array([i for p in prepared for i in p.history], dtype=np.int32)
+        examples = ExampleArrays(np.array([p.user for p in prepared], dtype=np.int32), offsets, history, np.zeros(len(prepared), dtype=np.int32))
+        with self._lock, torch.inference_mode():
+            return rank_examples(self.loaded.model, examples, self._collate, width, self.batch_size, progress=progress)
+
+    def _item(self, rank: int, index: int, score: float) -> RecommendedItem:
+        return RecommendedItem(rank, self.catalog.source_ids[index], self.catalog.titles[index], score, index)
+
+    def _popular(self, p: Prepared) -> Recommendation:
+        top = self.catalog.popular[: p.k]
+        return Recommendation([self._item(r, int(i), float(self.catalog.train_count[i])) for r, i in enumerate(top, start=1)], FALLBACK_POPULAR, list(p.skipped))
+
+
+def _max_len(loaded: Any, max_items: int) -> int:
+    """The training window: an item-ID model's own ``max_len``, else ``data.max_items``."""
+    config = getattr(loaded.model, "config", None)
+    if isinstance(config, dict) and "max_len" in config:
+        return int(config["max_len"])
+    return int(max_items)

@@ -1,0 +1,222 @@
+"""Export a trained model as a self-contained bundle, and load one back (checked) without the workspace.
+
+Layout of a bundle folder (``FORMAT_VERSION`` 1):
+
+- ``manifest.json``: ``format`` ("genrec-bundle"), ``format_version``, ``created_utc``,
+  ``model_kind``, ``tokenizer``, ``serving`` (max_len, beam_size, batch_size), ``params`` (the
+  params the model came from, params.yaml as a dict, recommender section as trained),
+  ``checkpoint`` (fingerprint, epoch, step, validation metrics of best.pt) and ``files``:
+  ``{relative path: {"sha256", "bytes"}}`` for every other file;
+- ``model.safetensors``: the weights (tensors that share storage, e.g. T5's tied embeddings,
+  stored once; ``model.json``'s ``aliases`` maps the other names to them);
+- ``model.json``: what rebuilds the model (``model_kind`` + ``config``, or params + vocab +
+  tokenizer name), i.e. best.pt's entries other than the tensors;
+- ``item_tokens.safetensors`` (generative models): every item's token ids [N, L];
+- ``items.parquet``: item_id, source_item_id, title, train_count (popularity fallback), text fields;
+- ``ids.parquet`` (generative): the ID table (``data/ids/item_ids.parquet``);
+- ``tokenizer/<name>.pt`` (generative, when the workspace keeps it): the tokenizer that made the
+  IDs, so that new items can be given IDs later;
+- ``users.parquet`` (models with user tokens): user_id, source_user_id.
+
+``read_bundle`` checks the format, the version and every file's sha256 before loading and fails
+with one ``BundleError`` line otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from genrec_core.errors import GenrecError, InputFormatError
+from genrec_core.io import sha256_file
+from genrec_core.serving.errors import BundleError
+
+FORMAT = "genrec-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+MODEL_JSON = "model.json"
+ITEM_TOKENS = "item_tokens.safetensors"
+ITEMS = "items.parquet"
+IDS = "ids.parquet"
+USERS = "users.parquet"
+#: best.pt entries kept in model.json (the tensors go to safetensors files).
+_CKPT_KEYS = ("model_kind", "config", "params", "vocab", "tokenizer")
+_CKPT_INFO = ("format", "fingerprint", "epoch", "step", "valid")
+
+
+def dedupe_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors stored once, {alias: stored name}) for a state dict whose tensors may share storage."""
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype) if tensor.numel() else None
+        if key is not None and key in seen:
+            aliases[name] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = name
+        stored[name] = tensor.detach().cpu().contiguous()
+    return stored, aliases
+
+
+def export_bundle(root: str | Path, out_dir: str | Path, params_file: str | Path | None = None, force: bool = False) -> Path:
+    """Write the bundle of the workspace at ``root`` to ``out_dir`` (atomically: a complete bundle or none)."""
+    from safetensors.torch import save_file
+
+    from genrec_core.serving.api import Recommender
+
+    root, out_dir = Path(root), Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise GenrecError(f"{out_dir}: already exists and is not empty (pass --force to replace it)")
+    rec = Recommender.from_workspace(root, params_file=params_file)  # checks that everything loads
+    paths = rec.meta["paths"]
+    best = paths.recommender_dir / "best.pt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    stored, aliases = dedupe_shared(ckpt["model"])
+    model_json = {k: ckpt[k] for k in _CKPT_KEYS if k in ckpt}
+    model_json["aliases"] = aliases
+    generative = ckpt.get("item_tokens") is not None
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        save_file(stored, str(tmp / WEIGHTS), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        _write_json(model_json, tmp / MODEL_JSON)
+        rec.meta["catalogue"].write_parquet(tmp / ITEMS, compression="zstd")
+        if generative:
+            save_file({"item_tokens": ckpt["item_tokens"].detach().cpu().contiguous()}, str(tmp / ITEM_TOKENS))
+            if paths.id_table.exists():
+                shutil.copyfile(paths.id_table, tmp / IDS)
+            kept = paths.tokenizer_dir / "kept" / f"{ckpt['tokenizer']}.pt"
+            if kept.exists():
+                (tmp / "tokenizer").mkdir()
+                shutil.copyfile(kept, tmp / "tokenizer" / kept.name)
+        if rec.users is not None:
+            pl.DataFrame({"user_id": list(rec.users.values()), "source_user_id": list(rec.users.keys())}, schema={"user_id": pl.Int32, "source_user_id": pl.String}).write_parquet(tmp / USERS)
+        files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model_kind": rec.kind,
+            "tokenizer": rec.loaded.tokenizer,
+            "num_items": rec.num_items,
+            "serving": {"max_len": rec.max_len, "beam_size": rec.beam_size, "batch_size": rec.batch_size},
+            "params": rec.params,
+            "checkpoint": {k: ckpt[k] for k in _CKPT_INFO if k in ckpt},
+            "source": str(root.resolve()),
+            "files": files,
+        }
+        _write_json(manifest, tmp / MANIFEST)
+        _set_modes(tmp)
+        _replace_dir(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _set_modes(folder: Path) -> None:
+    """mkdtemp and safetensors create owner-only entries; give the bundle the usual umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` at ``target`` (an old one is removed only after the swap)."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    """The bundle's manifest, after checking its format, version and (``verify``) every file's hash."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        raise BundleError(f"{path}: not a genrec bundle (no {MANIFEST}); create one with `genrec export DIR`")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{mpath}: not a genrec bundle manifest (format is not {FORMAT!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format version {version!r}, but this genrec reads version {FORMAT_VERSION}; export the model again with this version (genrec export)")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or WEIGHTS not in files or MODEL_JSON not in files or ITEMS not in files:
+        raise BundleError(f"{mpath}: the file list lacks {WEIGHTS}, {MODEL_JSON} or {ITEMS}")
+    if verify:
+        for name, entry in files.items():
+            f = path / name
+            if not f.is_file():
+                raise BundleError(f"{f}: missing from the bundle (listed in {MANIFEST}); export it again")
+            got = sha256_file(f)
+            if got != entry.get("sha256"):
+                raise BundleError(f"{f}: sha256 {got[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...: the bundle was modified or is incomplete; export it again")
+    return manifest
+
+
+def read_bundle(path: str | Path, device: str = "cpu", verify: bool = True):
+    """A ``Recommender`` from a bundle folder (see the module docstring for the checks)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from genrec_core.recommender.checkpoint import recommender_from_checkpoint
+    from genrec_core.serving.api import Catalog, Recommender
+
+    path = Path(path)
+    manifest = read_manifest(path, verify)
+    try:
+        model_json = json.loads((path / MODEL_JSON).read_text(encoding="utf-8"))
+        weights = load_file(str(path / WEIGHTS))
+        item_tokens = load_file(str(path / ITEM_TOKENS))["item_tokens"] if (path / ITEM_TOKENS).exists() else None
+        items = pl.read_parquet(path / ITEMS)
+        users = pl.read_parquet(path / USERS) if (path / USERS).exists() else None
+    except (OSError, json.JSONDecodeError, SafetensorError, KeyError, pl.exceptions.PolarsError) as exc:
+        raise BundleError(f"{path}: unreadable bundle file ({type(exc).__name__}: {exc})") from None
+    for alias, name in model_json.pop("aliases", {}).items():
+        weights[alias] = weights[name]
+    ckpt = {**model_json, "model": weights}
+    if item_tokens is not None:
+        ckpt["item_tokens"] = item_tokens
+    try:
+        loaded = recommender_from_checkpoint(ckpt, path / WEIGHTS, device)
+    except InputFormatError as exc:
+        raise BundleError(str(exc)) from None
+    except RuntimeError as exc:  # load_state_dict: missing / unexpected / mis-shaped weights
+        raise BundleError(f"{path / WEIGHTS}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    serving = manifest.get("serving", {})
+    user_map = None if users is None else dict(zip(users["source_user_id"].cast(pl.String).to_list(), users["user_id"].to_list()))
+    return Recommender(
+        loaded,
+        Catalog.from_frame(items),
+        max_len=serving.get("max_len", manifest["params"]["data"]["max_items"]),
+        beam_size=serving.get("beam_size", manifest["params"]["evaluate"]["beam_size"]),
+        batch_size=serving.get("batch_size", manifest["params"]["evaluate"]["batch_size"]),
+        params=manifest.get("params", {}),
+        users=user_map,
+        source=str(path),
+        meta={"manifest": manifest},
+    )
