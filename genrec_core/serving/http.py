@@ -1,0 +1,207 @@
+"""The HTTP service (``genrec serve``): FastAPI over a ``Recommender``, with an async micro-batcher.
+
+Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
+- ``POST /recommend`` ``{"history": ["i3", "i9"], "k": 10, "user_id": null, "skip_unknown": false}``
+  -> ``{"items": [{"rank", "item_id", "title", "score", "index"}], "fallback", "skipped", "k", "model"}``;
+- ``GET /health`` -> status, model kind, number of items, batching counters;
+- ``POST /items`` (new items, cold start) -> 501: not implemented yet.
+
+Batching: each checked request goes to a queue; one worker takes the first waiting request, waits
+up to ``max_wait_ms`` for more (at most ``max_batch``), ranks them in one model call in a thread
+(the event loop keeps accepting requests) and answers each. Empty histories (popularity fallback)
+skip the queue.
+
+Errors: every bad input is a 4xx with ``{"error": message, "field": name}``: a malformed JSON body
+400 (field ``body``); a missing / mistyped field, an unknown item id, a bad ``k`` or user 422. A
+failure inside the model answers 500 with the same shape and the server keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from genrec_core.serving.api import Prepared, Recommender
+from genrec_core.serving.errors import RequestError
+
+log = logging.getLogger(__name__)
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[StrictStr | StrictInt] = Field(default_factory=list, description="The user's items, oldest first, as the dataset's own item ids. Empty: the most popular items of training (fallback).")
+    k: StrictInt = Field(10, description="How many items to return (1 .. number of items).")
+    user_id: StrictStr | StrictInt | None = Field(None, description="The dataset's user id; only models trained with user tokens need it.")
+    skip_unknown: StrictBool = Field(False, description="Drop unknown item ids (listed in `skipped`) instead of answering 422.")
+
+
+class Item(BaseModel):
+    rank: int
+    item_id: str
+    title: str | None
+    score: float
+    index: int
+
+
+class RecommendResponse(BaseModel):
+    items: list[Item]
+    fallback: str | None = Field(None, description='"most_popular" when the history was empty (or emptied by skip_unknown).')
+    skipped: list[str] = Field(default_factory=list)
+    k: int
+    model: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    field: str | None = None
+
+
+class MicroBatcher:
+    """Collects concurrent requests for up to ``max_wait_s`` and ranks them in one call."""
+
+    def __init__(self, rec: Recommender, max_wait_s: float = 0.005, max_batch: int = 64):
+        self.rec = rec
+        self.max_wait_s = float(max_wait_s)
+        self.max_batch = max(1, int(max_batch))
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+        self.requests = 0
+        self.largest_batch = 0
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def submit(self, prepared: Prepared):
+        assert self.queue is not None, "the batcher is not started"
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((prepared, future))
+        return await future
+
+    async def _collect(self) -> list[tuple[Prepared, asyncio.Future]]:
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        batch = [await self.queue.get()]
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            self.batches += 1
+            self.requests += len(batch)
+            self.largest_batch = max(self.largest_batch, len(batch))
+            try:
+                results = await asyncio.to_thread(self.rec.rank_prepared, [p for p, _ in batch])
+            except Exception as exc:  # answer every waiting request; the worker keeps running
+                log.exception("ranking a batch of %d failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():  # the client may have gone
+                    future.set_result(result)
+
+
+def _error(status: int, message: str, field: str | None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "field": field})
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) if parts else "body"
+
+
+def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) -> FastAPI:
+    batcher = MicroBatcher(rec, max_wait_ms / 1000.0, max_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    errors = {400: {"model": ErrorBody, "description": "Malformed JSON body"}, 422: {"model": ErrorBody, "description": "A field is missing, mistyped or invalid (unknown item id, bad k)"}}
+    app = FastAPI(title="genrec recommender", version="1", description=f"Recommendations of a trained {rec.kind} model over {rec.num_items} items.", lifespan=lifespan)
+    app.state.recommender = rec
+    app.state.batcher = batcher
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        bad_json = next((e for e in errs if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            reason = (bad_json.get("ctx") or {}).get("error", bad_json.get("msg", "invalid JSON"))
+            return _error(400, f"malformed JSON body: {reason}", "body")
+        first = errs[0] if errs else {"loc": ("body",), "msg": "invalid request"}
+        field = _field(first.get("loc", ()))
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+        if len(errs) > 1:
+            message += f" (and {len(errs) - 1} more: {', '.join(_field(e.get('loc', ())) for e in errs[1:])})"
+        return _error(422, message, field)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.field)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug, not bad input
+        log.exception("internal error")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", None)
+
+    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
+    async def recommend(body: RecommendRequest) -> dict[str, Any]:
+        """Rank the catalogue for one history (concurrent requests are batched on the server)."""
+        prepared = rec.prepare(body.history, body.k, body.user_id, "skip" if body.skip_unknown else "error")
+        result = rec.rank_prepared([prepared])[0] if not prepared.history else await batcher.submit(prepared)
+        return {**result.to_dict(), "k": prepared.k, "model": rec.kind}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        manifest = rec.meta.get("manifest", {})
+        return {
+            "status": "ok",
+            "model": rec.kind,
+            "items": rec.num_items,
+            "format_version": manifest.get("format_version"),
+            "batches": batcher.batches,
+            "requests": batcher.requests,
+            "largest_batch": batcher.largest_batch,
+        }
+
+    @app.post("/items", status_code=501, responses={501: {"model": ErrorBody}})
+    async def add_items() -> JSONResponse:
+        """Not implemented yet: giving new items IDs (cold start) is a later part of issue 14."""
+        return _error(501, "adding items (cold start) is not implemented yet; the bundle ships the tokenizer for it", None)
+
+    return app
+
+
+def serve(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0, max_batch: int = 64, log_level: str = "info") -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(rec, max_wait_ms, max_batch), host=host, port=port, log_level=log_level)
