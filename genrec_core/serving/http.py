@@ -131,8 +131,14 @@ def _error(status: int, message: str, field: str | None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message, "field": field})
 
 
+#: Union members pydantic appends to an error's location (``history.0.str``): not part of the field name.
+_UNION_TAGS = {"str", "int", "bool", "float", "none", "list", "dict"}
+
+
 def _field(loc: tuple | list) -> str:
     parts = [str(p) for p in loc if p != "body"]
+    while len(parts) > 1 and parts[-1] in _UNION_TAGS:
+        parts.pop()
     return ".".join(parts) if parts else "body"
 
 
@@ -157,11 +163,15 @@ def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) 
         if bad_json is not None:
             reason = (bad_json.get("ctx") or {}).get("error", bad_json.get("msg", "invalid JSON"))
             return _error(400, f"malformed JSON body: {reason}", "body")
-        first = errs[0] if errs else {"loc": ("body",), "msg": "invalid request"}
-        field = _field(first.get("loc", ()))
-        message = f"{field}: {first.get('msg', 'invalid value')}"
-        if len(errs) > 1:
-            message += f" (and {len(errs) - 1} more: {', '.join(_field(e.get('loc', ())) for e in errs[1:])})"
+        by_field: dict[str, list[str]] = {}
+        for e in errs or [{"loc": ("body",), "msg": "invalid request"}]:
+            msgs = by_field.setdefault(_field(e.get("loc", ())), [])
+            if e.get("msg", "invalid value") not in msgs:
+                msgs.append(e.get("msg", "invalid value"))
+        field, msgs = next(iter(by_field.items()))
+        message = f"{field}: {' or '.join(msgs)}"  # a union's members each report one message
+        if len(by_field) > 1:
+            message += f" (and {len(by_field) - 1} more: {', '.join(list(by_field)[1:])})"
         return _error(422, message, field)
 
     @app.exception_handler(RequestError)
