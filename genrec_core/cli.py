@@ -158,32 +158,11 @@ def overrides(config: Annotated[Path, typer.Argument(help="A YAML overlay, e.g. 
 
 # --------------------------------------------------------------------------- use a trained model
 # Not DVC stages: they read a workspace's outputs (or an exported bundle) and write only where told.
+# Their code lives in genrec_core/serving and is imported inside each command, so a stage's command
+# never loads it (tests/test_dvc_dependencies.py does not follow these commands' bodies).
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="An exported bundle folder, or a workspace root (data/recommender/best.pt, data/processed/).")]
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2)
-
-
-def _load_recommender(model: Path, params: Path | None, device: str):
-    from genrec_core.serving.api import Recommender
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return Recommender.load(model, device=device, params_file=params)
-
-
-def _print_table(result) -> None:
-    rows = [(str(i.rank), i.item_id, i.title or "", f"{i.score:.4f}") for i in result.items]
-    header = ("rank", "item_id", "title", "score")
-    widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h) for c, h in enumerate(header)]
-    if result.fallback:
-        typer.echo(f"# empty history: fallback {result.fallback} (the items most often seen in training; score = training count)")
-    if result.skipped:
-        typer.echo(f"# skipped unknown item ids: {', '.join(result.skipped)}")
-    for r in (header, *rows):
-        typer.echo("  ".join(v.rjust(w) if c in (0, 3) else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip())
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N | auto.")]
 
 
 @app.command()
@@ -196,36 +175,15 @@ def recommend(
     user: Annotated[str | None, typer.Option("--user", help="The user's id (models trained with user tokens only).")] = None,
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop unknown item ids with a warning instead of failing.")] = False,
     params: Annotated[Path | None, typer.Option("--params", "-p", help="Workspace only: params.yaml (default ROOT/params.yaml).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N | auto.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Recommend with a trained model: one history (--history, prints a table) or a file (--input/--output).
 
     Examples: genrec recommend --history "i3,i9,i4" -k 10; genrec recommend -m bundle/ --input users.csv --output recs.parquet
     """
-    from genrec_core.errors import GenrecError
-    from genrec_core.runtime import resolve_device
+    from genrec_core.serving.commands import recommend_command
 
-    try:
-        if (history is None) == (input_ is None):
-            raise GenrecError("give exactly one of --history or --input")
-        if input_ is not None and (output is None or output.suffix.lower() != ".parquet"):
-            raise GenrecError("--input needs --output FILE.parquet")
-        if input_ is None and output is not None:
-            raise GenrecError("--output goes with --input")
-        rec = _load_recommender(model, params, resolve_device(device))
-        unknown = "skip" if skip_unknown else "error"
-        if input_ is not None:
-            from genrec_core.serving.batch_io import recommend_file, write_recommendations
-
-            recs, users = recommend_file(rec, input_, k, unknown, progress=True)
-            write_recommendations(recs, users, output)
-            typer.echo(f"wrote {len(recs)} users' top {k} to {output}", err=True)
-        else:
-            from genrec_core.serving.batch_io import split_history
-
-            _print_table(rec.recommend_one(split_history(history), k, user, unknown))
-    except GenrecError as exc:
-        raise _fail(exc) from None
+    recommend_command(history, input_, output, k, model, user, skip_unknown, params, device)
 
 
 @app.command()
@@ -240,15 +198,9 @@ def export(
     Writes weights (safetensors), model and vocabulary config, the ID table, item metadata, the
     tokenizer and manifest.json (sha256 per file, params, format version).
     """
-    from genrec_core.errors import GenrecError
-    from genrec_core.serving.bundle import export_bundle
+    from genrec_core.serving.commands import export_command
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        path = export_bundle(root, out_dir, params_file=params, force=force)
-    except GenrecError as exc:
-        raise _fail(exc) from None
-    typer.echo(f"exported {path}")
+    export_command(out_dir, root, params, force)
 
 
 @app.command()
@@ -258,19 +210,12 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long the micro-batcher waits for more requests.")] = 5.0,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most requests ranked in one model call.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N | auto.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Serve recommendations over HTTP: POST /recommend, GET /health, docs at /docs."""
-    from genrec_core.errors import GenrecError
-    from genrec_core.runtime import resolve_device
+    from genrec_core.serving.commands import serve_command
 
-    try:
-        rec = _load_recommender(bundle, None, resolve_device(device))
-    except GenrecError as exc:
-        raise _fail(exc) from None
-    from genrec_core.serving.http import serve as run_server
-
-    run_server(rec, host=host, port=port, max_wait_ms=max_wait_ms, max_batch=max_batch)
+    serve_command(bundle, host, port, max_wait_ms, max_batch, device)
 
 
 if __name__ == "__main__":  # pragma: no cover

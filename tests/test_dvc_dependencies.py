@@ -6,7 +6,10 @@ level or inside a function (package ``__init__`` files included, ``if TYPE_CHECK
 skipped), must lie under one of the stage's ``deps``. Imports are resolved statically with ``ast``;
 ``importlib.import_module`` of a constant name counts, and of an f-string with a constant package
 prefix counts as the whole package (the data sources' registry). The CLI's ``stages.<module>``
-dispatch is the one dynamic import not followed: its target is the stage module itself. Modules
+dispatch is the one dynamic import not followed: its target is the stage module itself. The
+bodies of ``genrec`` commands that are no stage (``recommend``, ``export``, ``serve``,
+``overrides``: they never call ``_run_stage``) are not followed in cli.py either: a stage's command
+never runs them. Modules
 that hold nothing but a docstring, ``__version__``/``__all__`` and ``from __future__`` imports
 cannot change an output and need not be declared.
 
@@ -66,15 +69,18 @@ def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _walk(node: ast.AST) -> Iterator[ast.AST]:
-    """Every node, except the bodies of ``if TYPE_CHECKING:`` (never run)."""
+def _walk(node: ast.AST, skip: frozenset[str] = frozenset()) -> Iterator[ast.AST]:
+    """Every node, except the bodies of ``if TYPE_CHECKING:`` (never run) and of the functions
+    named in ``skip``."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in skip:
+        return
     yield node
     if isinstance(node, ast.If) and _is_type_checking(node.test):
         children = node.orelse
     else:
         children = list(ast.iter_child_nodes(node))
     for child in children:
-        yield from _walk(child)
+        yield from _walk(child, skip)
 
 
 def _package_modules(package: str) -> set[str]:
@@ -82,13 +88,14 @@ def _package_modules(package: str) -> set[str]:
     return {module_name(p) for p in folder.rglob("*.py")} if folder.is_dir() else set()
 
 
-def imported_names(path: Path) -> set[str]:
-    """Dotted names a module imports (statically), before checking which are project modules."""
+def imported_names(path: Path, skip: frozenset[str] = frozenset()) -> set[str]:
+    """Dotted names a module imports (statically), before checking which are project modules
+    (imports inside the functions named in ``skip`` left out)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     this = module_name(path)
     package = this if path.name == "__init__.py" else this.rpartition(".")[0]
     names: set[str] = set()
-    for node in _walk(tree):
+    for node in _walk(tree, skip):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -115,17 +122,19 @@ def _is_import_module(func: ast.expr) -> bool:
     return (isinstance(func, ast.Attribute) and func.attr == "import_module") or (isinstance(func, ast.Name) and func.id == "import_module")
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, skip: frozenset[str] = frozenset()) -> set[str]:
     """Project modules importing ``path`` runs: each imported name and its parent packages."""
     out = set()
-    for name in imported_names(path):
+    for name in imported_names(path, skip):
         parts = name.split(".")
         out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return {name for name in out if module_file(name) is not None}
 
 
-def import_closure(roots: list[Path]) -> set[Path]:
-    """Every project file the roots import, transitively (the roots and their packages included)."""
+def import_closure(roots: list[Path], skip: dict[Path, frozenset[str]] | None = None) -> set[Path]:
+    """Every project file the roots import, transitively (the roots and their packages included;
+    ``skip``: {file: functions of it whose imports are not followed})."""
+    skip = skip or {}
     todo = [*roots]
     for root in roots:  # importing a module runs its packages' __init__ first
         parts = module_name(root).split(".")
@@ -136,7 +145,7 @@ def import_closure(roots: list[Path]) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        todo.extend(module_file(name) for name in imported_modules(path))
+        todo.extend(module_file(name) for name in imported_modules(path, skip.get(path, frozenset())))
     return seen
 
 
@@ -171,6 +180,16 @@ def cli_commands() -> dict[str, str]:
     return commands
 
 
+def non_stage_commands() -> frozenset[str]:
+    """Functions of cli.py's commands that never call ``_run_stage`` (recommend, export, serve, ...)."""
+    names = set()
+    for node in ast.parse(CLI.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and any(isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command" for d in node.decorator_list):
+            if not any(isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == "_run_stage" for c in ast.walk(node)):
+                names.add(node.name)
+    return frozenset(names)
+
+
 def stage_module(cmd: str) -> Path:
     words = shlex.split(cmd)
     assert words[0] == "genrec" and len(words) >= 2, f"stage command {cmd!r}: expected 'genrec <command>'"
@@ -202,7 +221,7 @@ def missing_code_deps(dvc: dict) -> dict[str, list[str]]:
     """{stage: project files its command imports that none of its deps covers}."""
     missing = {}
     for name, stage in dvc["stages"].items():
-        files = import_closure([CLI, stage_module(stage["cmd"])])
+        files = import_closure([CLI, stage_module(stage["cmd"])], {CLI: non_stage_commands()})
         deps = entry_paths(stage.get("deps"))
         rel = sorted(str(f.relative_to(REPO)) for f in files if not is_inert(f))
         if gaps := [f for f in rel if not covered(f, deps)]:
@@ -293,6 +312,14 @@ def test_the_import_resolver_follows_function_level_relative_and_registry_import
 
 def test_deps_cover_every_module_a_stage_imports():
     assert missing_code_deps(load_dvc_yaml()) == {}
+
+
+def test_the_commands_that_are_no_stage_are_not_followed_but_their_imports_exist():
+    assert {"recommend", "export", "serve", "overrides"} <= non_stage_commands()
+    assert not non_stage_commands() & {"preprocess", "embed", "train_tokenizer", "train", "evaluate"}  # stage commands are followed
+    closure = {str(p.relative_to(REPO)) for p in import_closure([CLI], {CLI: non_stage_commands()})}
+    assert not any(p.startswith("genrec_core/serving/") for p in closure)
+    assert "genrec_core/serving/commands.py" in {str(p.relative_to(REPO)) for p in import_closure([CLI])}
 
 
 @pytest.mark.parametrize(

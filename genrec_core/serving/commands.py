@@ -1,0 +1,88 @@
+"""What ``genrec recommend``, ``genrec export`` and ``genrec serve`` do (``genrec_core/cli.py``
+declares their options). User errors print one line and exit with status 2, no traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from genrec_core.errors import GenrecError
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+def _log_warnings() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _load(model: Path, params: Path | None, device: str):
+    from genrec_core.runtime import resolve_device
+    from genrec_core.serving.api import Recommender
+
+    return Recommender.load(model, device=resolve_device(device), params_file=params)
+
+
+def print_table(result) -> None:
+    """rank, item_id, title, score: one line per item (a '#' note first for a fallback or skipped ids)."""
+    rows = [(str(i.rank), i.item_id, i.title or "", f"{i.score:.4f}") for i in result.items]
+    header = ("rank", "item_id", "title", "score")
+    widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h) for c, h in enumerate(header)]
+    if result.fallback:
+        typer.echo(f"# empty history: fallback {result.fallback} (the items most often seen in training; score = training count)")
+    if result.skipped:
+        typer.echo(f"# skipped unknown item ids: {', '.join(result.skipped)}")
+    for r in (header, *rows):
+        typer.echo("  ".join(v.rjust(w) if c in (0, 3) else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip())
+
+
+def recommend_command(history: str | None, input_: Path | None, output: Path | None, k: int, model: Path, user: str | None, skip_unknown: bool, params: Path | None, device: str) -> None:
+    _log_warnings()
+    try:
+        if (history is None) == (input_ is None):
+            raise GenrecError("give exactly one of --history or --input")
+        if input_ is not None and (output is None or output.suffix.lower() != ".parquet"):
+            raise GenrecError("--input needs --output FILE.parquet")
+        if input_ is None and output is not None:
+            raise GenrecError("--output goes with --input")
+        rec = _load(model, params, device)
+        unknown = "skip" if skip_unknown else "error"
+        if input_ is not None:
+            from genrec_core.serving.batch_io import recommend_file, write_recommendations
+
+            recs, users = recommend_file(rec, input_, k, unknown, progress=True)
+            write_recommendations(recs, users, output)
+            typer.echo(f"wrote {len(recs)} users' top {k} to {output}", err=True)
+        else:
+            from genrec_core.serving.batch_io import split_history
+
+            print_table(rec.recommend_one(split_history(history), k, user, unknown))
+    except GenrecError as exc:
+        raise _fail(exc) from None
+
+
+def export_command(out_dir: Path, root: Path, params: Path | None, force: bool) -> None:
+    from genrec_core.serving.bundle import export_bundle
+
+    _log_warnings()
+    try:
+        path = export_bundle(root, out_dir, params_file=params, force=force)
+    except GenrecError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"exported {path}")
+
+
+def serve_command(bundle: Path, host: str, port: int, max_wait_ms: float, max_batch: int, device: str) -> None:
+    _log_warnings()
+    try:
+        rec = _load(bundle, None, device)
+    except GenrecError as exc:
+        raise _fail(exc) from None
+    from genrec_core.serving.http import serve
+
+    serve(rec, host=host, port=port, max_wait_ms=max_wait_ms, max_batch=max_batch)
