@@ -30,6 +30,16 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 
+#: workspace name -> (recommender.model, stages, extra overrides)
+KINDS = {
+    "tiger": ("tiger", "generative", []),
+    "sasrec": ("sasrec", ("preprocess", "train", "evaluate"), []),
+    "decoder_only": ("decoder_only", "generative", []),
+    "gru4rec": ("gru4rec", ("preprocess", "train", "evaluate"), []),
+    "tiger_users": ("tiger", "generative", ["recommender.user_tokens=4"]),  # needs each user's id
+}
+
+
 def _write_params(root: Path, overrides: list[str]) -> None:
     from genrec_core.config import load_params
 
@@ -47,15 +57,17 @@ def workspaces(tmp_path_factory) -> dict[str, Path]:
     _tiny_dataset(tmp / "raw")
     roots = {}
     threads = torch.get_num_threads()
-    for kind, stages in (("tiger", ("preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate")), ("sasrec", ("preprocess", "train", "evaluate"))):
-        root = tmp / kind
+    generative = ("preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate")
+    for name, (model, stages, extra) in KINDS.items():
+        root = tmp / name
         root.mkdir()
-        _write_params(root, [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}", "recommender.epochs=1", f"recommender.model={kind}"])
+        _write_params(root, [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}", "recommender.epochs=1", f"recommender.model={model}", *extra])
+        stages = generative if stages == "generative" else stages
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)
             for stage in stages:
                 _run_stage(stage, root / "params.yaml", [], root)
-        roots[kind] = root
+        roots[name] = root
     torch.set_num_threads(threads)
     return roots
 
@@ -75,6 +87,12 @@ def _test_histories(root: Path) -> tuple[list[list[str]], pl.DataFrame]:
     return [[items[i] for i in h] for h in test["history"].to_list()], pl.read_parquet(root / "data/predictions/test.parquet")
 
 
+def _test_users(root: Path) -> list[str]:
+    """The test split's users as the dataset's own user ids."""
+    users = dict(pl.read_parquet(root / "data/processed/sequences.parquet").select("user_id", "source_user_id").iter_rows())
+    return [users[u] for u in pl.read_parquet(root / "data/processed/test.parquet")["user_id"].to_list()]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,23 +106,31 @@ def _env() -> dict[str, str]:
 # --------------------------------------------------------------------------- API = pipeline
 
 
-@pytest.mark.parametrize("kind", ["tiger", "sasrec"])
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_the_api_ranks_the_test_split_like_the_evaluate_stage(workspaces, kind):
     from genrec_core.serving.api import Recommender
+    from genrec_core.serving.errors import RequestError
 
     rec = Recommender.load(workspaces[kind])
     histories, preds = _test_histories(workspaces[kind])
-    recs = rec.recommend(histories, k=rec.beam_size)
+    users = _test_users(workspaces[kind]) if rec.needs_user else None
+    recs = rec.recommend(histories, k=rec.beam_size, users=users)
     assert [[i.index for i in r.items] for r in recs] == [list(x) for x in preds["items"].to_list()]
     np.testing.assert_allclose([[i.score for i in r.items] for r in recs], np.array(preds["scores"].to_list()), rtol=1e-6)
     first = recs[0].items[0]
     assert first.rank == 1 and first.item_id == rec.catalog.source_ids[first.index] and recs[0].fallback is None
+    if rec.needs_user:  # a model with user tokens needs a known user
+        for user, words in ((None, "give the user's id"), ("nobody", "unknown user id 'nobody'")):
+            with pytest.raises(RequestError, match=words) as err:
+                rec.recommend_one(histories[0], 5, user=user)
+            assert err.value.field == "user_id"
 
 
 def test_a_bundle_ranks_in_a_fresh_process_exactly_like_best_pt(workspaces, bundles, tmp_path):
     """The bundles load in a new interpreter with the workspaces moved away."""
     requests = {kind: _test_histories(root)[0] for kind, root in workspaces.items()}
-    (tmp_path / "requests.json").write_text(json.dumps({"bundles": {k: str(v) for k, v in bundles.items()}, "histories": requests}))
+    users = {kind: _test_users(root) for kind, root in workspaces.items() if kind == "tiger_users"}
+    (tmp_path / "requests.json").write_text(json.dumps({"bundles": {k: str(v) for k, v in bundles.items()}, "histories": requests, "users": users}))
     script = (
         "import json, sys\n"
         "from genrec_core.serving.api import Recommender\n"
@@ -112,7 +138,7 @@ def test_a_bundle_ranks_in_a_fresh_process_exactly_like_best_pt(workspaces, bund
         "out = {}\n"
         "for kind, path in req['bundles'].items():\n"
         "    rec = Recommender.load(path)\n"
-        "    recs = rec.recommend(req['histories'][kind], k=rec.beam_size)\n"
+        "    recs = rec.recommend(req['histories'][kind], k=rec.beam_size, users=req['users'].get(kind))\n"
         "    out[kind] = {'items': [[i.index for i in r.items] for r in recs], 'scores': [[i.score for i in r.items] for r in recs]}\n"
         "json.dump(out, open(sys.argv[2], 'w'))\n"
     )
@@ -164,6 +190,9 @@ def test_bad_requests_raise_one_error_naming_the_field(bundles):
         with pytest.raises(RequestError) as err:
             rec.recommend_one(**kwargs)
         assert err.value.field == field and words in str(err.value)
+    with pytest.raises(RequestError) as err:  # many histories: the error names the row
+        rec.recommend([[known[0]], [known[1], 2.5]], 5)
+    assert err.value.field == "histories[1][1]"
     skipped = rec.recommend_one([known[0], "no-such-item"], 5, unknown="skip")
     assert skipped.skipped == ["no-such-item"] and skipped.fallback is None
     assert [i.item_id for i in skipped.items] == [i.item_id for i in rec.recommend_one([known[0]], 5).items]

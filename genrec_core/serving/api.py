@@ -295,7 +295,8 @@ class Recommender:
             except RequestError as exc:
                 if len(histories) == 1:
                     raise
-                raise RequestError(exc.field if exc.field != "history" else f"histories[{row}]", exc.message, exc.status) from None
+                field = f"histories[{row}]{exc.field[len('history'):]}" if exc.field.startswith("history") else exc.field
+                raise RequestError(field, exc.message, exc.status) from None
         return self.rank_prepared(prepared, progress=progress)
 
     def recommend_one(self, history: Sequence[str | int], k: int = 10, user: str | int | None = None, unknown: str = "error") -> Recommendation:
