@@ -18,8 +18,9 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    help="Generative recommendation pipeline: each command is one DVC stage (see dvc.yaml). "
-    "Run them all with `dvc repro`, or one alone for debugging.",
+    help="Generative recommendation pipeline: each command is one DVC stage (see dvc.yaml); "
+    "run them all with `dvc repro`, or one alone for debugging. recommend, export and serve use "
+    "a trained model (not stages).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
