@@ -1,5 +1,5 @@
 """The ``genrec`` command: one sub-command per pipeline stage (what dvc.yaml runs), plus the
-commands that use a trained model (``recommend``, ``export``, ``serve``; not stages).
+commands that use a trained model (``recommend``, ``export``, ``serve``, ``add-items``; not stages).
 
 Every command reads params.yaml (``--params``), applies ``-S section.key=value`` overrides the way
 ``dvc exp run -S`` does, seeds the run, and calls ``stages.<name>.run(params, root)``. Stage
@@ -19,7 +19,7 @@ import typer
 
 app = typer.Typer(
     help="Generative recommendation pipeline: each command is one DVC stage (see dvc.yaml); "
-    "run them all with `dvc repro`, or one alone for debugging. recommend, export and serve use "
+    "run them all with `dvc repro`, or one alone for debugging. recommend, export, serve and add-items use "
     "a trained model (not stages).",
     no_args_is_help=True,
     add_completion=False,
@@ -221,3 +221,20 @@ def serve(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+@app.command("add-items")
+def add_items(
+    file: Annotated[Path, typer.Argument(help="New items: JSONL (one {\"item_id\", \"text\"} or {\"item_id\", <text fields>} per line), a JSON list, or CSV with a header.")],
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The exported bundle to extend.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the extended bundle here instead of over --bundle.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (encoding the texts).")] = "cpu",
+) -> None:
+    """Add new items (cold start) to a bundle of a generative model: embed their text with the
+    bundle's encoder, give them IDs with its tokenizer, extend the trie; they are then recommendable.
+
+    Example: genrec add-items new_items.jsonl --bundle bundle/
+    """
+    from genrec_core.serving.commands import add_items_command
+
+    add_items_command(file, bundle, out, device)

@@ -191,6 +191,7 @@ class Recommender:
         except ValueError as exc:
             raise InputFormatError(paths.items, str(exc)) from None
         users = None
+        extra_meta = _workspace_cold_start_meta(paths, params_dict, loaded.tokenizer)
         if loaded.params.user_tokens and sequences is not None:
             users = dict(zip(sequences["source_user_id"].cast(pl.String).to_list(), sequences["user_id"].to_list()))
         return cls(
@@ -202,7 +203,7 @@ class Recommender:
             params=params_dict,
             users=users,
             source=str(root),
-            meta={"catalogue": frame, "paths": paths},
+            meta={"catalogue": frame, "paths": paths, **extra_meta},
         )
 
     @classmethod
@@ -331,6 +332,66 @@ class Recommender:
         with self._lock, torch.inference_mode():
             return rank_examples(self.loaded.model, examples, self._collate, width, self.batch_size, progress=progress)
 
+    # -- new items (cold start)
+
+    def add_items(self, items: Any, device: str = "cpu") -> Any:
+        """Make new items recommendable (generative models only; see ``serving.new_items``).
+
+        ``items``: a list of ``{"item_id": ..., "text": "..."}`` or ``{"item_id": ..., <text
+        fields of the dataset>}`` (rendered with the embed stage's template), or a mapping
+        ``{item_id: text}``. Their text is embedded with the model's encoder, the trained tokenizer
+        gives them IDs (collisions resolved with the trained ``ids.collision`` against the existing
+        table, whose IDs do not change), the trie is extended; afterwards they are ranked and may
+        appear in histories like any item. Raises ``RequestError`` naming the bad field (nothing is
+        changed then) and ``GenrecError`` when this model cannot add items. Returns ``AddedItems``.
+        """
+        from genrec_core.errors import GenrecError
+        from genrec_core.serving.new_items import AddedItems, UnassignableItem, assign_new_ids, check_encoder_spec, check_new_items, embed_texts, render_new_texts
+
+        if self.loaded.item_tokens is None:
+            raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model (tiger, decoder_only)")
+        spec = self.meta.get("encoder")
+        check_encoder_spec(spec, self.source)
+        tok_path = self.meta.get("tokenizer_path")
+        if tok_path is None or not Path(tok_path).is_file():
+            raise GenrecError(f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace that keeps it")
+        new = check_new_items(items, self.catalog.index, spec["text_fields"])
+        texts = render_new_texts(new, spec)
+        if self.meta.get("_encoder") is None:
+            from genrec_core.serving.new_items import build_text_encoder
+
+            self.meta["_encoder"] = build_text_encoder(spec, device)
+        vectors = embed_texts(self.meta["_encoder"], texts, bool(spec.get("normalize", True)))
+        if self.meta.get("_tokenizer") is None:
+            from genrec_core.tokenizers.training import load_tokenizer
+
+            self.meta["_tokenizer"] = load_tokenizer(tok_path)
+        try:
+            result = self.meta["_tokenizer"].quantize(vectors)
+        except ValueError as exc:  # the encoder does not make vectors of the tokenizer's input size
+            raise GenrecError(f"{self.source}: the encoder's vectors do not fit the tokenizer ({exc})") from None
+        vocab = self.loaded.vocab
+        mode = (self.params.get("ids") or {}).get("collision", "reassign_last")
+        existing = vocab.tokens_to_codes(self.loaded.item_tokens.cpu().numpy())
+        try:
+            codes, moved = assign_new_ids(result.codes, result.last_residual, result.last_codebook, existing, mode, vocab.level_sizes)
+        except UnassignableItem as exc:
+            raise RequestError(f"items[{exc.row}]", f"item {new[exc.row].source_id!r} cannot be given an ID: {exc.reason}") from None
+        tokens = torch.as_tensor(vocab.codes_to_tokens(codes), dtype=self.loaded.item_tokens.dtype)
+        start = self.num_items
+        with self._lock:
+            table = torch.cat([self.loaded.item_tokens.cpu(), tokens]).to(self.loaded.item_tokens.device)
+            self.loaded.model.set_items(table)  # the trie of old + new IDs (a duplicate would fail here, before any change)
+            self.loaded = self.loaded._replace(item_tokens=table)
+            self._collate = self._make_collate()
+            frame = _extend_catalogue(self.meta.get("catalogue"), self.catalog, new, start)
+            self.meta["catalogue"] = frame
+            self.catalog = Catalog.from_frame(frame)
+        added = AddedItems([it.source_id for it in new], list(range(start, start + len(new))), codes, np.asarray(result.codes), [bool(m) for m in moved], texts)
+        self.meta.setdefault("added", []).append(added)
+        log.info("added %d items (%d moved off a taken ID)", len(new), int(np.sum(moved)))
+        return added
+
     def _item(self, rank: int, index: int, score: float) -> RecommendedItem:
         return RecommendedItem(rank, self.catalog.source_ids[index], self.catalog.titles[index], score, index)
 
@@ -345,3 +406,43 @@ def _max_len(loaded: Any, max_items: int) -> int:
     if isinstance(config, dict) and "max_len" in config:
         return int(config["max_len"])
     return int(max_items)
+
+
+def _workspace_cold_start_meta(paths: Any, params: dict[str, Any], tokenizer: str | None) -> dict[str, Any]:
+    """The encoder description and the kept tokenizer's file of a workspace (adding items)."""
+    import json
+
+    from genrec_core.serving.new_items import encoder_spec
+
+    def read(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    return {
+        "encoder": encoder_spec(params, read(paths.reports_dir / "embed.json"), read(paths.dataset_info)),
+        "tokenizer_path": (paths.tokenizer_dir / "kept" / f"{tokenizer}.pt") if tokenizer else None,
+    }
+
+
+def _extend_catalogue(frame: pl.DataFrame | None, catalog: Catalog, new: Sequence[Any], start: int) -> pl.DataFrame:
+    """The catalogue frame with one row per new item (train_count 0; title and text fields as given)."""
+    if frame is None:
+        frame = pl.DataFrame({"item_id": np.arange(len(catalog), dtype=np.int32), "source_item_id": catalog.source_ids, "title": catalog.titles, "train_count": catalog.train_count})
+    rows: dict[str, list] = {c: [] for c in frame.columns}
+    for j, it in enumerate(new):
+        for c in frame.columns:
+            if c == "item_id":
+                rows[c].append(start + j)
+            elif c == "source_item_id":
+                rows[c].append(it.source_id)
+            elif c == "train_count":
+                rows[c].append(0)
+            elif c == "title":
+                col = title_column(list(it.fields))
+                rows[c].append(it.fields.get(col) if col else None)
+            else:
+                rows[c].append(it.fields.get(c, ""))
+    added = pl.DataFrame(rows, schema=frame.schema)
+    return pl.concat([frame, added])

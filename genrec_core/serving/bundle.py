@@ -18,6 +18,15 @@ Layout of a bundle folder (``FORMAT_VERSION`` 1):
   IDs, so that new items can be given IDs later;
 - ``users.parquet`` (models with user tokens): user_id, source_user_id.
 
+The manifest also has ``encoder`` (what embedding a new item's text needs: the embed stage's
+vector source, mode, model, resolved template, text fields, normalisation, PCA; see
+``serving.new_items.encoder_spec``) and, once items were added (``genrec add-items``),
+``added_items`` (one entry per call: when, how many, their first index). Both are optional
+additions inside format version 1: a reader that ignores them ranks the bundle correctly (added
+items are ordinary rows of items.parquet and item_tokens.safetensors); a bundle without
+``encoder`` (exported before it existed) cannot add items and says to export again. In an
+extended bundle ``ids.parquet`` lists the added items under the model's tokenizer only.
+
 ``read_bundle`` checks the format, the version and every file's sha256 before loading and fails
 with one ``BundleError`` line otherwise.
 """
@@ -115,6 +124,7 @@ def export_bundle(root: str | Path, out_dir: str | Path, params_file: str | Path
             "params": rec.params,
             "checkpoint": {k: ckpt[k] for k in _CKPT_INFO if k in ckpt},
             "source": str(root.resolve()),
+            "encoder": rec.meta.get("encoder"),
             "files": files,
         }
         _write_json(manifest, tmp / MANIFEST)
@@ -218,5 +228,56 @@ def read_bundle(path: str | Path, device: str = "cpu", verify: bool = True):
         params=manifest.get("params", {}),
         users=user_map,
         source=str(path),
-        meta={"manifest": manifest},
+        meta={
+            "manifest": manifest,
+            "catalogue": items,
+            "encoder": manifest.get("encoder"),
+            "tokenizer_path": path / "tokenizer" / f"{loaded.tokenizer}.pt" if loaded.tokenizer else None,
+        },
     )
+
+
+def write_added_items(rec, bundle_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write ``rec`` (a bundle's Recommender after ``add_items``) as a bundle at ``out_dir``
+    (default: over ``bundle_dir``), atomically: a copy of the bundle with items.parquet,
+    item_tokens.safetensors and ids.parquet extended, the manifest's hashes, ``num_items`` and
+    ``added_items`` updated; the old bundle stays as it was until the finished one replaces it."""
+    from safetensors.torch import save_file
+
+    bundle_dir = Path(bundle_dir)
+    out_dir = Path(out_dir) if out_dir is not None else bundle_dir
+    manifest = read_manifest(bundle_dir, verify=True)
+    added = rec.meta.get("added") or []
+    if not added:
+        raise GenrecError("no items were added")
+    if out_dir != bundle_dir and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise GenrecError(f"{out_dir}: already exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for name in manifest["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bundle_dir / name, tmp / name)
+        rec.meta["catalogue"].write_parquet(tmp / ITEMS, compression="zstd")
+        save_file({"item_tokens": rec.loaded.item_tokens.detach().cpu().contiguous()}, str(tmp / ITEM_TOKENS))
+        if (tmp / IDS).exists():
+            table = pl.read_parquet(tmp / IDS)
+            extra = [
+                pl.DataFrame({"item_id": a.indices, "tokenizer": [rec.loaded.tokenizer] * len(a.indices), "codes": [c.tolist() for c in a.codes]}, schema=table.schema)
+                for a in added
+            ]
+            pl.concat([table, *extra]).sort(["tokenizer", "item_id"]).write_parquet(tmp / IDS)
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        manifest = dict(manifest)
+        manifest["num_items"] = rec.num_items
+        manifest["added_items"] = [*manifest.get("added_items", []), *({"added_utc": now, "count": len(a.indices), "first_index": a.indices[0]} for a in added)]
+        manifest["files"] = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST}
+        _write_json(manifest, tmp / MANIFEST)
+        _set_modes(tmp)
+        _replace_dir(tmp, out_dir)
+        rec.meta["added"] = []
+        rec.meta["manifest"] = manifest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

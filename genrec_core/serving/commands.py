@@ -86,3 +86,30 @@ def serve_command(bundle: Path, host: str, port: int, max_wait_ms: float, max_ba
     from genrec_core.serving.http import serve
 
     serve(rec, host=host, port=port, max_wait_ms=max_wait_ms, max_batch=max_batch)
+
+
+def add_items_command(file: Path, bundle: Path, out: Path | None, device: str) -> None:
+    """Read new items from FILE, give them IDs with the bundle's tokenizer, write the extended
+    bundle (atomically; nothing is written when any item is refused)."""
+    _log_warnings()
+    try:
+        from genrec_core.serving.bundle import MANIFEST, write_added_items
+        from genrec_core.serving.new_items import read_items_file
+
+        if not (bundle / MANIFEST).exists():
+            raise GenrecError(f"{bundle}: not a genrec bundle (no {MANIFEST}); add-items extends an exported bundle (genrec export DIR)")
+        records, lines = read_items_file(file)
+        rec = _load(bundle, None, device)
+        from genrec_core.serving.new_items import check_new_items
+
+        # check the records with line numbers first (add_items checks them again, by position)
+        spec = rec.meta.get("encoder") or {}
+        check_new_items(records, rec.catalog.index, spec.get("text_fields") or [], lines=lines)
+        added = rec.add_items(records)
+        path = write_added_items(rec, bundle, out)
+    except GenrecError as exc:
+        raise _fail(exc) from None
+    moved = sum(added.moved)
+    typer.echo(f"added {len(added.source_ids)} items to {path} (now {rec.num_items} items; {moved} moved off a taken ID)")
+    for sid, codes in zip(added.source_ids, added.codes):
+        typer.echo(f"{sid}\t{'-'.join(str(int(c)) for c in codes)}")

@@ -4,7 +4,11 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 - ``POST /recommend`` ``{"history": ["i3", "i9"], "k": 10, "user_id": null, "skip_unknown": false}``
   -> ``{"items": [{"rank", "item_id", "title", "score", "index"}], "fallback", "skipped", "k", "model"}``;
 - ``GET /health`` -> status, model kind, number of items, batching counters;
-- ``POST /items`` (new items, cold start) -> 501: not implemented yet.
+- ``POST /items`` ``{"items": [{"item_id": "new1", "text": "..."}, {"item_id": "new2", "title": "..."}],
+  "save": false}`` (new items, cold start; generative models) -> ``{"added": [{"item_id", "index",
+  "semantic_id", "raw_codes", "moved"}], "items": N}``; the items are recommendable at once. With
+  ``"save": true`` (and a bundle served) the bundle on disk is rewritten with them (atomically).
+  An item-ID model (sasrec, gru4rec) or a bundle that cannot add items answers 409.
 
 Batching: each checked request goes to a queue; one worker takes the first waiting request, waits
 up to ``max_wait_ms`` for more (at most ``max_batch``), ranks them in one model call in a thread
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,6 +46,13 @@ class RecommendRequest(BaseModel):
     k: StrictInt = Field(10, description="How many items to return (1 .. number of items).")
     user_id: StrictStr | StrictInt | None = Field(None, description="The dataset's user id; only models trained with user tokens need it.")
     skip_unknown: StrictBool = Field(False, description="Drop unknown item ids (listed in `skipped`) instead of answering 422.")
+
+
+class AddItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[dict[str, Any]] = Field(..., description='New items: {"item_id": ..., "text": ...} or {"item_id": ..., <the dataset\'s text fields>}.')
+    save: StrictBool = Field(False, description="Also rewrite the served bundle on disk with the new items.")
 
 
 class Item(BaseModel):
@@ -203,10 +215,28 @@ def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) 
             "largest_batch": batcher.largest_batch,
         }
 
-    @app.post("/items", status_code=501, responses={501: {"model": ErrorBody}})
-    async def add_items() -> JSONResponse:
-        """Not implemented yet: giving new items IDs (cold start) is a later part of issue 14."""
-        return _error(501, "adding items (cold start) is not implemented yet; the bundle ships the tokenizer for it", None)
+    add_lock = asyncio.Lock()
+
+    @app.post("/items", responses={**errors, 409: {"model": ErrorBody, "description": "This model cannot add items (item-ID model, or no text encoder / tokenizer)"}})
+    async def add_items(body: AddItemsRequest) -> dict[str, Any]:
+        """Add new items (cold start): embed their text, give them IDs with the trained tokenizer, extend the trie."""
+        from genrec_core.errors import GenrecError
+
+        async with add_lock:  # one addition at a time; ranking goes on meanwhile
+            try:
+                added = await asyncio.to_thread(rec.add_items, body.items)
+            except RequestError:
+                raise
+            except GenrecError as exc:
+                return _error(409, str(exc), None)
+            saved = None
+            if body.save:
+                from genrec_core.serving.bundle import MANIFEST, write_added_items
+
+                if not (Path(rec.source) / MANIFEST).exists():
+                    return _error(409, "save: the service does not serve a bundle (nothing to rewrite); the items were added in memory", "save")
+                saved = str(await asyncio.to_thread(write_added_items, rec, rec.source))
+        return {**added.to_dict(), "items": rec.num_items, "saved": saved}
 
     return app
 
