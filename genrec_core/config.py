@@ -73,6 +73,8 @@ class DataParams:
     yelp_format: str = "auto"  # auto | p5 | official
     min_interactions: int = 5  # k of the iterated k-core filter (five-core: 5)
     max_items: int = 20  # history window
+    cold_item_share: float = 0.0  # cold-start evaluation: share of items held out of training (0 = off)
+    cold_item_seed: int = 0  # which items are held out
 
     def validate(self, prefix: str = "data") -> None:
         _check(self.dataset in DATASETS, f"{prefix}.dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -80,6 +82,12 @@ class DataParams:
         _check(self.yelp_format in ("auto", "p5", "official"), f"{prefix}.yelp_format", f"must be auto, p5 or official, got {self.yelp_format!r}")
         _check(self.min_interactions >= 3, f"{prefix}.min_interactions", f"must be >= 3 (leave-one-out needs a training item, a validation and a test item per user), got {self.min_interactions}")
         _check(self.max_items >= 1, f"{prefix}.max_items", f"must be >= 1, got {self.max_items}")
+        _check(
+            not isinstance(self.cold_item_share, bool) and isinstance(self.cold_item_share, (int, float)) and 0.0 <= self.cold_item_share < 1.0,
+            f"{prefix}.cold_item_share",
+            f"must be a number in [0, 1) (0 = no held-out items), got {self.cold_item_share!r}",
+        )
+        _check(self.cold_item_seed >= 0, f"{prefix}.cold_item_seed", f"must be a non-negative integer, got {self.cold_item_seed}")
         if self.dataset != "ml-100k":
             _check(self.raw_dir is not None, f"{prefix}.raw_dir", f"dataset {self.dataset!r} needs raw_dir (only ml-100k is downloaded automatically)")
         if self.dataset == "amazon2023":

@@ -18,7 +18,7 @@ def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     data = params.data
     raw = get_source(data).load()
-    processed = apply_protocol(raw, data.min_interactions, data.max_items, dataset_display_name(data.dataset, data.category))
+    processed = apply_protocol(raw, data.min_interactions, data.max_items, dataset_display_name(data.dataset, data.category), data.cold_item_share, data.cold_item_seed)
 
     # Everything is computed before the first write, so bad input leaves no partial outputs.
     write_parquet(processed.items, paths.items)
@@ -33,6 +33,7 @@ def run(params: Params, root: Path) -> None:
             "default_template": raw.default_template,
             "text_fields": text_fields,
             "presequenced": raw.presequenced,
+            **({"cold_item_ids": processed.cold_items} if processed.cold_items else {}),
         },
         paths.dataset_info,
     )

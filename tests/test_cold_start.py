@@ -272,3 +272,82 @@ def test_http_post_items_adds_recommendable_items_and_names_bad_fields(bundle, s
     with TestClient(create_app(Recommender.load(spaces["sasrec"]))) as client:
         r = client.post("/items", json={"items": [{"item_id": "s1", "text": "x"}]})
         assert r.status_code == 409 and "cannot rank an unseen item" in r.json()["error"]
+
+
+# --------------------------------------------------------------------------- cold-start evaluation
+
+
+def test_cold_item_share_is_checked():
+    from genrec_core.config import load_params
+    from genrec_core.errors import ParamError
+
+    for bad in ("1.0", "-0.1", "true", "x"):
+        with pytest.raises(ParamError, match="data.cold_item_share"):
+            load_params(None, [f"data.cold_item_share={bad}"])
+    assert load_params(None, []).data.cold_item_share == 0
+
+
+@pytest.fixture(scope="module")
+def cold_spaces(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("cold_eval")
+    _text_dataset(tmp / "raw")
+    roots = {}
+    for name, model, stages in (("tiger", "tiger", (*GENERATIVE, "evaluate")), ("sasrec", "sasrec", ("preprocess", "train", "evaluate"))):
+        root = tmp / name
+        root.mkdir()
+        _write_params(root, _overrides(tmp, f"recommender.model={model}", "data.cold_item_share=0.25", "data.cold_item_seed=3"))
+        _run(root, stages)
+        roots[name] = root
+    return roots
+
+
+def test_held_out_items_are_never_trained_on_and_are_test_targets(cold_spaces, spaces):
+    root = cold_spaces["tiger"]
+    info = json.loads((root / "data/processed/dataset.json").read_text())
+    cold = set(info["cold_item_ids"])
+    items = pl.read_parquet(root / "data/processed/items.parquet")
+    assert len(cold) == 6 and items.height == 24  # round(0.25 * 24); every item stays in the catalogue, with its text
+    assert set(items.filter(pl.col("item_id").is_in(list(cold)))["title"].to_list()) and "" not in items["title"].to_list()
+    seqs = pl.read_parquet(root / "data/processed/sequences.parquet")
+    assert not cold & set(seqs["train_items"].explode().to_list())
+    assert not cold & set(seqs["valid_item"].to_list())
+    for split in ("train", "valid", "test"):
+        ex = pl.read_parquet(root / f"data/processed/{split}.parquet")
+        assert not cold & set(ex["history"].explode().to_list()), split
+        if split != "test":
+            assert not cold & set(ex["target"].to_list()), split
+    test_targets = pl.read_parquet(root / "data/processed/test.parquet")["target"].to_list()
+    assert cold & set(test_targets)
+    stats = json.loads((root / "reports/data_stats.json").read_text())["cold_items"]
+    assert stats["items"] == 6 and stats["test_targets"] == sum(t in cold for t in test_targets) > 0
+    # a held-out item is a test target exactly where it was the user's last item in the raw data
+    full = pl.read_parquet(spaces["tiger"] / "data/processed/sequences.parquet")
+    last_raw = dict(zip(full["source_user_id"].to_list(), full["test_item"].to_list()))
+    assert dict(zip(seqs["source_user_id"].to_list(), seqs["test_item"].to_list())) == {u: last_raw[u] for u in seqs["source_user_id"].to_list()}
+    # same seed, same items; the IDs of held-out items come from the tokenizer like any item's
+    assert pl.read_parquet(root / "data/ids/item_ids.parquet")["item_id"].n_unique() == 24
+
+
+def test_the_content_floor_ranks_by_cosine_to_the_last_item():
+    from genrec_core.evaluation.cold_start import content_floor, rank_summary
+
+    vectors = np.array([[1.0, 0.0], [2.0, 0.2], [0.0, 3.0], [1.0, 1.0], [5.0, 0.0]])
+    got = content_floor(vectors, [[2, 0], [1, 4, 2]], k=3)
+    # last item 0 = (1, 0): cosines item4 1.0, item1 0.995, item3 0.707, item2 0 (item 0 itself left out)
+    # last item 2 = (0, 1): item3 0.707, item1 0.0995, then items 0 and 4 tie at 0 -> lower index
+    assert got.tolist() == [[4, 1, 3], [3, 1, 0]]
+    m = rank_summary(got, np.array([1, 0]), ks=[1, 5])
+    assert m["hit@1"] == 0.0 and m["hit@5"] == 1.0 and m["ndcg@5"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / 2)
+
+
+def test_the_cold_start_script_writes_its_report(cold_spaces, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import cold_start
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    out = tmp_path / "cold_start.md"
+    assert cold_start.main(["--workspace", str(cold_spaces["tiger"]), "--sasrec", str(cold_spaces["sasrec"]), "--out", str(out)]) == 0
+    text = out.read_text()
+    for words in ("tiger (generative, 10 beams)", "sasrec (item IDs, full ranking)", "content floor", "held out 6 of 24 items", "python benchmarks/cold_start.py --workspace"):
+        assert words in text, text

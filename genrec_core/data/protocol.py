@@ -9,7 +9,7 @@ category of Amazon Reviews 2023 with tens of millions of reviews fits this 2-cor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -29,6 +29,7 @@ class ProcessedDataset:
     sequences: pl.DataFrame  # user_id, source_user_id, items, timestamps, train_items, valid_item, test_item
     examples: dict[str, pl.DataFrame]  # split -> user_id, history (list), target
     stats: dict
+    cold_items: list[int] = field(default_factory=list)  # item_ids held out of training (data.cold_item_share)
 
 
 def k_core(interactions: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
@@ -131,8 +132,32 @@ def dataset_display_name(dataset: str, category: str | None = None) -> str:
     return category if dataset == "atomic" else f"{dataset} {category}"
 
 
-def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, dataset_name: str = "") -> ProcessedDataset:
-    """Run SPEC section 1 on a source's raw data."""
+def hold_out_cold_items(filtered: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, list]:
+    """(interactions, held-out source item ids) for the cold-start evaluation.
+
+    A seeded ``share`` of the items (after the k-core filter, ``round(share * items)``) is held
+    out: every interaction with one of them is removed except a user's last one, so a held-out
+    item is never in a training sequence, a validation target or any history, and is the test
+    target of the users whose last item it is. Users left with fewer than 3 interactions (leave-
+    one-out needs a training, a validation and a test item) are dropped. The held-out items stay
+    in the catalogue (with their text), so embed and the tokenizer see them like any item.
+    """
+    items = _id_order(filtered["item"].unique())
+    n_cold = int(round(share * items.len()))
+    if share <= 0 or n_cold == 0:
+        return filtered, []
+    rng = np.random.default_rng(seed)
+    cold = items.gather(np.sort(rng.choice(items.len(), size=n_cold, replace=False)))
+    ordered = filtered.sort(["user", "timestamp", "order"], nulls_last=True, maintain_order=True)
+    is_last = pl.int_range(pl.len()).over("user") == pl.len().over("user") - 1
+    kept = ordered.filter(~pl.col("item").is_in(cold.implode()) | is_last)
+    kept = kept.filter(pl.len().over("user") >= 3)
+    return kept, cold.to_list()
+
+
+def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, dataset_name: str = "", cold_item_share: float = 0.0, cold_item_seed: int = 0) -> ProcessedDataset:
+    """Run SPEC section 1 on a source's raw data (``cold_item_share`` > 0: hold items out of
+    training for the cold-start evaluation, ``hold_out_cold_items``)."""
     raw_stats = {
         "users": raw.interactions["user"].n_unique(),
         "items": raw.interactions["item"].n_unique(),
@@ -147,8 +172,11 @@ def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, datas
             f"removed all {raw_stats['interactions']} interactions; lower data.min_interactions or use more data"
         )
 
+    items = _index_map(filtered["item"], "item", "item_id")  # held-out items keep their place in the catalogue
+    filtered, cold_source = hold_out_cold_items(filtered, cold_item_share, cold_item_seed)
+    if filtered.height == 0:
+        raise EmptyResultError(f"dataset {dataset_name or raw.name!r}: holding out data.cold_item_share={cold_item_share} of the items left no user with 3 interactions")
     users = _index_map(filtered["user"], "user", "user_id")
-    items = _index_map(filtered["item"], "item", "item_id")
     ordered = (
         filtered.join(users, on="user").join(items, on="item")
         .sort(["user_id", "timestamp", "order"], nulls_last=True, maintain_order=True)
@@ -190,7 +218,17 @@ def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, datas
         "examples": {split: examples[split].height for split in SPLITS},
         "raw": raw_stats,
     }
-    return ProcessedDataset(items=item_table, sequences=sequences, examples=examples, stats=stats)
+    cold_ids: list[int] = []
+    if cold_source:
+        cold_ids = sorted(items.filter(pl.col("item").is_in(pl.Series(cold_source, dtype=items["item"].dtype).implode()))["item_id"].to_list())
+        cold_set = set(cold_ids)
+        stats["cold_items"] = {
+            "share": cold_item_share,
+            "seed": cold_item_seed,
+            "items": len(cold_ids),
+            "test_targets": int(sum(1 for t in sequences["test_item"].to_list() if t in cold_set)),
+        }
+    return ProcessedDataset(items=item_table, sequences=sequences, examples=examples, stats=stats, cold_items=cold_ids)
 
 
 def stats_markdown(stats: dict) -> str:
