@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(root / "params.yaml" if (root / "params.yaml").exists() else None)
     ks = list(params.evaluate.ks)
     cold = _cold_items(root)
+    stats_path = root / "reports/data_stats.json"
+    held = json.loads(stats_path.read_text()).get("cold_items", {}) if stats_path.exists() else {}
+    share, seed = held.get("share", params.data.cold_item_share), held.get("seed", params.data.cold_item_seed)
     test = pl.read_parquet(root / "data/processed/test.parquet")
     rows = cold_test_rows(test, cold)
     if rows.height == 0:
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `benchmarks/cold_start.py` "
         f"(issue 14 part 4); {time.perf_counter() - t0:.0f} s.",
         "",
-        f"Dataset {params.data.dataset}: data.cold_item_share = {params.data.cold_item_share} (seed {params.data.cold_item_seed}) held out "
+        f"Dataset {params.data.dataset}: data.cold_item_share = {share} (seed {seed}) held out "
         f"{len(cold)} of {vectors.shape[0]} items. {rows.height} of {test.height} test users have a held-out item as their test target; "
         "these users are evaluated below (Hit@K / NDCG@K, the evaluate stage's definitions; lists: the generative model's beams, all items for the item-ID model, max K for the floor). A held-out item is in no training "
         "sequence, history or validation target.",
