@@ -34,7 +34,8 @@ SetOpt = Annotated[
 RootOpt = Annotated[Path, typer.Option("--root", help="Project root under which data/ and reports/ live.")]
 
 
-def _run_stage(module: str, params_file: Path, overrides: list[str] | None, root: Path) -> None:
+def _run_stage(module: str, params_file: Path, overrides: list[str] | None, root: Path, **options) -> None:
+    """Load the params, seed, run ``stages.<module>.run(params, root, **options)``."""
     from genrec_core.config import load_params
     from genrec_core.errors import GenrecError
     from genrec_core.runtime import seed_everything
@@ -43,7 +44,7 @@ def _run_stage(module: str, params_file: Path, overrides: list[str] | None, root
     try:
         params = load_params(params_file, overrides or [])
         seed_everything(params.seed)
-        importlib.import_module(f"stages.{module}").run(params, root)
+        importlib.import_module(f"stages.{module}").run(params, root, **options)
     except GenrecError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -123,8 +124,36 @@ def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: Ro
 
 
 @app.command()
+def finetune(
+    slot: Annotated[int, typer.Option("--slot", help="Fine-tuning slot r: the r-th tokenizer by cumulative influence (dvc.yaml: one stage per finetune.slots entry).")] = 0,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """MTGRec: fine-tune the pre-trained model on one tokenizer (a no-op for other methods).
+
+    From data/recommender/best.pt, AdamW at method_params.finetune_lr, cosine without warm-up,
+    early stopping on validation. Writes data/finetune/SLOT/ and reports/mtgrec/finetune/SLOT/.
+    """
+    _run_stage("finetune", params, set_, root, slot=slot)
+
+
+@app.command("select-tokenizer")
+def select_tokenizer(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
+    """MTGRec: select the fine-tuned tokenizer best on validation; the evaluate stage tests only it.
+
+    Writes reports/mtgrec/selected.json (for other methods: data/recommender/best.pt) and
+    reports/mtgrec/finetune.csv (validation metrics of every fine-tuned tokenizer, selected).
+    """
+    _run_stage("select_tokenizer", params, set_, root)
+
+
+@app.command()
 def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
-    """Best checkpoint -> constrained beam search over every test user -> Hit@K, NDCG@K.
+    """Selected checkpoint -> beam search over every test user -> Hit@K, NDCG@K.
+
+    The checkpoint is reports/mtgrec/selected.json's (data/recommender/best.pt unless MTGRec);
+    evaluate.trie false decodes without the trie, invalid IDs dropped.
 
     Writes data/predictions/test.parquet (user_id, target_item, items, scores) and
     reports/metrics.json (Hit/NDCG at evaluate.ks and relaxed prefix-match NDCG@5).

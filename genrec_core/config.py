@@ -267,12 +267,23 @@ class EvaluateParams:
     beam_size: int = 20
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
     batch_size: int = 256
+    trie: bool = True  # false: free beam search over the vocabulary, invalid IDs dropped (MTGRec paper)
 
     def validate(self, prefix: str = "evaluate") -> None:
         _check(1 <= self.beam_size <= 50, f"{prefix}.beam_size", f"must be between 1 and 50, got {self.beam_size}")
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), f"{prefix}.ks", f"must be a non-empty list of positive integers, got {self.ks}")
         _check(max(self.ks) <= self.beam_size, f"{prefix}.ks", f"the largest K ({max(self.ks)}) cannot exceed evaluate.beam_size ({self.beam_size}): beam search returns beam_size items")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class FinetuneParams:
+    """MTGRec's fine-tuning fan-out (SPEC 7): dvc.yaml runs one ``finetune`` stage per slot."""
+
+    slots: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+
+    def validate(self, prefix: str = "finetune") -> None:
+        _check(len(self.slots) > 0 and all(s >= 0 for s in self.slots) and len(set(self.slots)) == len(self.slots), f"{prefix}.slots", f"must be distinct non-negative integers, got {self.slots}")
 
 
 @dataclass
@@ -286,6 +297,7 @@ class Params:
     ids: IdsParams = field(default_factory=IdsParams)
     recommender: RecommenderParams = field(default_factory=RecommenderParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
 
     def validate(self) -> Params:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")

@@ -82,6 +82,37 @@ class ArtifactPaths:
         """What experiments are compared on from training: best validation metrics, epoch, seconds."""
         return self.train_reports_dir / "best_valid.json"
 
+    # MTGRec (SPEC 7): influence of pre-training, fine-tuning per slot, selection
+    @property
+    def mtgrec_reports_dir(self) -> Path:
+        return self.reports_dir / "mtgrec"
+
+    @property
+    def influence_csv(self) -> Path:
+        """Per stage end and tokenizer: influence, cumulative influence, p (header only: no MTGRec)."""
+        return self.mtgrec_reports_dir / "influence.csv"
+
+    def finetune_dir(self, slot: int) -> Path:
+        """Checkpoints of fine-tuning slot ``slot`` (or ``skipped.json`` for a no-op slot)."""
+        return self.root / "data" / "finetune" / str(slot)
+
+    def finetune_reports_dir(self, slot: int) -> Path:
+        return self.mtgrec_reports_dir / "finetune" / str(slot)
+
+    def finetune_result(self, slot: int) -> Path:
+        """JSON: the slot's tokenizer and best validation metrics, or why it was skipped."""
+        return self.finetune_reports_dir(slot) / "result.json"
+
+    @property
+    def finetune_table(self) -> Path:
+        """CSV: pre-training and every fine-tuned tokenizer, validation metrics, selected."""
+        return self.mtgrec_reports_dir / "finetune.csv"
+
+    @property
+    def selected_model(self) -> Path:
+        """JSON: the checkpoint the evaluate stage tests (tiger: data/recommender/best.pt)."""
+        return self.mtgrec_reports_dir / "selected.json"
+
     # evaluate
     @property
     def predictions(self) -> Path:

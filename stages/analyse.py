@@ -88,7 +88,9 @@ def run(params: Params, root: Path) -> None:
     codes_lookup = None
     if paths.id_table.exists():
         item_ids, tables = read_id_table_with_items(paths.id_table)
-        codes = tables[choose_tokenizer(list(tables), params.recommender.tokenizer)]
+        # the tested model's tokenizer (MTGRec: the selected fine-tuned one), else the param's
+        name = stored.get("tokenizer")
+        codes = tables[name if name in tables else choose_tokenizer(list(tables), params.recommender.tokenizer)]
         row = np.full(int(item_ids.max()) + 1, -1, dtype=np.int64)
         row[item_ids] = np.arange(item_ids.size)
 

@@ -1,4 +1,9 @@
-"""evaluate stage: best checkpoint -> constrained beam search on every test user -> metrics.
+"""evaluate stage: selected checkpoint -> constrained beam search on every test user -> metrics.
+
+The checkpoint is the one ``reports/mtgrec/selected.json`` names (the select_tokenizer stage):
+``data/recommender/best.pt`` for every method but MTGRec, whose selected fine-tuned model lies in
+``data/finetune/<slot>/best.pt``; without that file, ``data/recommender/best.pt`` (not for MTGRec).
+``evaluate.trie: false`` decodes without the trie, invalid IDs dropped (MTGRec paper).
 
 Ranks with the same routine as validation (``interface.rank_examples`` over the model's
 ``rank``: trie-constrained beam search), writes the ranked lists as
@@ -18,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from genrec_core.config import Params
+from genrec_core.errors import InputFormatError, MissingInputError
 from genrec_core.io import write_json, write_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.runtime import resolve_device
@@ -29,17 +35,32 @@ def run(params: Params, root: Path) -> None:
     from genrec_core.sequential.runner import evaluate_sequential, is_sequential_checkpoint
 
     paths = ArtifactPaths(Path(root))
-    if is_sequential_checkpoint(paths.recommender_dir / "best.pt"):  # SASRec / GRU4Rec: full ranking
+    checkpoint = selected_checkpoint(params, paths)
+    if checkpoint == paths.recommender_dir / "best.pt" and is_sequential_checkpoint(checkpoint):  # SASRec / GRU4Rec: full ranking
         preds, metrics = evaluate_sequential(params, paths)
     else:
-        preds, metrics = _evaluate_generative(params, paths)
+        preds, metrics = _evaluate_generative(params, paths, checkpoint)
     write_parquet(preds, paths.predictions)
     write_json(metrics, paths.metrics)
     log.info("test %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 
 
-def _evaluate_generative(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Constrained beam search of the best generative checkpoint (T5 or decoder-only) over every test user."""
+def selected_checkpoint(params: Params, paths: ArtifactPaths) -> Path:
+    """The checkpoint ``selected.json`` names (under ``data/recommender`` or ``data/finetune``)."""
+    import json
+
+    if not paths.selected_model.exists():
+        if params.recommender.method == "mtgrec":
+            raise MissingInputError(paths.selected_model, "the fine-tuned model to test; run the finetune and select_tokenizer stages")
+        return paths.recommender_dir / "best.pt"
+    name = json.loads(paths.selected_model.read_text(encoding="utf-8"))["checkpoint"]
+    if not name.startswith(("data/recommender/", "data/finetune/")):
+        raise InputFormatError(paths.selected_model, f"checkpoint {name!r} is no pipeline model (data/recommender/ or data/finetune/)")
+    return paths.root / name
+
+
+def _evaluate_generative(params: Params, paths: ArtifactPaths, checkpoint: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Beam search of the selected generative checkpoint (T5 or decoder-only) over every test user."""
     from genrec_core.evaluation.metrics import evaluation_summary
     from genrec_core.evaluation.predictions import predictions_frame
     from genrec_core.recommender.checkpoint import load_recommender
@@ -47,7 +68,8 @@ def _evaluate_generative(params: Params, paths: ArtifactPaths) -> tuple[pl.DataF
     from genrec_core.recommender.interface import rank_examples
 
     device = resolve_device(params.recommender.device)
-    loaded = load_recommender(paths.recommender_dir / "best.pt", device)
+    loaded = load_recommender(checkpoint, device)
+    loaded.model.decode_with_trie = params.evaluate.trie
     item_tokens = loaded.item_tokens
     test = load_examples(paths.examples("test"), num_items=item_tokens.shape[0])
     encoder = SequenceEncoder(item_tokens, encoder_input=loaded.params.encoder_input, user_buckets=loaded.params.user_tokens, user_token_offset=loaded.vocab.size)
@@ -60,4 +82,6 @@ def _evaluate_generative(params: Params, paths: ArtifactPaths) -> tuple[pl.DataF
     codes = loaded.vocab.tokens_to_codes(item_tokens.cpu().numpy())
     metrics = evaluation_summary(preds, params.evaluate.ks, codes=codes, item_ids=np.arange(codes.shape[0]))
     metrics.update({"beam_size": params.evaluate.beam_size, "tokenizer": loaded.tokenizer, "users_per_second": round(len(test) / seconds, 2)})
+    if not params.evaluate.trie:
+        metrics["trie"] = False
     return preds, metrics

@@ -7,8 +7,9 @@ training with the loss ``recommender.loss``); writes
 ``data/recommender/{last,best}.pt`` and ``reports/train/`` (dvclive ``live/``, ``summary.json``
 and ``best_valid.json``, the part of the summary experiments are compared on: the DVC metric).
 With ``recommender.method: mtgrec`` every kept tokenizer of the ID table is a data group and
-``reports/mtgrec/influence.csv`` is written too (not a declared output yet: the default method
-never writes it).
+``reports/mtgrec/influence.csv`` holds the influence per stage end and tokenizer; any other method
+(or model) writes it with its header only (no influence computed), so the output always exists.
+Fine-tuning and selection are the ``finetune`` and ``select_tokenizer`` stages.
 An interrupted run resumes from ``last.pt`` when its fingerprint (the recommender params, the
 seed, the tokenizer and the hashes of the input files) still matches.
 """
@@ -25,7 +26,7 @@ import torch
 
 from genrec_core.config import Params
 from genrec_core.errors import InputFormatError
-from genrec_core.io import write_json
+from genrec_core.io import write_json, write_text
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.fingerprint import fingerprint
 from genrec_core.tokenizers.id_table import choose_tokenizer
@@ -60,6 +61,7 @@ def run(params: Params, root: Path) -> None:
     if kind not in GENERATIVE_KINDS:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
         summary = train_sequential(params, paths, kind)
         write_json(comparable_metrics(summary), paths.train_metrics)
+        _no_influence(paths)
         return
     rp = params.recommender
     check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
@@ -88,7 +90,7 @@ def run(params: Params, root: Path) -> None:
         total_steps=rp.epochs * steps_per_epoch,
     )
     loss = build_loss(rp.loss, rp.loss_params, context)
-    method = build_method(rp.method, rp.method_params, MethodContext(encoder, loss, extra={"reports_dir": paths.reports_dir / "mtgrec"}))
+    method = build_method(rp.method, rp.method_params, MethodContext(encoder, loss, extra={"reports_dir": paths.mtgrec_reports_dir}))
     model = build_generative_model(rp, vocab, item_tokens)  # tiger: T5; decoder_only: LLaMA-style decoder
     log.info("training %s with method %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)", kind, rp.method, chosen, n_items, vocab.id_length, vocab.size, len(train), sum(p.numel() for p in model.parameters()))
     trainer = Trainer(
@@ -112,7 +114,15 @@ def run(params: Params, root: Path) -> None:
     )
     summary = trainer.fit()
     write_json(comparable_metrics(summary), paths.train_metrics)
+    if rp.method != "mtgrec":  # MTGRec wrote its influence at the end of training
+        _no_influence(paths)
     log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
+
+
+def _no_influence(paths: ArtifactPaths) -> None:
+    from genrec_core.methods.mtgrec import empty_influence_csv
+
+    write_text(empty_influence_csv(), paths.influence_csv)
 
 
 def _item_vectors(paths: ArtifactPaths, n_items: int) -> np.ndarray:

@@ -42,6 +42,9 @@ def test_defaults_and_overrides_read_as_yaml():
         ("evaluate.ks=[1,50]", "evaluate.ks"),  # K above the beam size
         ("tokenizer.use_gpu=true", "tokenizer.use_gpu"),
         ("seed=-1", "seed"),
+        ("evaluate.trie=1", "evaluate.trie"),  # a bool
+        ("finetune.slots=[0,0]", "finetune.slots"),  # MTGRec fine-tuning slots: distinct
+        ("finetune.slots=[]", "finetune.slots"),
         ("tokenizer.seed=-1", "tokenizer.seed"),
     ],
 )

@@ -41,7 +41,44 @@ DISPATCH_PREFIX = "stages."
 
 
 def load_dvc_yaml() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    """dvc.yaml with every ``foreach`` stage expanded as DVC does (``name@item``), over a list
+    written inline or a ``${section.key}`` of params.yaml."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    dvc["stages"] = expand_foreach(dvc["stages"], yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8")))
+    return dvc
+
+
+def _resolve(value, params: dict):
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        node = params
+        for part in value[2:-1].split("."):
+            node = node[part]
+        return node
+    return value
+
+
+def _substitute(node, item):
+    if isinstance(node, str):
+        return node.replace("${item}", str(item))
+    if isinstance(node, list):
+        return [_substitute(v, item) for v in node]
+    if isinstance(node, dict):
+        return {_substitute(k, item): _substitute(v, item) for k, v in node.items()}
+    return node
+
+
+def expand_foreach(stages: dict, params: dict) -> dict:
+    """``{name: {foreach: [a, b], do: {...${item}...}}}`` -> ``{name@a: ..., name@b: ...}`` (lists)."""
+    out = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        items = _resolve(stage["foreach"], params)
+        assert isinstance(items, list) and items, f"stage {name}: foreach must give a non-empty list, got {items!r}"
+        for item in items:
+            out[f"{name}@{item}"] = _substitute(stage["do"], item)
+    return out
 
 
 # --------------------------------------------------------------------------- static imports
@@ -190,6 +227,13 @@ def non_stage_commands() -> frozenset[str]:
     return frozenset(names)
 
 
+def stage_options(cmd: str) -> dict[str, int | str]:
+    """The ``--name value`` options after ``genrec <command>`` (``--slot 3`` -> {"slot": 3})."""
+    words = shlex.split(cmd)[2:]
+    assert len(words) % 2 == 0 and all(w.startswith("--") for w in words[::2]), f"stage command {cmd!r}: expected --name value options"
+    return {k[2:].replace("-", "_"): int(v) if v.isdigit() else v for k, v in zip(words[::2], words[1::2])}
+
+
 def stage_module(cmd: str) -> Path:
     words = shlex.split(cmd)
     assert words[0] == "genrec" and len(words) >= 2, f"stage command {cmd!r}: expected 'genrec <command>'"
@@ -296,6 +340,18 @@ def test_every_stage_runs_a_genrec_stage_command():
     assert dvc["stages"]
     for stage in dvc["stages"].values():
         stage_module(stage["cmd"])
+        stage_options(stage["cmd"])
+
+
+def test_the_finetune_fan_out_is_one_stage_per_slot():
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["finetune"]
+    assert raw["foreach"] == "${finetune.slots}"
+    slots = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["finetune"]["slots"]
+    stages = load_dvc_yaml()["stages"]
+    assert [n for n in stages if n.startswith("finetune@")] == [f"finetune@{s}" for s in slots]
+    for s in slots:
+        assert stage_options(stages[f"finetune@{s}"]["cmd"]) == {"slot": s}
+        assert entry_paths(stages[f"finetune@{s}"]["outs"]) == [f"data/finetune/{s}", f"reports/mtgrec/finetune/{s}"]
 
 
 def test_the_import_resolver_follows_function_level_relative_and_registry_imports():
@@ -411,7 +467,7 @@ def pipeline_writes(tmp_path_factory) -> tuple[Path, dict[str, set[str]]]:
         mp.chdir(root)
         for name, stage in load_dvc_yaml()["stages"].items():
             before = _snapshot(root)
-            _run_stage(stage_module(stage["cmd"]).stem, None, overrides, root)
+            _run_stage(stage_module(stage["cmd"]).stem, None, overrides, root, **stage_options(stage["cmd"]))
             after = _snapshot(root)
             written[name] = {f for f, sig in after.items() if before.get(f) != sig}
             assert not set(before) - set(after), f"stage {name} deleted files"

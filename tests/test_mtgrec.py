@@ -291,27 +291,43 @@ def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_sele
     assert select_tokenizer({"a": {"ndcg@10": 0.2}, "b": {"ndcg@10": 0.2}}) == "a"
 
 
-def test_the_train_stage_pretrains_with_mtgrec_on_the_kept_tokenizers(tmp_path):
-    """The stages up to train on the tiny dataset of tests/test_dvc_dependencies.py with
-    ``recommender.method: mtgrec``: every kept tokenizer (keep_last = 2) is a group, and
-    reports/mtgrec/influence.csv holds one row per stage end and tokenizer."""
+def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_and_tests_only_that_one(tmp_path):
+    """Every dvc.yaml stage up to evaluate on the tiny dataset of tests/test_dvc_dependencies.py
+    with ``recommender.method: mtgrec``: pre-training on both kept tokenizers (keep_last = 2,
+    reports/mtgrec/influence.csv: one row per stage end and tokenizer), finetune@0 and @1 on one
+    tokenizer each (by cumulative influence; finetune@2.. are no-ops), select_tokenizer takes the
+    argmax of validation, evaluate tests that fine-tuned model; every written file is declared."""
     import json
 
-    from test_dvc_dependencies import TINY, _tiny_dataset
+    import polars as pl
+    from test_dvc_dependencies import TINY, _snapshot, _tiny_dataset, load_dvc_yaml, stage_module, stage_options, undeclared_writes
 
     from genrec_core.cli import _run_stage
+    from genrec_core.methods.mtgrec import cumulative_influence
+    from genrec_core.recommender.checkpoint import load_recommender
+    from genrec_core.recommender.data import load_examples
+    from genrec_core.recommender.interface import rank_examples
 
     _tiny_dataset(tmp_path / "raw")
     root = tmp_path / "project"
     root.mkdir()
     overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "recommender.epochs=3", "recommender.method=mtgrec",
-                 'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5}']
+                 'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5,"finetune_epochs":2,"finetune_lr":0.003}']
+    dvc = load_dvc_yaml()
+    names = [n for n in dvc["stages"] if n not in ("analyse_ids", "token_weights", "analyse")]
+    assert names[-1] == "evaluate" and "finetune@0" in names and "select_tokenizer" in names
+    written = {}
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for stage in ("preprocess", "embed", "train_tokenizer", "emit_ids", "train"):
-            _run_stage(stage, None, overrides, root)
+        for name in names:
+            before = _snapshot(root)
+            cmd = dvc["stages"][name]["cmd"]
+            _run_stage(stage_module(cmd).stem, None, overrides, root, **stage_options(cmd))
+            written[name] = {f for f, sig in _snapshot(root).items() if before.get(f) != sig}
     torch.set_num_threads(threads)
+    assert undeclared_writes(dvc, written) == {}
+    # pre-training: influence per stage end and tokenizer, p = softmax(cumulative / tau)
     rows = list(csv.DictReader((root / "reports" / "mtgrec" / "influence.csv").open()))
     assert [(r["stage"], r["tokenizer"]) for r in rows] == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
     for stage in ("1", "2"):
@@ -319,3 +335,149 @@ def test_the_train_stage_pretrains_with_mtgrec_on_the_kept_tokenizers(tmp_path):
         np.testing.assert_allclose([float(r["p"]) for r in group], softmax(np.array([float(r["cumulative"]) for r in group]), 0.5), rtol=1e-9)
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert len(summary["mtgrec_p"]) == 2 and sum(summary["mtgrec_counts"]) > 0
+    cumulative = cumulative_influence(root / "reports" / "mtgrec" / "influence.csv", 2)
+    np.testing.assert_allclose(cumulative, summary["mtgrec_cumulative_influence"])
+    # fine-tuning: slot r on the r-th tokenizer by cumulative influence, from the pre-trained weights
+    results = {s: json.loads((root / "reports" / "mtgrec" / "finetune" / str(s) / "result.json").read_text()) for s in range(5)}
+    order = sorted(range(2), key=lambda i: (-cumulative[i], i))
+    assert [results[s]["tokenizer_index"] for s in (0, 1)] == order
+    assert all(results[s]["tokenizer"] is None and "only 2 tokenizers" in results[s]["skipped"] for s in (2, 3, 4))
+    pretrained = torch.load(root / "data" / "recommender" / "best.pt", weights_only=True)
+    for s in (0, 1):
+        ckpt = torch.load(root / "data" / "finetune" / str(s) / "best.pt", weights_only=True)
+        assert ckpt["tokenizer"] == results[s]["tokenizer"] and ckpt["params"]["method"] == "tiger" and ckpt["params"]["lr"] == 0.003
+        assert not all(torch.equal(ckpt["model"][k], pretrained["model"][k]) for k in pretrained["model"])  # it trained
+        ft_summary = json.loads((root / "reports" / "mtgrec" / "finetune" / str(s) / "summary.json").read_text())
+        assert ft_summary["tokenizer"] == results[s]["tokenizer"] and ft_summary["epochs"] <= 2
+    assert results[0]["tokenizer"] != results[1]["tokenizer"]
+    # selection: the argmax of validation NDCG@10 (ties: the lower slot)
+    selected = json.loads((root / "reports" / "mtgrec" / "selected.json").read_text())
+    valid = [results[s]["best_valid"]["ndcg@10"] for s in (0, 1)]
+    best = int(np.argmax(valid))
+    assert selected["slot"] == best and selected["tokenizer"] == results[best]["tokenizer"] and selected["checkpoint"] == f"data/finetune/{best}/best.pt"
+    table = list(csv.DictReader((root / "reports" / "mtgrec" / "finetune.csv").open()))
+    assert [r["stage"] for r in table] == ["pretrain", "finetune", "finetune"]
+    assert [r["selected"] for r in table] == ["False", str(best == 0), str(best == 1)]
+    assert [float(r["ndcg@10"]) for r in table[1:]] == valid
+    # the test metrics are that fine-tuned model's: rank the test split with it directly
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["tokenizer"] == selected["tokenizer"] and "trie" not in metrics
+    loaded = load_recommender(root / selected["checkpoint"])
+    test = load_examples(root / "data" / "processed" / "test.parquet", loaded.item_tokens.shape[0])
+    encoder = SequenceEncoder(loaded.item_tokens, encoder_input=loaded.params.encoder_input)
+    items, _ = rank_examples(loaded.model, test, encoder.collate, 10, 256)
+    preds = pl.read_parquet(root / "data" / "predictions" / "test.parquet")
+    assert preds["items"].to_list() == items.tolist()
+
+
+def test_the_default_method_has_nothing_to_finetune_and_tests_the_pretrained_model(tmp_path):
+    """tiger: the train stage writes an influence.csv header only, every finetune slot is a no-op,
+    selected.json names data/recommender/best.pt (on the stage outputs of the dependency test)."""
+    import json
+
+    from genrec_core.config import load_params
+    from genrec_core.paths import ArtifactPaths
+    from stages import finetune, select_tokenizer
+
+    paths = ArtifactPaths(tmp_path)
+    params = load_params(None)
+    (tmp_path / "reports" / "train").mkdir(parents=True)
+    (tmp_path / "reports" / "train" / "best_valid.json").write_text(json.dumps({"best_epoch": 2, "best_valid_ndcg@10": 0.25}))
+    finetune.run(params, tmp_path, slot=0)  # no ID table, no model: nothing is read
+    assert json.loads(paths.finetune_result(0).read_text())["skipped"].startswith("recommender.method is 'tiger'")
+    assert sorted(p.name for p in paths.finetune_dir(0).iterdir()) == ["skipped.json"]
+    select_tokenizer.run(params, tmp_path)
+    assert json.loads(paths.selected_model.read_text())["checkpoint"] == "data/recommender/best.pt"
+    rows = list(csv.DictReader(paths.finetune_table.open()))
+    assert len(rows) == 1 and rows[0]["stage"] == "pretrain" and rows[0]["ndcg@10"] == "0.25" and rows[0]["selected"] == "True"
+
+
+def test_selection_fails_when_a_tokenizer_to_finetune_has_no_slot(tmp_path):
+    import json
+
+    from genrec_core.config import load_params
+    from genrec_core.paths import ArtifactPaths
+    from stages import select_tokenizer
+
+    paths = ArtifactPaths(tmp_path)
+    params = load_params(None, ["recommender.method=mtgrec", "finetune.slots=[0]"])
+    (tmp_path / "reports" / "train").mkdir(parents=True)
+    (tmp_path / "reports" / "train" / "best_valid.json").write_text(json.dumps({"best_epoch": 1}))
+    paths.finetune_result(0).parent.mkdir(parents=True)
+    paths.finetune_result(0).write_text(json.dumps({"slot": 0, "planned": 3, "tokenizer": "epoch_0009", "best_valid": {"ndcg@10": 0.1}}))
+    with pytest.raises(ParamError, match=r"finetune\.slots.*\[1, 2\]"):
+        select_tokenizer.run(params, tmp_path)
+
+
+# --------------------------------------------------------------------------- decoding without the trie
+
+
+class _TableDecoder:
+    """Logits of the next token given the last one fed (a fixed table): no state to reorder."""
+
+    def __init__(self, table: torch.Tensor, batch: int):
+        self.table, self.batch = table, batch
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.table[tokens]
+
+    def reorder(self, parent: torch.Tensor) -> None:
+        pass
+
+
+class _TableModel(torch.nn.Module):
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def beam_decoder(self, input_ids, attention_mask, max_steps):
+        return _TableDecoder(self.table, input_ids.shape[0])
+
+
+def test_decoding_without_the_trie_drops_invalid_ids():
+    """Items 0 = (1, 3), 1 = (2, 4). P(first) = 0.5 / 0.3 / 0.2 for tokens 1 / 2 / 5; after 1:
+    4 (0.6, (1, 4) is no item) or 3 (0.4); after 2: 4 (0.9); after 5: 3. Free beams of width 2:
+    (1, 4) 0.30 and (2, 4) 0.27 -> the invalid one is dropped: [item 1, -1]. Width 3 adds (1, 3)
+    0.20. Within the trie: item 1 (0.27), item 0 (0.20)."""
+    from genrec_core.recommender.beam_search import constrained_beam_search, free_beam_search
+    from genrec_core.recommender.trie import ItemTrie
+
+    V = 6
+    probs = torch.full((V, V), 1e-6)
+    probs[0, 1], probs[0, 2], probs[0, 5] = 0.5, 0.3, 0.2  # fed PAD (0): the first token
+    probs[1, 4], probs[1, 3] = 0.6, 0.4
+    probs[2, 4] = 0.9
+    probs[5, 3] = 1.0
+    model = _TableModel(probs.log())
+    trie = ItemTrie.build(torch.tensor([[1, 3], [2, 4]]), V)
+    inputs, mask = torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long)
+    two = free_beam_search(model, inputs, mask, trie, 2)
+    assert two.items.tolist() == [[1, -1]] and two.scores[0, 1] == float("-inf")
+    assert two.scores[0, 0].item() == pytest.approx(float(torch.log_softmax(probs.log()[0], -1)[2] + torch.log_softmax(probs.log()[2], -1)[4]), rel=1e-5)
+    three = free_beam_search(model, inputs, mask, trie, 3)
+    assert three.items.tolist() == [[1, 0, -1]]
+    assert constrained_beam_search(model, inputs, mask, trie, 2).items.tolist() == [[1, 0]]
+
+
+def test_a_model_decodes_without_the_trie_when_told():
+    """A tiny untrained T5 (``decode_with_trie`` false): only valid items or -1, the valid ones
+    first with the same scores the trie search gives them (both use the full softmax's log-probs)."""
+    params = RecommenderParams(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, encoder_input="items", device="cpu")
+    torch.manual_seed(0)
+    model = GenerativeRecommender(params, VOCAB)
+    model.set_items(TABLES[0])
+    batch = SequenceEncoder(TABLES[0], "items").collate(examples_from_frame(FRAMES["test"]), np.arange(8))
+    c_items, c_scores = model.rank(batch, 40)  # every item
+    model.decode_with_trie = False
+    items, scores = model.rank(batch, 40)
+    assert items.shape == (8, 40) and ((items >= -1) & (items < N_ITEMS)).all()
+    dropped = 0
+    for row in range(8):
+        n_valid = int((items[row] >= 0).sum())
+        assert (items[row][:n_valid] >= 0).all() and (items[row][n_valid:] == -1).all() and torch.isinf(scores[row][n_valid:]).all()
+        dropped += 40 - n_valid
+        constrained = dict(zip(c_items[row].tolist(), c_scores[row].tolist()))
+        for item, score in zip(items[row][:n_valid].tolist(), scores[row][:n_valid].tolist()):
+            assert score == pytest.approx(constrained[item], abs=1e-4)
+    assert dropped > 0  # some of the 40 best sequences name no item (40 of the 64 level-by-level IDs exist)

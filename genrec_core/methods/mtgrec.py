@@ -341,7 +341,7 @@ class MTGRecMethod(Method):
         return {**super().logs(trainer, out), **{f"p_{i}": float(v) for i, v in enumerate(self.p)}}
 
     def influence_csv(self) -> str:
-        lines = ["stage,epoch,step,tokenizer,influence,cumulative,p"]
+        lines = [INFLUENCE_COLUMNS]
         for r in self.records:
             for i in range(self.n):
                 lines.append(f"{r['stage']},{r['epoch']!r},{r['step']},{i},{r['influence'][i]!r},{r['cumulative'][i]!r},{r['p'][i]!r}")
@@ -404,3 +404,38 @@ def select_tokenizer(valid: dict[Any, dict[str, float]], metric: str = "ndcg@10"
         raise ValueError("no fine-tuned tokenizer to select from")
     best = max(valid.items(), key=lambda kv: kv[1].get(metric, float("-inf")))  # max keeps the first of ties
     return best[0]
+
+
+#: header of ``influence.csv`` (a method other than MTGRec writes it with no rows)
+INFLUENCE_COLUMNS = "stage,epoch,step,tokenizer,influence,cumulative,p"
+
+
+def empty_influence_csv() -> str:
+    """``influence.csv`` of a run without MTGRec: the header, no rows (no influence computed)."""
+    return INFLUENCE_COLUMNS + "\n"
+
+
+def cumulative_influence(path: str | Path, n: int) -> np.ndarray:
+    """The cumulative influence [n] at the last stage end recorded in ``influence.csv`` (zeros when
+    no stage ended: every tokenizer ties, fine-tuning order is then the tokenizers' order)."""
+    import csv
+
+    out = np.zeros(n)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows:
+        last = max(int(r["stage"]) for r in rows)
+        for r in rows:
+            if int(r["stage"]) == last and int(r["tokenizer"]) < n:
+                out[int(r["tokenizer"])] = float(r["cumulative"])
+    return out
+
+
+def finetune_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
+    """``finetune.csv``: one row per model (stage ``pretrain``, then ``finetune`` per slot) with
+    its validation ``metrics`` at its best epoch and whether it is the selected one."""
+    columns = ["stage", "slot", "tokenizer", "cumulative_influence", "best_epoch", *metrics, "selected"]
+    lines = [",".join(columns)]
+    for r in rows:
+        lines.append(",".join("" if r.get(c) is None else str(r.get(c)) for c in columns))
+    return "\n".join(lines) + "\n"

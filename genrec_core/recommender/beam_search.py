@@ -203,6 +203,68 @@ def constrained_beam_search(
     return BeamSearchResult(items=items, scores=scores)
 
 
+def free_beam_search(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: ItemTrie,
+    beam_size: int,
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> BeamSearchResult:
+    """Beam search without the trie (``evaluate.trie: false``; the MTGRec paper's decoding): every
+    step expands each beam by every vocabulary token (the level's only, under ``level_softmax``),
+    the ``beam_size`` best L-token sequences are looked up in ``trie`` afterwards and those that
+    name no item are dropped. The valid ones keep their order, first; the rest of the row is -1 /
+    -inf (fewer than ``beam_size`` items where invalid sequences won beams)."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    device = _model_device(model)
+    if trie.device != device:
+        trie = trie.to(device)
+    input_ids = input_ids.to(device)
+    attention_mask = attention_mask.to(device)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype)
+        if amp_dtype is not None and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    length = trie.id_length
+    with eval_mode(model), torch.inference_mode(), autocast:
+        make_decoder = getattr(model, "beam_decoder", None)
+        if make_decoder is not None:
+            decoder = make_decoder(input_ids, attention_mask, max_steps=length)
+        else:
+            decoder = CachedT5Decoder(model.t5, model.encode(input_ids, attention_mask), attention_mask, max_steps=length)
+        batch = input_ids.shape[0]
+        scores = torch.zeros(batch, 1, dtype=torch.float32, device=device)
+        tokens = torch.full((batch, 1), PAD, dtype=torch.long, device=device)
+        sequences = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # [B, K, depth]
+        for depth in range(length):
+            logits = decoder.step(tokens).float()  # [B, K, V]
+            restrict = getattr(model, "restrict_logits", None)
+            if restrict is not None:
+                logits = restrict(logits.unsqueeze(-2), first_step=depth).squeeze(-2)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            vocab = log_probs.shape[-1]
+            candidates = (scores.unsqueeze(-1) + log_probs).view(batch, -1)
+            scores, flat = candidates.topk(min(beam_size, candidates.shape[1]), dim=1)
+            parent, tokens = flat // vocab, flat % vocab
+            rows = torch.arange(batch, device=device)[:, None]
+            sequences = torch.cat([sequences[rows, parent], tokens.unsqueeze(-1)], dim=-1)
+            if depth + 1 < length:
+                decoder.reorder(parent)
+        items = trie.lookup(sequences.reshape(-1, length)).view(batch, -1)
+        order = torch.argsort((items < 0).to(torch.int8), dim=1, stable=True)  # valid first, in beam order
+        items, scores = items.gather(1, order), scores.gather(1, order)
+        scores = scores.masked_fill(items < 0, float("-inf"))
+        missing = beam_size - items.shape[1]
+        if missing > 0:
+            items = torch.cat([items, items.new_full((batch, missing), -1)], dim=1)
+            scores = torch.cat([scores, scores.new_full((batch, missing), float("-inf"))], dim=1)
+    return BeamSearchResult(items=items, scores=scores)
+
+
 def rank_items(model: nn.Module, batch: Mapping[str, torch.Tensor] | object, trie: ItemTrie, beam_size: int, *, amp_dtype: torch.dtype | None = None) -> BeamSearchResult:
     """``constrained_beam_search`` on a collated batch: the trainer's ``Batch`` or a mapping, with ``input_ids`` and ``attention_mask``."""
     if isinstance(batch, Mapping):

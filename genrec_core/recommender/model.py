@@ -79,6 +79,8 @@ class SemanticIdRanking:
     ``encode``/``decode`` or ``beam_decoder`` for beam search; ``config.vocab_size``)."""
 
     item_trie: ItemTrie | None = None
+    #: ``rank`` decodes within the trie (default) or freely, dropping invalid IDs (``evaluate.trie``)
+    decode_with_trie: bool = True
 
     def set_items(self, item_tokens: torch.Tensor) -> None:
         """The valid item IDs ([N, L] token ids, row = item id) that ``rank`` decodes to; call again
@@ -96,15 +98,17 @@ class SemanticIdRanking:
         return per_example_nll(token_nll(logits, batch.labels), batch.labels, ones)
 
     def rank(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(items [B, k], scores [B, k]) of trie-constrained beam search with k beams (bf16 on CUDA)."""
-        from genrec_core.recommender.beam_search import constrained_beam_search
+        """(items [B, k], scores [B, k]) of trie-constrained beam search with k beams (bf16 on CUDA);
+        with ``decode_with_trie`` false, free beam search with the invalid IDs dropped."""
+        from genrec_core.recommender.beam_search import constrained_beam_search, free_beam_search
 
         if self.item_trie is None:
             raise RuntimeError("rank needs the item IDs: call set_items(item_tokens) first")
         device = model_device(self)
         if self.item_trie.device != device:
             self.item_trie = self.item_trie.to(device)  # once, not per batch
-        result = constrained_beam_search(self, batch.input_ids.to(device), batch.attention_mask.to(device), self.item_trie, k, amp_dtype=amp_dtype_for(device))
+        search = constrained_beam_search if self.decode_with_trie else free_beam_search
+        result = search(self, batch.input_ids.to(device), batch.attention_mask.to(device), self.item_trie, k, amp_dtype=amp_dtype_for(device))
         return result.items, result.scores
 
 
