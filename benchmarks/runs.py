@@ -188,12 +188,13 @@ def reuse_key(spec: RunSpec, params_file: Path) -> dict[str, Any]:
 
 
 def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any]) -> bool:
-    """Whether the workspace's overrides.json has ``key``. A record written before the params
-    digest existed (it has the params file's sha256 instead) is compared through the params copy
-    the workspace kept and its recorded overrides, resolved by today's code."""
+    """Whether the workspace's overrides.json has ``key``. When the recorded params digest
+    differs (or the record predates it), the params copy the workspace kept and its recorded
+    overrides are resolved again by today's code: a param added to the code since (at a default
+    that keeps the old behaviour) changes every digest but not what the run did."""
     if record is None:
         return False
-    if "resolved_params" not in record and (root / "params.yaml").exists():
+    if record.get("resolved_params") != key.get("resolved_params") and (root / "params.yaml").exists():
         try:
             record = {**record, "resolved_params": params_digest(root / "params.yaml", absolute_overrides(record.get("overrides", [])))}
         except Exception:  # a copy today's code rejects cannot match

@@ -233,6 +233,9 @@ class RecommenderParams:
     eval_batch_size: int = 256
     max_eval_users: int = 0  # 0: every validation user; else a fixed seeded subset (faster CPU runs)
     device: str = "auto"  # auto: CUDA with bf16 autocast when present, else CPU
+    # training autocast: auto = bf16 on CUDA, float32 elsewhere; bfloat16 = bf16 on any device (a CPU
+    # with AMX / AVX512-BF16 trains ~1.6x faster); float32 = never. CPU decoding is always float32.
+    precision: str = "auto"
     threads: int = 0  # torch CPU threads for training and validation (0 = torch's default: one per core)
     log_every: int = 50  # optimiser steps between logged training losses
 
@@ -253,6 +256,7 @@ class RecommenderParams:
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.user_tokens >= 0, f"{prefix}.user_tokens", f"must be >= 0 (0 = off), got {self.user_tokens}")
         _check(0.0 <= self.history_dropout < 1.0, f"{prefix}.history_dropout", f"must be in [0, 1), got {self.history_dropout}")
+        _check(self.precision in ("auto", "float32", "bfloat16"), f"{prefix}.precision", f"must be auto, float32 or bfloat16, got {self.precision!r}")
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
         _check(self.max_eval_users >= 0, f"{prefix}.max_eval_users", f"must be >= 0, got {self.max_eval_users}")

@@ -232,3 +232,24 @@ def test_failed_run_is_reported_with_its_log_tail(tmp_path, fake_project):
     assert "genrec train" in result.error and "status 2" in result.error
     assert "item_ids.parquet: file not found" in result.error  # the stage's own one-line error, from run.log
     assert (result.root / "run.log").exists() and (result.root / "overrides.json").exists()
+
+
+def test_reuse_after_the_code_gained_a_param(tmp_path, fake_project):
+    """A param added to the code since the run changes the digest today's code computes, not what
+    the run did: the workspace's params copy and recorded overrides, resolved again, decide."""
+    params = fake_project / "params.yaml"
+    spec = runs.RunSpec("r", ["seed=2"], ("train",))
+    key = runs.reuse_key(spec, params)
+    root = tmp_path / "r"
+    (root / "reports" / "train").mkdir(parents=True)
+    stale = {**key, "resolved_params": "0" * 64, "overrides": ["seed=2"]}  # as digested by older code
+    (root / "overrides.json").write_text(json.dumps(stale))
+    for f in runs.done_files(spec.stages):
+        (root / f).write_text("{}")
+    (root / "params.yaml").write_text(params.read_text())
+    assert runs.is_finished(root, key)
+    (root / "overrides.json").write_text(json.dumps({**stale, "overrides": ["seed=3"]}))  # another seed ran there
+    assert not runs.is_finished(root, key)
+    (root / "overrides.json").write_text(json.dumps(stale))
+    (root / "params.yaml").write_text(params.read_text().replace("lr: 0.002", "lr: 0.005"))  # another lr ran there
+    assert not runs.is_finished(root, key)

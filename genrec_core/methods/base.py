@@ -179,8 +179,8 @@ class Method:
         return self.loss_strategy(logits, batch.labels, batch, trainer.state, extra_logits=extra)
 
     def step(self, trainer: Trainer, batch: Batch) -> StepOutput:
-        """One optimisation step: losses (under autocast on CUDA), backward, clipping, AdamW, scheduler."""
-        with autocast_for(trainer.device):
+        """One optimisation step: losses (under ``recommender.precision``'s autocast), backward, clipping, AdamW, scheduler."""
+        with autocast_for(trainer.device, trainer.params.precision):
             out = self.compute_losses(trainer, batch)
         out.loss.backward()
         grad_norm = self.clip_gradients(trainer)

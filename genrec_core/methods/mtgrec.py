@@ -236,7 +236,7 @@ class MTGRecMethod(Method):
             for start in range(0, len(index), bs):
                 idx = index[start : start + bs]
                 batch = self.encoder.collate(examples, idx, tokenizer_index=torch.full((len(idx),), t, dtype=torch.long)).to(trainer.device)
-                with autocast_for(trainer.device):
+                with autocast_for(trainer.device, trainer.params.precision):
                     out = self.compute_losses(trainer, batch)
                 per_example = out.per_example if out.per_example is not None else out.loss.expand(len(idx))
                 (per_example.float().sum() / total).backward()

@@ -41,14 +41,25 @@ class Recommender(Protocol):
     def rank(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-def amp_dtype_for(device: str | torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA, full precision elsewhere (CPU bf16 is slower and changes results)."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+def amp_dtype_for(device: str | torch.device, precision: str = "auto") -> torch.dtype | None:
+    """Decoding's autocast dtype: bf16 on CUDA (unless ``precision`` is float32), full precision
+    on a CPU whatever ``precision`` says (rankings stay those of the float32 weights)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" and precision != "float32" else None
 
 
-def autocast_for(device: str | torch.device):
-    dtype = amp_dtype_for(device)
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def train_amp_dtype_for(device: str | torch.device, precision: str = "auto") -> torch.dtype | None:
+    """Training's autocast dtype (``recommender.precision``): auto = bf16 on CUDA, none elsewhere;
+    bfloat16 = bf16 on any device (on a CPU with AMX or AVX512-BF16 the step runs ~1.6x faster;
+    the weights and optimiser state stay float32); float32 = none."""
+    if precision == "bfloat16":
+        return torch.bfloat16
+    return amp_dtype_for(device, precision)
+
+
+def autocast_for(device: str | torch.device, precision: str = "auto"):
+    """The training step's autocast context (see ``train_amp_dtype_for``)."""
+    dtype = train_amp_dtype_for(device, precision)
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
