@@ -43,3 +43,14 @@ def test_unknown_precision_is_named(tmp_path):
     params.write_text("seed: 1\n")
     with pytest.raises(ParamError, match="recommender.precision"):
         load_params(params, ["recommender.precision=fp16"])
+
+
+def test_item_id_baselines_always_train_in_float32():
+    from types import SimpleNamespace
+
+    from genrec_core.recommender.interface import training_precision
+
+    assert training_precision(SimpleNamespace(model="decoder_only", precision="bfloat16")) == "bfloat16"
+    assert training_precision(SimpleNamespace(model="tiger", precision="float32")) == "float32"
+    for model in ("sasrec", "gru4rec"):
+        assert training_precision(SimpleNamespace(model=model, precision="bfloat16")) == "auto"

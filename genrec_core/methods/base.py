@@ -34,7 +34,7 @@ from torch import nn
 
 from genrec_core.config import check_param_dict
 from genrec_core.recommender.data import Batch, ExampleArrays
-from genrec_core.recommender.interface import autocast_for
+from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.losses import LossOutput
 from genrec_core.recommender.trainer import fused_adamw_kwargs, warmup_cosine
 
@@ -180,7 +180,7 @@ class Method:
 
     def step(self, trainer: Trainer, batch: Batch) -> StepOutput:
         """One optimisation step: losses (under ``recommender.precision``'s autocast), backward, clipping, AdamW, scheduler."""
-        with autocast_for(trainer.device, trainer.params.precision):
+        with autocast_for(trainer.device, training_precision(trainer.params)):
             out = self.compute_losses(trainer, batch)
         out.loss.backward()
         grad_norm = self.clip_gradients(trainer)

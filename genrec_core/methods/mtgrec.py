@@ -78,7 +78,7 @@ from genrec_core.io import write_text
 from genrec_core.methods import register_method
 from genrec_core.methods.base import Method, MethodContext
 from genrec_core.recommender.data import ExampleArrays
-from genrec_core.recommender.interface import autocast_for
+from genrec_core.recommender.interface import autocast_for, training_precision
 
 if TYPE_CHECKING:
     from genrec_core.recommender.trainer import Trainer
@@ -236,7 +236,7 @@ class MTGRecMethod(Method):
             for start in range(0, len(index), bs):
                 idx = index[start : start + bs]
                 batch = self.encoder.collate(examples, idx, tokenizer_index=torch.full((len(idx),), t, dtype=torch.long)).to(trainer.device)
-                with autocast_for(trainer.device, trainer.params.precision):
+                with autocast_for(trainer.device, training_precision(trainer.params)):
                     out = self.compute_losses(trainer, batch)
                 per_example = out.per_example if out.per_example is not None else out.loss.expand(len(idx))
                 (per_example.float().sum() / total).backward()

@@ -56,6 +56,16 @@ def train_amp_dtype_for(device: str | torch.device, precision: str = "auto") -> 
     return amp_dtype_for(device, precision)
 
 
+#: Item-ID baselines train in float32 whatever ``recommender.precision`` says (their published
+#: setting; a baseline is never run in a cheaper mode than it was tuned in).
+ITEM_ID_MODELS = ("sasrec", "gru4rec")
+
+
+def training_precision(params: Any) -> str:
+    """``recommender.precision`` for a generative model; ``auto`` (float32 on a CPU) for SASRec/GRU4Rec."""
+    return "auto" if params.model in ITEM_ID_MODELS else params.precision
+
+
 def autocast_for(device: str | torch.device, precision: str = "auto"):
     """The training step's autocast context (see ``train_amp_dtype_for``)."""
     dtype = train_amp_dtype_for(device, precision)
