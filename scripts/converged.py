@@ -15,9 +15,10 @@ configs/tiger-paper.yaml, through ``genrec overrides``; skipped with a note whil
 exist), ``sasrec-ce``, ``sasrec-bce``, ``gru4rec-ce``. ``--methods`` takes ``NAME`` (a default
 method) or ``NAME=key=value,key=value``. Each method x seed is ``genrec train`` then ``genrec
 evaluate`` in a scratch workspace ``<work-dir>/<method>-s<seed>`` (benchmarks/runs.py) with ``-S``
-overrides: the method's, then ``seed=<seed> recommender.epochs=<--epochs>
-recommender.patience=<--patience>``, then every ``--set``. Finished workspaces with the same
-overrides are reused (``--force`` retrains).
+overrides: ``seed=<seed> recommender.epochs=<--epochs> recommender.patience=<--patience>``, then
+the method's (a method that pins its own schedule, e.g. ``recommender.epochs=4`` for a default
+sized to the 15-minute budget, keeps it), then every ``--set``. Finished workspaces whose params
+resolve to the same values are reused (``--force`` retrains).
 
 The MostPop and Markov floors are computed once (genrec_core.evaluation.baselines on the project
 root's data/processed test split) and, being deterministic, enter the table with the same value
@@ -193,7 +194,7 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
         machine,
         "",
         f"Seeds: {', '.join(map(str, args.seeds))}. Every method x seed: `genrec train` then `genrec evaluate` in a scratch workspace, "
-        f"params.yaml plus the method's overrides, `seed=<seed> recommender.epochs={args.epochs} recommender.patience={args.patience}`"
+        f"params.yaml plus `seed=<seed> recommender.epochs={args.epochs} recommender.patience={args.patience}`, then the method's overrides (a method's own `recommender.epochs` wins)"
         + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "") + " (applied in that order; later wins). "
         "Model selection on validation NDCG@10; test metrics of the selected checkpoint.",
         "",
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {n}")
 
     specs = [
-        RunSpec(f"{m.name}-s{seed}", [*m.overrides, f"seed={seed}", f"recommender.epochs={args.epochs}", f"recommender.patience={args.patience}", *args.set],
+        RunSpec(f"{m.name}-s{seed}", [f"seed={seed}", f"recommender.epochs={args.epochs}", f"recommender.patience={args.patience}", *m.overrides, *args.set],
                 ("train", "evaluate"), {"method": m.name, "seed": seed})
         for m in methods for seed in args.seeds
     ]

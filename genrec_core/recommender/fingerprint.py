@@ -26,6 +26,8 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
         rec.pop("method")
     if rec.get("method_params") == {}:
         rec.pop("method_params")
+    if rec.get("precision") == "auto":  # and the default autocast (float32 on a CPU, as before the param)
+        rec.pop("precision")
     info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
     info.update({"seed": params.seed, "tokenizer": tokenizer})
     info.update({f"sha256:{name}": sha256_file(path) for name, path in files.items()})
