@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = [m for m in args.metrics.split(",") if m] or None
     floors = args.floors if args.floors and args.floors.exists() else None
     table = build(data, args.by.split(","), args.baseline, metrics, args.metrics_file, args.include_baselines, floors, args.runs)
-    md = "# Results over seeds\n\n" + to_markdown(table)
+    import shlex
+
+    shown = sys.argv[1:] if argv is None else argv
+    md = "# Results over seeds\n\n" + f"Regenerate: `python -m stages.results {shlex.join(map(str, shown))}`\n\n" + to_markdown(table)
     if any(row.runs < 2 for row in table.rows):
         md += (
             "\nRows with a single run have no std, and their Mann-Whitney p cannot fall below 1 (1 vs 1) "
