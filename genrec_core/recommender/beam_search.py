@@ -136,6 +136,32 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _on_model_device(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: ItemTrie, beam_size: int):
+    """(device, trie, input_ids, attention_mask) on the model's device; checks ``beam_size``."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    device = _model_device(model)
+    if trie.device != device:
+        trie = trie.to(device)  # callers decoding many batches should move the trie once
+    return device, trie, input_ids.to(device), attention_mask.to(device)
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """Autocast in ``amp_dtype`` on CUDA only (scores are summed in float32 either way)."""
+    if amp_dtype is not None and device.type == "cuda":
+        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    return contextlib.nullcontext()
+
+
+def _step_decoder(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int):
+    """What the search steps: a decoder-only model's own (prefix once, then a KV cache) or the
+    T5's cached decoder over the encoded history."""
+    make_decoder = getattr(model, "beam_decoder", None)
+    if make_decoder is not None:
+        return make_decoder(input_ids, attention_mask, max_steps=length)
+    return CachedT5Decoder(model.t5, model.encode(input_ids, attention_mask), attention_mask, max_steps=length)
+
+
 def constrained_beam_search(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -154,26 +180,10 @@ def constrained_beam_search(
     model order) when ``beam_size`` is at least the number of distinct (L-1)-token prefixes.
     ``amp_dtype`` (CUDA only): run under autocast in that dtype; scores are summed in float32.
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    device = _model_device(model)
-    if trie.device != device:
-        trie = trie.to(device)  # callers decoding many batches should move the trie once
-    input_ids = input_ids.to(device)
-    attention_mask = attention_mask.to(device)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=amp_dtype)
-        if amp_dtype is not None and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    device, trie, input_ids, attention_mask = _on_model_device(model, input_ids, attention_mask, trie, beam_size)
     length = trie.id_length
-    with eval_mode(model), torch.inference_mode(), autocast:
-        make_decoder = getattr(model, "beam_decoder", None)  # decoder-only models: prefix once, then a KV cache
-        if make_decoder is not None:
-            decoder = make_decoder(input_ids, attention_mask, max_steps=length)
-        else:
-            encoder_hidden = model.encode(input_ids, attention_mask)
-            decoder = CachedT5Decoder(model.t5, encoder_hidden, attention_mask, max_steps=length)
+    with eval_mode(model), torch.inference_mode(), _autocast(device, amp_dtype):
+        decoder = _step_decoder(model, input_ids, attention_mask, length)
         batch = input_ids.shape[0]
         nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)  # every user starts at the root
         scores = torch.zeros(batch, 1, dtype=torch.float32, device=device)
@@ -217,25 +227,10 @@ def free_beam_search(
     the ``beam_size`` best L-token sequences are looked up in ``trie`` afterwards and those that
     name no item are dropped. The valid ones keep their order, first; the rest of the row is -1 /
     -inf (fewer than ``beam_size`` items where invalid sequences won beams)."""
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    device = _model_device(model)
-    if trie.device != device:
-        trie = trie.to(device)
-    input_ids = input_ids.to(device)
-    attention_mask = attention_mask.to(device)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=amp_dtype)
-        if amp_dtype is not None and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    device, trie, input_ids, attention_mask = _on_model_device(model, input_ids, attention_mask, trie, beam_size)
     length = trie.id_length
-    with eval_mode(model), torch.inference_mode(), autocast:
-        make_decoder = getattr(model, "beam_decoder", None)
-        if make_decoder is not None:
-            decoder = make_decoder(input_ids, attention_mask, max_steps=length)
-        else:
-            decoder = CachedT5Decoder(model.t5, model.encode(input_ids, attention_mask), attention_mask, max_steps=length)
+    with eval_mode(model), torch.inference_mode(), _autocast(device, amp_dtype):
+        decoder = _step_decoder(model, input_ids, attention_mask, length)
         batch = input_ids.shape[0]
         scores = torch.zeros(batch, 1, dtype=torch.float32, device=device)
         tokens = torch.full((batch, 1), PAD, dtype=torch.long, device=device)
