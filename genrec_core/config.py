@@ -213,6 +213,7 @@ class RecommenderParams:
     level_softmax: bool = False  # softmax of decoding step l over level l's codes only (GRID's per-level heads); training and decoding alike
     user_tokens: int = 0  # TIGER's user token: hash buckets of the user id, prepended to the encoder input (0 = off)
     history_dropout: float = 0.0  # training only: each history item but the most recent is left out with this probability
+    pack_examples: int = 0  # decoder_only (items input): train up to n consecutive examples of a user as one sequence that holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
     method: str = "tiger"  # a registered training method (genrec_core.methods): tiger = plain training with `loss`
@@ -256,6 +257,10 @@ class RecommenderParams:
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.user_tokens >= 0, f"{prefix}.user_tokens", f"must be >= 0 (0 = off), got {self.user_tokens}")
         _check(0.0 <= self.history_dropout < 1.0, f"{prefix}.history_dropout", f"must be in [0, 1), got {self.history_dropout}")
+        _check(self.pack_examples >= 0, f"{prefix}.pack_examples", f"must be >= 0 (0 = off), got {self.pack_examples}")
+        if self.pack_examples and self.model == "decoder_only":  # the other models have no packed forward and ignore it
+            _check(self.encoder_input == "items", f"{prefix}.pack_examples", f"needs encoder_input: items (one position per history item), got {self.encoder_input!r}")
+            _check(self.user_tokens == 0, f"{prefix}.pack_examples", "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)")
         _check(self.precision in ("auto", "float32", "bfloat16"), f"{prefix}.precision", f"must be auto, float32 or bfloat16, got {self.precision!r}")
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")

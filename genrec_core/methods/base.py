@@ -25,7 +25,7 @@ passes run through), ``params``, ``device``, ``seed``, ``state`` with the step a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -33,9 +33,11 @@ import torch
 from torch import nn
 
 from genrec_core.config import check_param_dict
+from genrec_core.errors import ParamError
 from genrec_core.recommender.data import Batch, ExampleArrays
 from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.losses import LossOutput
+from genrec_core.recommender.packing import linked_examples, pack_batch
 from genrec_core.recommender.trainer import fused_adamw_kwargs, warmup_cosine
 
 if TYPE_CHECKING:
@@ -157,9 +159,28 @@ class Method:
         if tokenizer_index is not None:
             kwargs["tokenizer_index"] = tokenizer_index
         prob = float(getattr(trainer.params, "history_dropout", 0.0))
+        pack = int(getattr(trainer.sampler, "pack_examples", 0))  # the trainer packs (decoder_only with pack_examples)
+        if pack:
+            return self.packed_collate(trainer, examples, index, pack, prob, tokenizer_index)
         if prob > 0.0:
             kwargs.update(history_dropout=prob, rng=np.random.default_rng([trainer.seed, trainer.state.step]))
         return self.encoder.collate(examples, index, **kwargs)
+
+    def packed_collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, pack: int, prob: float, tokenizer_index: torch.Tensor | None) -> Batch:
+        """``collate`` with ``recommender.pack_examples``: the batch plus how its examples share
+        their items (``packing.pack_batch``); ``history_dropout`` thins each example's window."""
+        if tokenizer_index is not None:
+            raise ParamError("recommender.pack_examples", f"method {self.name!r} tokenizes examples with different ID tables; packed training needs one (set pack_examples: 0)")
+        index = np.asarray(index, dtype=np.int64)
+        keep = None
+        if prob > 0.0:
+            lengths = examples.lengths[index]
+            keep = examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
+        linked = getattr(trainer.sampler, "linked", None) if examples is trainer.train_examples else None
+        if linked is None:
+            linked = linked_examples(examples)
+        batch = self.encoder.collate(examples, index, keep=keep)
+        return replace(batch, packing=pack_batch(examples, index, linked, pack, self.encoder.item_tokens, keep))
 
     def eval_collate(self, examples: ExampleArrays, index: np.ndarray) -> Batch:
         """A validation batch (the default tokenizer, nothing dropped)."""
@@ -170,7 +191,12 @@ class Method:
         """Forward pass(es) and the loss strategy: the scalar, its named per-example terms, logs."""
         model = trainer.train_model
         soft = batch.soft_inputs()  # empty unless a method set soft inputs (labels stay hard)
-        logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
+        if batch.packing is not None:
+            if soft:
+                raise ParamError("recommender.pack_examples", f"method {self.name!r} feeds soft inputs, which packed training does not take (set pack_examples: 0)")
+            logits = model.packed_forward(batch.packing, batch.labels)
+        else:
+            logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
         extra = None
         if self.loss_strategy.extra_forward_needed:
             ids, mask = self.loss_strategy.extra_inputs(batch)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -70,14 +71,16 @@ class ExampleArrays:
         history, lengths = self.padded(index)
         if prob <= 0.0 or history.size == 0:
             return history, lengths
-        pos = np.arange(history.shape[1])
-        keep = (pos[None, :] < lengths[:, None]) & (rng.random(history.shape) >= prob)
+        return thin_histories(history, lengths, self.dropout_keep(lengths, history.shape[1], prob, rng))
+
+    @staticmethod
+    def dropout_keep(lengths: np.ndarray, width: int, prob: float, rng: np.random.Generator) -> np.ndarray:
+        """[B, width] which padded history positions ``history_dropout`` keeps: each real one with
+        probability 1 - ``prob``, the most recent always (one ``rng.random`` draw of that shape)."""
+        pos = np.arange(width)
+        keep = (pos[None, :] < lengths[:, None]) & (rng.random((len(lengths), width)) >= prob)
         keep[np.arange(len(lengths)), np.maximum(lengths - 1, 0)] = lengths > 0  # the most recent item stays
-        new_lengths = keep.sum(axis=1)
-        order = np.argsort(~keep, axis=1, kind="stable")  # kept positions first, in their order
-        packed = np.take_along_axis(history, order, axis=1)
-        packed[pos[None, :] >= new_lengths[:, None]] = -1
-        return packed, new_lengths.astype(lengths.dtype)
+        return keep
 
     def training_histories(self, index: np.ndarray, history_dropout: float = 0.0, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``padded``, or ``padded_with_dropout`` when ``history_dropout`` > 0 (then ``rng`` is required)."""
@@ -95,6 +98,17 @@ class ExampleArrays:
         # flat positions of the chosen histories, without a Python loop over examples
         take = np.repeat(self.offsets[index] - offsets[:-1], lengths) + np.arange(offsets[-1])
         return ExampleArrays(self.user_ids[index], offsets, self.history[take], self.targets[index])
+
+
+def thin_histories(history: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded histories [B, H] with only the ``keep`` [B, H] positions, packed to the left in
+    their order (pad -1), and their new lengths."""
+    pos = np.arange(history.shape[1])
+    new_lengths = keep.sum(axis=1)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept positions first, in their order
+    packed = np.take_along_axis(history, order, axis=1)
+    packed[pos[None, :] >= new_lengths[:, None]] = -1
+    return packed, new_lengths.astype(lengths.dtype)
 
 
 def examples_from_frame(df: pl.DataFrame, path: str | Path = "<examples>") -> ExampleArrays:
@@ -152,6 +166,9 @@ class Batch:
     # a method sets them after collate, the default training never does
     inputs_embeds: torch.Tensor | None = None
     decoder_inputs_embeds: torch.Tensor | None = None
+    # recommender.pack_examples: how the examples share their history items (packing.Packing);
+    # the model's packed_forward then scores them, the fields above stay per example
+    packing: Any = None
 
     def soft_inputs(self) -> dict[str, torch.Tensor]:
         """The soft inputs that are set, as keyword arguments of a generative model's forward."""
@@ -164,7 +181,7 @@ class Batch:
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            moved[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+            moved[f.name] = value.to(device) if value is not None and hasattr(value, "to") else value
         return replace(self, **moved)
 
 
@@ -258,11 +275,15 @@ class SequenceEncoder:
         tok = self.item_tokens(targets, tokenizer_index)
         return torch.cat([tok, torch.full((tok.shape[0], 1), EOS, dtype=torch.long)], dim=1)
 
-    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None) -> Batch:
+    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None, keep: np.ndarray | None = None) -> Batch:
         """Gather examples ``index`` of a split and tokenize them into one right-padded batch
-        (``history_dropout`` > 0 with ``rng``: training histories thinned, see ``padded_with_dropout``)."""
+        (``history_dropout`` > 0 with ``rng``: training histories thinned, see ``padded_with_dropout``;
+        or ``keep`` [B, H]: thinned to these padded positions, ``ExampleArrays.dropout_keep``)."""
         index = np.asarray(index, dtype=np.int64)
-        history, lengths = examples.training_histories(index, history_dropout, rng)
+        if keep is not None:
+            history, lengths = thin_histories(*examples.padded(index), keep)
+        else:
+            history, lengths = examples.training_histories(index, history_dropout, rng)
         history_t = torch.from_numpy(history)
         lengths_t = torch.from_numpy(lengths.astype(np.int64))
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))

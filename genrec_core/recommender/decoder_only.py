@@ -38,6 +38,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from genrec_core.config import RecommenderParams
 from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, pool_item_embeddings, register_generative_model
+from genrec_core.recommender.packing import Packing, packed_attention
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 
 #: RoPE: positions are not limited by a table; this only bounds what the config advertises.
@@ -156,6 +157,25 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos);
         the optional soft inputs as in ``GenerativeRecommender.forward``."""
         return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, shift_right(labels), decoder_inputs_embeds)
+
+    def packed_forward(self, packing: Packing, labels: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [E, L + 1, V] of ``labels`` [E, L + 1] for examples that share
+        their history items (``recommender.pack_examples``, ``packing.py``): each example's segment
+        is the items-input eos group, then ``shift_right(labels)``, after its window of the chunk."""
+        if self.encoder_input != "items" or self.user_tokens:
+            raise ValueError("packed training needs encoder_input items and no user tokens")
+        steps = labels.shape[1]
+        segment = steps + 1  # the eos group, then the decoder inputs
+        mask, positions, rows = packed_attention(packing, segment)
+        chunks = self.input_embeddings(packing.items)  # [G, C, d]
+        eos_group = torch.full((1, packing.items.shape[-1]), PAD, dtype=torch.long, device=labels.device)
+        eos_group[0, 0] = EOS
+        segments = torch.cat([self.input_embeddings(eos_group[None]).expand(labels.shape[0], 1, -1), self.input_embeddings(shift_right(labels))], dim=1)
+        g, c, d = chunks.shape
+        embeds = torch.cat([chunks, chunks.new_zeros(g, mask.shape[-1] - c, d)], dim=1)
+        embeds = embeds.index_put((packing.group[:, None], rows), segments)
+        hidden = self.run(embeds, mask, positions)
+        return self.restrict_logits(self.llama.lm_head(hidden[packing.group[:, None], rows[:, 1:]]))
 
     def beam_decoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_steps: int) -> CachedPrefixDecoder:
         """What ``beam_search.constrained_beam_search`` steps: the prefix run once, then one token per beam."""

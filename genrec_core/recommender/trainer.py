@@ -39,6 +39,7 @@ from genrec_core.config import RecommenderParams
 from genrec_core.errors import GenrecError
 from genrec_core.io import save_torch, write_json, write_text
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
+from genrec_core.recommender.packing import PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
 from genrec_core.runtime import resolve_device
 
@@ -212,7 +213,8 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta or {}
         self.progress = progress
         self.use_dvclive = use_dvclive
-        self.sampler = BucketBatchSampler(train.lengths, params.batch_size, seed)
+        pack = int(getattr(params, "pack_examples", 0)) if getattr(params, "model", "tiger") == "decoder_only" else 0  # the other models ignore it
+        self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
         self.state = TrainState(total_steps=params.epochs * len(self.sampler))
         self.train_model = self.model  # the module training forward passes run through
         self.method.setup(self)  # optimisers and schedulers: before a resume loads their state
