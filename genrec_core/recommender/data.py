@@ -313,7 +313,44 @@ class SequenceEncoder:
 # --------------------------------------------------------------------------- samplers
 
 
-class BucketBatchSampler:
+class SeededBatchSampler:
+    """What every training sampler shares: its batches follow from ``(seed, epoch)`` alone, so its
+    state is ``(epoch, batches_done)`` plus what must match on resume (``identity``). A subclass
+    sets ``seed``, ``batch_size`` (and whatever ``identity`` names) and implements ``batches``."""
+
+    seed: int
+    batch_size: int
+    epoch: int = 0
+    batches_done: int = 0
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """The settings a saved state must have been written with (saved beside the position)."""
+        return {"seed": self.seed, "batch_size": self.batch_size}
+
+    def set_epoch(self, epoch: int, batches_done: int = 0) -> None:
+        self.epoch = int(epoch)
+        self.batches_done = int(batches_done)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield the remaining batches of the current epoch, counting them as consumed."""
+        for batch in self.batches(self.epoch)[self.batches_done :]:
+            self.batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {**self.identity(), "epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.identity()
+        if any(state.get(k) != v for k, v in mine.items()):
+            raise ValueError(f"sampler state from other settings ({', '.join(mine)} must match)")
+        self.set_epoch(state["epoch"], state["batches_done"])
+
+
+class BucketBatchSampler(SeededBatchSampler):
     """Length-bucketed, seeded, resumable batches of example indices.
 
     Each epoch: a permutation from ``(seed, epoch)`` is stably sorted by history length (so
@@ -344,24 +381,6 @@ class BucketBatchSampler:
         if self.drop_last and cuts and cuts[-1].shape[0] < self.batch_size:
             cuts.pop()
         return [cuts[i] for i in rng.permutation(len(cuts))]
-
-    def set_epoch(self, epoch: int, batches_done: int = 0) -> None:
-        self.epoch = int(epoch)
-        self.batches_done = int(batches_done)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        """Yield the remaining batches of the current epoch, counting them as consumed."""
-        for batch in self.batches(self.epoch)[self.batches_done :]:
-            self.batches_done += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "batch_size": self.batch_size, "epoch": self.epoch, "batches_done": self.batches_done}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
-            raise ValueError("sampler state from a different seed or batch size")
-        self.set_epoch(state["epoch"], state["batches_done"])
 
 
 def eval_batches(examples: ExampleArrays, batch_size: int) -> list[np.ndarray]:

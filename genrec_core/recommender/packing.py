@@ -29,13 +29,12 @@ then every example's target.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from genrec_core.recommender.data import ExampleArrays
+from genrec_core.recommender.data import ExampleArrays, SeededBatchSampler
 
 
 def linked_examples(examples: ExampleArrays) -> np.ndarray:
@@ -73,7 +72,7 @@ def chunk_starts(linked: np.ndarray, pack_examples: int) -> np.ndarray:
     return (offset_in_run % pack_examples) == 0
 
 
-class PackedBatchSampler:
+class PackedBatchSampler(SeededBatchSampler):
     """Seeded, resumable training batches made of whole chunks (``BucketBatchSampler``'s interface).
 
     Chunks are fixed (every ``pack_examples`` linked examples from a run's start); each epoch a
@@ -106,22 +105,8 @@ class PackedBatchSampler:
             out.append(np.concatenate([np.arange(a, b) for a, b in chosen]))
         return out
 
-    def set_epoch(self, epoch: int, batches_done: int = 0) -> None:
-        self.epoch = int(epoch)
-        self.batches_done = int(batches_done)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for batch in self.batches(self.epoch)[self.batches_done :]:
-            self.batches_done += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "batch_size": self.batch_size, "pack_examples": self.pack_examples, "epoch": self.epoch, "batches_done": self.batches_done}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("pack_examples") != self.pack_examples or state["seed"] != self.seed or state["batch_size"] != self.batch_size:
-            raise ValueError("sampler state from a different seed, batch size or pack_examples")
-        self.set_epoch(state["epoch"], state["batches_done"])
+    def identity(self) -> dict:
+        return {**super().identity(), "pack_examples": self.pack_examples}
 
 
 @dataclass
