@@ -148,3 +148,23 @@ def test_processes_param_and_the_torchrun_relaunch(monkeypatch):
     assert calls[0][7:] == ["genrec_core.cli", "train", "--params", str(ROOT / "params.yaml"), "--root", ".", "-S", "recommender.processes=3"]
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert cli._train_processes(ROOT / "params.yaml", ["recommender.processes=3"]) == 1
+
+
+def test_mtgrec_two_processes_match_one(tmp_path):
+    """MTGRec: every rank computes the stage-end influence itself on the full data, so both ranks
+    hold the p (and drawn counts) of one process, and the weights match."""
+    one = trained("mtgrec", tmp_path / "one", 1)
+    two = trained("mtgrec", tmp_path / "two", 2, DDP_TEST_AUDIT="1")
+    assert_same_weights(one, two)
+    reference = np.load(tmp_path / "one" / "p_rank0.npy")
+    assert not np.allclose(reference[:3], 1 / 3)  # the stage end moved p
+    for r in range(2):
+        np.testing.assert_allclose(np.load(tmp_path / "two" / f"p_rank{r}.npy"), reference, rtol=1e-6, atol=1e-8)
+    assert (tmp_path / "two" / "mtgrec" / "influence.csv").exists()
+
+
+def test_cft_second_forward_through_ddp_matches_one(tmp_path):
+    """cft runs a second (counterfactual) forward pass per step through the DDP wrapper: the
+    gradients of both passes are all-reduced, so two processes still match one."""
+    one = trained("tiger", tmp_path / "one", 1, DDP_TEST_LOSS="cft")
+    assert_same_weights(one, trained("tiger", tmp_path / "two", 2, DDP_TEST_LOSS="cft"))
