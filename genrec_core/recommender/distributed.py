@@ -76,6 +76,7 @@ def broadcast_object(obj: Any) -> Any:
 
 
 def _all_reduce(value: float, op: Any, device: str) -> float:
+    """One float reduced over the ranks (on ``device``: nccl reduces CUDA tensors only)."""
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t, op=op)
     return float(t.item())

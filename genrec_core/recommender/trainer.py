@@ -288,7 +288,7 @@ class Trainer:
     def _reduced_stop(self) -> bool:
         """Whether any rank received a signal (all-reduced every step: all stop at the same step)."""
         if self.world > 1:
-            signum = int(distributed.all_reduce_max(self.stop_signal or 0))
+            signum = int(distributed.all_reduce_max(self.stop_signal or 0, self.device))
             self.stop_signal = signum or None
         return self.stop_signal is not None
 
@@ -525,7 +525,7 @@ class Trainer:
                 window.append(out.loss.detach() * (self.loss_scale / self.world))  # summed over ranks: the global mean
                 bar.update(1)
                 if s.step % p.log_every == 0:
-                    mean_loss = distributed.all_reduce_sum(float(torch.stack(window).mean()))
+                    mean_loss = distributed.all_reduce_sum(float(torch.stack(window).mean()), self.device)
                     window.clear()
                     if not math.isfinite(mean_loss):
                         raise FloatingPointError(f"training loss is {mean_loss} at step {s.step}; lower recommender.lr or check the data")
