@@ -118,9 +118,39 @@ def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: Ro
     Trains on the IDs of recommender.tokenizer with the loss strategy recommender.loss, selects the
     model on validation NDCG@10 (same beam search as the test) and stops early. Checkpoints every
     epoch and on interrupt to data/recommender/last.pt; a rerun resumes from it. Logs with dvclive
-    to reports/train/.
+    to reports/train/. With recommender.processes > 1 (and not already under torchrun) it relaunches
+    itself as `python -m torch.distributed.run --standalone --nproc_per_node N` (DDP).
     """
+    processes = _train_processes(params, set_)
+    if processes > 1:
+        args = ["--params", str(params), "--root", str(root), *(a for o in set_ or [] for a in ("-S", o))]
+        raise typer.Exit(code=_relaunch_under_torchrun(processes, args))
     _run_stage("train", params, set_, root)
+
+
+def _train_processes(params_file: Path, overrides: list[str] | None) -> int:
+    """``recommender.processes``, or 1 when already under torchrun (WORLD_SIZE set) or the params
+    do not load (``_run_stage`` then reports the error)."""
+    import os
+
+    from genrec_core.config import load_params
+
+    if "WORLD_SIZE" in os.environ:
+        return 1
+    try:
+        return int(load_params(params_file, overrides or []).recommender.processes)
+    except Exception:  # noqa: BLE001 - the stage run reports bad params with its usual message
+        return 1
+
+
+def _relaunch_under_torchrun(processes: int, args: list[str]) -> int:
+    """Run ``genrec train`` with the same arguments under torchrun (one node, ``processes``
+    ranks); its exit code."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m", "genrec_core.cli", "train", *args]
+    typer.echo(f"recommender.processes={processes}: {' '.join(cmd)}", err=True)
+    return subprocess.call(cmd)
 
 
 @app.command()

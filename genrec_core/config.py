@@ -238,6 +238,7 @@ class RecommenderParams:
     # with AMX / AVX512-BF16 trains ~1.6x faster); float32 = never. CPU decoding is always float32.
     precision: str = "auto"
     threads: int = 0  # torch CPU threads for training and validation (0 = torch's default: one per core)
+    processes: int = 1  # data-parallel training processes (> 1: `genrec train` relaunches itself under torchrun; recommender/distributed.py)
     log_every: int = 50  # optimiser steps between logged training losses
 
     def validate(self, prefix: str = "recommender") -> None:
@@ -263,6 +264,7 @@ class RecommenderParams:
             _check(self.user_tokens == 0, f"{prefix}.pack_examples", "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)")
         _check(self.precision in ("auto", "float32", "bfloat16"), f"{prefix}.precision", f"must be auto, float32 or bfloat16, got {self.precision!r}")
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
+        _check(self.processes >= 1, f"{prefix}.processes", f"must be >= 1 (1 = no data parallelism), got {self.processes}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
         _check(self.max_eval_users >= 0, f"{prefix}.max_eval_users", f"must be >= 0, got {self.max_eval_users}")
         _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")

@@ -10,6 +10,8 @@ With ``recommender.method: mtgrec`` every kept tokenizer of the ID table is a da
 ``reports/mtgrec/influence.csv`` holds the influence per stage end and tokenizer; any other method
 (or model) writes it with its header only (no influence computed), so the output always exists.
 Fine-tuning and selection are the ``finetune`` and ``select_tokenizer`` stages.
+With ``recommender.processes`` > 1 the CLI runs this stage under torchrun (one process per
+device, DDP; ``genrec_core/recommender/distributed.py``); rank 0 writes every output.
 An interrupted run resumes from ``last.pt`` when its fingerprint (the recommender params, the
 seed, the tokenizer and the hashes of the input files) still matches.
 """
@@ -28,6 +30,7 @@ from genrec_core.config import Params
 from genrec_core.errors import InputFormatError
 from genrec_core.io import write_json, write_text
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender import distributed
 from genrec_core.recommender.fingerprint import fingerprint
 from genrec_core.tokenizers.id_table import choose_tokenizer
 
@@ -60,8 +63,9 @@ def run(params: Params, root: Path) -> None:
     kind = model_kind(params)
     if kind not in GENERATIVE_KINDS:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
         summary = train_sequential(params, paths, kind)
-        write_json(comparable_metrics(summary), paths.train_metrics)
-        _no_influence(paths)
+        if distributed.is_main():  # under torchrun only rank 0 writes
+            write_json(comparable_metrics(summary), paths.train_metrics)
+            _no_influence(paths)
         return
     rp = params.recommender
     check_loss_params(rp.loss, rp.loss_params)  # fail before reading anything
@@ -113,6 +117,8 @@ def run(params: Params, root: Path) -> None:
         },
     )
     summary = trainer.fit()
+    if not distributed.is_main():  # under torchrun only rank 0 writes
+        return
     write_json(comparable_metrics(summary), paths.train_metrics)
     if rp.method != "mtgrec":  # MTGRec wrote its influence at the end of training
         _no_influence(paths)

@@ -150,37 +150,60 @@ class Method:
         """[B] the tokenizer (row of the encoder's tables) of each training example; None: the default."""
         return None
 
-    def collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray) -> Batch:
+    def collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, part: slice | None = None) -> Batch:
         """The training batch of ``examples[index]`` for the coming step (``trainer.state.step``);
         with ``history_dropout`` its histories are thinned by a generator seeded from (seed, step),
-        so the draw does not depend on other RNG use and survives resume."""
-        kwargs: dict[str, Any] = {}
+        so the draw does not depend on other RNG use and survives resume. ``part``: this rank's
+        positions of the global batch ``index`` under DDP; the random draws are made for the whole
+        global batch and then cut, so a rank's examples see what one process would draw for them."""
+        index = np.asarray(index, dtype=np.int64)
+        whole = part is None or (part.start in (0, None) and part.stop in (len(index), None))
         tokenizer_index = self.tokenizer_index(trainer, examples, index)
-        if tokenizer_index is not None:
-            kwargs["tokenizer_index"] = tokenizer_index
         prob = float(getattr(trainer.params, "history_dropout", 0.0))
         pack = int(getattr(trainer.sampler, "pack_examples", 0))  # the trainer packs (decoder_only with pack_examples)
+        if not whole:
+            return self.collate_part(trainer, examples, index, part, tokenizer_index, prob, pack)
+        kwargs: dict[str, Any] = {}
+        if tokenizer_index is not None:
+            kwargs["tokenizer_index"] = tokenizer_index
         if pack:
             return self.packed_collate(trainer, examples, index, pack, prob, tokenizer_index)
         if prob > 0.0:
             kwargs.update(history_dropout=prob, rng=np.random.default_rng([trainer.seed, trainer.state.step]))
         return self.encoder.collate(examples, index, **kwargs)
 
-    def packed_collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, pack: int, prob: float, tokenizer_index: torch.Tensor | None) -> Batch:
+    def collate_part(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, part: slice, tokenizer_index: torch.Tensor | None, prob: float, pack: int) -> Batch:
+        """``collate`` of the rank's ``index[part]``: the global draws (tokenizers, the
+        ``history_dropout`` keep mask, the one ``padded_with_dropout`` would draw) cut to it."""
+        shard = index[part]
+        keep = None
+        if prob > 0.0:
+            lengths = examples.lengths[index]
+            keep = examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
+            keep = keep[part][:, : int(examples.lengths[shard].max())]
+        tokens = None if tokenizer_index is None else tokenizer_index[part]
+        if pack:
+            return self.packed_collate(trainer, examples, shard, pack, prob, tokens, keep=keep, band=int(examples.lengths[index].max()))
+        kwargs: dict[str, Any] = {} if tokens is None else {"tokenizer_index": tokens}
+        if keep is not None:
+            kwargs["keep"] = keep
+        return self.encoder.collate(examples, shard, **kwargs)
+
+    def packed_collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, pack: int, prob: float, tokenizer_index: torch.Tensor | None, keep: np.ndarray | None = None, band: int | None = None) -> Batch:
         """``collate`` with ``recommender.pack_examples``: the batch plus how its examples share
-        their items (``packing.pack_batch``); ``history_dropout`` thins each example's window."""
+        their items (``packing.pack_batch``); ``history_dropout`` thins each example's window
+        (``keep``: a mask drawn already; ``band``: the global batch's, ``collate_part``)."""
         if tokenizer_index is not None:
             raise ParamError("recommender.pack_examples", f"method {self.name!r} tokenizes examples with different ID tables; packed training needs one (set pack_examples: 0)")
         index = np.asarray(index, dtype=np.int64)
-        keep = None
-        if prob > 0.0:
+        if keep is None and prob > 0.0:
             lengths = examples.lengths[index]
             keep = examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
         linked = getattr(trainer.sampler, "linked", None) if examples is trainer.train_examples else None
         if linked is None:
             linked = linked_examples(examples)
         batch = self.encoder.collate(examples, index, keep=keep)
-        return replace(batch, packing=pack_batch(examples, index, linked, pack, self.encoder.item_tokens, keep))
+        return replace(batch, packing=pack_batch(examples, index, linked, pack, self.encoder.item_tokens, keep, band))
 
     def eval_collate(self, examples: ExampleArrays, index: np.ndarray) -> Batch:
         """A validation batch (the default tokenizer, nothing dropped)."""
@@ -194,7 +217,7 @@ class Method:
         if batch.packing is not None:
             if soft:
                 raise ParamError("recommender.pack_examples", f"method {self.name!r} feeds soft inputs, which packed training does not take (set pack_examples: 0)")
-            logits = model.packed_forward(batch.packing, batch.labels)
+            logits = model(batch.input_ids, batch.attention_mask, batch.labels, packing=batch.packing)  # through train_model: DDP all-reduces its gradients
         else:
             logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
         extra = None
@@ -208,7 +231,8 @@ class Method:
         """One optimisation step: losses (under ``recommender.precision``'s autocast), backward, clipping, AdamW, scheduler."""
         with autocast_for(trainer.device, training_precision(trainer.params)):
             out = self.compute_losses(trainer, batch)
-        out.loss.backward()
+        scale = getattr(trainer, "loss_scale", 1.0)  # DDP: this rank's share of the global batch x world
+        (out.loss * scale if scale != 1.0 else out.loss).backward()
         grad_norm = self.clip_gradients(trainer)
         self.optimizer.step()
         self.scheduler.step()

@@ -53,6 +53,13 @@ Params (``recommender.method_params``):
   cosine, no warm-up); ``finetune_epochs`` (int, 0 = ``recommender.epochs``), early stopping on
   validation with ``recommender.patience``.
 
+Under DDP (``recommender.processes`` > 1, torchrun): every rank draws the same tokenizers for the
+whole global batch (seeded by (seed, step)) and trains on its part; at a stage end every rank
+computes the influence itself on the full validation and training data with the plain model (no
+DDP wrapper, no all-reduce: ``Trainer.local_forward``). The ranks hold identical weights and
+optimiser state after each step, so they compute the same scores and the same p, with no
+broadcast; the drawn counts are those of the global batches. Rank 0 alone writes influence.csv.
+
 Random draws come from generators seeded by the run seed (``seed``) and the step, never from the
 global RNGs. State (in ``last.pt``): optimiser, scheduler, loss strategy, ``p``, ``I~``, the
 per-stage records and the counts of drawn tokenizers. At the end of training
@@ -193,12 +200,15 @@ class MTGRecMethod(Method):
         """Each example's tokenizer, drawn from p by a generator seeded by (seed, step)."""
         rng = np.random.default_rng([trainer.seed, trainer.state.step, _DRAW])
         draw = rng.choice(self.n, size=len(index), p=self.p)
+        self.last_draw = draw  # the global batch's draw (a DDP rank's batch holds only its part)
         return torch.from_numpy(draw.astype(np.int64))
 
     def on_step_end(self, trainer: Trainer, batch, out) -> None:
         super().on_step_end(trainer, batch, out)
-        if batch.tokenizer_index is not None:
-            self.counts += np.bincount(batch.tokenizer_index.cpu().numpy(), minlength=self.n)
+        draw = getattr(self, "last_draw", None)
+        if draw is not None:
+            self.counts += np.bincount(draw, minlength=self.n)
+            self.last_draw = None
         if trainer.state.step in self.stage_ends:
             self.end_stage(trainer)
 
@@ -212,9 +222,10 @@ class MTGRecMethod(Method):
         the model's mode, the global RNGs and the gradients are restored afterwards."""
         model = trainer.model
         was_training = model.training
+        local = trainer.local_forward() if hasattr(trainer, "local_forward") else contextlib.nullcontext()
         eval_mode = self.params["eval_mode_gradients"] and self.params["influence"] == "paper"
         devices = [torch.device(trainer.device).index or 0] if torch.device(trainer.device).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with local, torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(np.random.default_rng([trainer.seed, trainer.state.step, _DROPOUT]).integers(2**62)))
             model.train(not eval_mode)
             self.optimizer.zero_grad(set_to_none=True)

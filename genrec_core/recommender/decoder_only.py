@@ -153,9 +153,13 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         hidden = self.run(embeds, mask, torch.cat([positions, target_positions], dim=1))
         return self.restrict_logits(self.llama.lm_head(hidden[:, src_len:]))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None, packing: Packing | None = None) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos);
-        the optional soft inputs as in ``GenerativeRecommender.forward``."""
+        the optional soft inputs as in ``GenerativeRecommender.forward``. ``packing``: the packed
+        batch's ``packed_forward`` (inputs ignored), reached through ``forward`` so that a DDP
+        wrapper sees the pass and all-reduces its gradients."""
+        if packing is not None:
+            return self.packed_forward(packing, labels)
         return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, shift_right(labels), decoder_inputs_embeds)
 
     def packed_forward(self, packing: Packing, labels: torch.Tensor) -> torch.Tensor:

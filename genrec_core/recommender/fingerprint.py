@@ -11,8 +11,9 @@ from typing import Any
 from genrec_core.config import Params
 from genrec_core.io import sha256_file
 
-#: Params that change neither the trajectory nor the result: a resume ignores them.
-FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device", "threads")
+#: Params that change neither the trajectory nor the result (``processes``: up to float summation
+#: order, the same global batches): a resume ignores them.
+FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device", "threads", "processes")
 
 
 def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:

@@ -131,11 +131,12 @@ class Packing:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("items", "item_mask", "group", "slot", "target_pos", "window")})
 
 
-def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, pack_examples: int, item_tokens, keep: np.ndarray | None = None) -> Packing:
+def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, pack_examples: int, item_tokens, keep: np.ndarray | None = None, band: int | None = None) -> Packing:
     """The ``Packing`` of training examples ``index`` (any order: runs of linked consecutive
     examples become chunks of at most ``pack_examples``). ``item_tokens(items [G, C]) -> [G, C, L]``
     tokenizes the chunk items; ``keep`` [E, H] (``ExampleArrays.dropout_keep`` over the padded
-    histories) thins each example's window, None keeps it whole."""
+    histories) thins each example's window, None keeps it whole. ``band``: default the batch's
+    longest history; a DDP rank passes its global batch's, so its part scores as in the whole."""
     index = np.asarray(index, dtype=np.int64)
     e = index.shape[0]
     lengths = examples.lengths[index]
@@ -174,7 +175,7 @@ def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, p
         slot=torch.from_numpy(slot),
         target_pos=torch.from_numpy(target_pos.astype(np.int64)),
         window=torch.from_numpy(window),
-        band=int(lengths.max()) if e else 1,
+        band=band if band is not None else (int(lengths.max()) if e else 1),
     )
 
 

@@ -6,7 +6,20 @@ logs what it reports, and saves its ``state_dict`` in ``last.pt``; nothing here 
 method (MTGRec's tokenizer sampling and influence scores, BLOGER's look-ahead and tokenizer
 updates live in their methods). Validation ranks with the model's own ``rank`` (the interface
 every recommender shares, ``interface.py``) on batches from the method's ``eval_collate``.
-``train_model`` is the module training forward passes run through (a DDP wrapper would go there).
+``train_model`` is the module training forward passes run through (the DDP wrapper under torchrun).
+
+Data parallel (``torchrun``, ``recommender.processes``; ``distributed.py``): the sampler stays
+global and seeded, so every rank draws the same global batches; each rank collates its contiguous
+part (``distributed.shard_slice``; packed batches are cut between chunks) and scales its loss by
+``shard_size * world / batch_size``. The loss strategies average per-example losses over the
+batch, so DDP's gradient average is the gradient of the whole batch's mean loss: one process with
+the same global batch and seed gives the same run up to float summation order. Clipping and the
+optimiser step then run on identical gradients on every rank. Rank 0 alone validates (its metrics
+are broadcast, so early stopping and best.pt decisions agree) and writes (last.pt, best.pt,
+dvclive, summary.json, valid_curve.csv); every rank resumes from last.pt. A signal on any rank
+stops all of them after the same step (an all-reduced flag). Dropout masks come from each rank's
+own torch RNG, which last.pt saves for rank 0 only: with dropout > 0 a DDP run is a fair
+stochastic run but neither bit-equal to one process nor bit-identical across a resume.
 
 Determinism and resumption: on the CPU, with one seed, a run is a pure function of its inputs.
 ``last.pt`` holds everything that evolves (model, the method's optimisers, schedulers, loss
@@ -38,6 +51,7 @@ from tqdm.auto import tqdm
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import GenrecError
 from genrec_core.io import save_torch, write_json, write_text
+from genrec_core.recommender import distributed
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
 from genrec_core.recommender.packing import PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
@@ -200,7 +214,9 @@ class Trainer:
         self.params = params
         if getattr(params, "threads", 0):
             torch.set_num_threads(params.threads)
-        self.device = resolve_device(device or params.device)
+        self.device = distributed.device_for(resolve_device(device or params.device))
+        distributed.init(self.device)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
         self.model = model.to(self.device)
         self.method = method
         self.train_examples = train
@@ -217,11 +233,64 @@ class Trainer:
         self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
         self.state = TrainState(total_steps=params.epochs * len(self.sampler))
         self.train_model = self.model  # the module training forward passes run through
+        if self.world > 1:
+            self.train_model = self.ddp_wrapper()
+        self.loss_scale = 1.0  # this rank's share of the global batch x world (Method.step)
         self.method.setup(self)  # optimisers and schedulers: before a resume loads their state
         self.live = None
         self.stop_signal: int | None = None
         self.resumed_from: str | None = None
         self.item_tokens_changed = False  # set_item_tokens was called: last.pt keeps the new IDs
+
+    # ------------------------------------------------------------------ data parallel
+    def ddp_wrapper(self) -> nn.Module:
+        """DistributedDataParallel around the model (its constructor broadcasts rank 0's weights)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(self.device).index] if torch.device(self.device).type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): validates and writes checkpoints and reports."""
+        return self.rank == 0
+
+    def shard(self, index: np.ndarray) -> slice | None:
+        """This rank's positions of the global batch ``index`` (None: one process, all of it);
+        sets ``loss_scale``. Packed batches are cut between chunks only. A rank left without
+        examples (a batch smaller than the world) runs its pass on the first example with
+        weight 0, since every rank must take part in the gradient all-reduce."""
+        if self.world <= 1:
+            return None
+        starts = None
+        chunks = getattr(self.sampler, "chunks", None)
+        if chunks is not None:
+            starts = np.flatnonzero(np.isin(index, chunks[:, 0]))
+        part = distributed.shard_slice(len(index), self.rank, self.world, starts)
+        size = part.stop - part.start
+        self.loss_scale = size * self.world / len(index)
+        if size == 0:
+            end = int(starts[1]) if starts is not None and len(starts) > 1 else 1
+            part = slice(0, end)
+        return part
+
+    @contextlib.contextmanager
+    def local_forward(self) -> Iterator[None]:
+        """Forward passes through the plain model, not the DDP wrapper: for computations every
+        rank repeats alike on the same data (MTGRec's influence gradients), no all-reduce."""
+        wrapper = self.train_model
+        self.train_model = self.model
+        try:
+            yield
+        finally:
+            self.train_model = wrapper
+
+    def _reduced_stop(self) -> bool:
+        """Whether any rank received a signal (all-reduced every step: all stop at the same step)."""
+        if self.world > 1:
+            signum = int(distributed.all_reduce_max(self.stop_signal or 0, self.device))
+            self.stop_signal = signum or None
+        return self.stop_signal is not None
 
     # ------------------------------------------------------------------ paths
     @property
@@ -289,12 +358,18 @@ class Trainer:
                 signal.signal(s, handler)
 
     def _interrupt(self) -> None:
-        self.save_last()
+        self.save_last()  # rank 0 writes; all wait for it
         name = signal.Signals(self.stop_signal).name
         raise TrainingInterrupted(f"{name} received at step {self.state.step} (epoch {self.state.epoch + 1}); saved {self.last_path}; rerun to resume")
 
     # ------------------------------------------------------------------ checkpoints
     def save_last(self) -> None:
+        """Rank 0 writes last.pt; every rank waits for it (a resume reads it on every rank)."""
+        if self.is_main:
+            self._write_last()
+        distributed.barrier()
+
+    def _write_last(self) -> None:
         save_torch(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -311,6 +386,8 @@ class Trainer:
         )
 
     def save_best(self, metrics: dict[str, float]) -> None:
+        if not self.is_main:
+            return
         save_torch(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -354,7 +431,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
     def _open_live(self, resumed: bool) -> None:
-        if not self.use_dvclive:
+        if not self.use_dvclive or not self.is_main:
             return
         from dvclive import Live
 
@@ -389,6 +466,8 @@ class Trainer:
             "resumed": self.resumed_from is not None,
         }
         summary.update({k: v for k, v in self.checkpoint_meta.items() if k in ("tokenizer", "model_kind")})
+        if not self.is_main:  # the method's summary may write reports (MTGRec's influence.csv)
+            return summary
         summary.update(self.method.summary(self))
         write_json(summary, self.summary_path)
         self.write_curve()
@@ -401,7 +480,7 @@ class Trainer:
     def write_curve(self) -> None:
         """Validation metrics against epoch, step and wall-clock seconds (one row per evaluation):
         the learning curve ``dvc plots`` and ``benchmarks/convergence.py`` read."""
-        if not self.state.evals:
+        if not self.state.evals or not self.is_main:
             return
         times = {t["epoch"]: t for t in self.state.eval_times}
         rows = [{**times.get(e["epoch"], {}), **e} for e in self.state.evals]
@@ -413,6 +492,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train (resuming from last.pt when it matches), keep best.pt, write the summary."""
         resumed = self.try_resume()
+        distributed.barrier()
         if self.state.finished:
             log.info("%s says training already finished; rewriting the summary only", self.last_path)
             return self.write_summary()
@@ -439,18 +519,19 @@ class Trainer:
             self.model.train()
             bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False)
             for index in self.sampler:
-                batch = self.method.collate(self, self.train_examples, index).to(self.device)
+                part = self.shard(index)
+                batch = self.method.collate(self, self.train_examples, index, part).to(self.device)
                 out = self.train_step(batch)
-                window.append(out.loss.detach())
+                window.append(out.loss.detach() * (self.loss_scale / self.world))  # summed over ranks: the global mean
                 bar.update(1)
                 if s.step % p.log_every == 0:
-                    mean_loss = float(torch.stack(window).mean())
+                    mean_loss = distributed.all_reduce_sum(float(torch.stack(window).mean()), self.device)
                     window.clear()
                     if not math.isfinite(mean_loss):
                         raise FloatingPointError(f"training loss is {mean_loss} at step {s.step}; lower recommender.lr or check the data")
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     self._log({"train/loss": mean_loss, **{f"train/{k}": v for k, v in self.method.logs(self, out).items()}})
-                if self.stop_signal is not None:
+                if self._reduced_stop():
                     s.seconds += time.perf_counter() - t0
                     bar.close()
                     self._interrupt()
@@ -460,7 +541,7 @@ class Trainer:
             self.method.on_epoch_end(self, epoch)
             train_seconds = time.perf_counter() - t0
             if s.epoch % p.eval_every == 0 or s.epoch == p.epochs:
-                metrics = self.evaluate()
+                metrics = distributed.broadcast_object(self.evaluate() if self.is_main else None)  # rank 0 validates
                 # wall-clock of the run so far (training and validation, over resumed runs too):
                 # the x axis of learning curves (benchmarks/convergence.py)
                 elapsed = s.seconds + time.perf_counter() - t0
@@ -490,7 +571,7 @@ class Trainer:
             self.save_last()
             if s.finished:
                 break
-            if self.stop_signal is not None:
+            if self._reduced_stop():
                 self._interrupt()
-        if not self.best_path.exists():  # e.g. zero evaluations: still leave a usable model
+        if self.is_main and not self.best_path.exists():  # e.g. zero evaluations: still leave a usable model
             self.save_best({})

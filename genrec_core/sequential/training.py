@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec_core.errors import ParamError
-from genrec_core.recommender.data import Batch, ExampleArrays
+from genrec_core.recommender.data import Batch, ExampleArrays, thin_histories
 from genrec_core.recommender.losses import LossOutput
 
 SEQUENTIAL_LOSSES = ("ce", "bce")
@@ -34,11 +34,15 @@ class ItemIdEncoder:
     def __init__(self, num_items: int):
         self.num_items = int(num_items)
 
-    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None) -> Batch:
+    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None, keep: np.ndarray | None = None) -> Batch:
         """``history_dropout`` > 0 with ``rng``: training histories thinned as for the generative
-        models (``ExampleArrays.padded_with_dropout``)."""
+        models (``ExampleArrays.padded_with_dropout``); or ``keep`` [B, H]: thinned to these
+        padded positions (a mask drawn for a whole DDP batch, ``Method.collate_part``)."""
         index = np.asarray(index, dtype=np.int64)
-        history, lengths = examples.training_histories(index, history_dropout, rng)
+        if keep is not None:
+            history, lengths = thin_histories(*examples.padded(index), keep)
+        else:
+            history, lengths = examples.training_histories(index, history_dropout, rng)
         history_t = torch.from_numpy(history)
         targets_t = torch.from_numpy(examples.targets[index].astype(np.int64))
         return Batch(
