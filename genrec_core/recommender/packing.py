@@ -17,7 +17,7 @@ items (at most ``band`` back), where an unpacked example's items see only its ow
 every window starts at the chunk's first item the two are identical (the test checks this).
 
 Per example that is (chunk items / examples) + L + 2 positions instead of history + L + 2
-(ml-100k: ~8 instead of ~25 at 10 examples a chunk, ~7 at 20). The losses, methods and checkpoints see the
+(ml-100k, 20 examples a chunk: ~7 instead of ~25). The losses, methods and checkpoints see the
 same [B, L + 1, V] logits and ``Batch`` as before; only training is packed (evaluation, beam
 search and serving are unchanged).
 
