@@ -178,9 +178,7 @@ class Method:
         shard = index[part]
         keep = None
         if prob > 0.0:
-            lengths = examples.lengths[index]
-            keep = examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
-            keep = keep[part][:, : int(examples.lengths[shard].max())]
+            keep = self.dropout_keep(trainer, examples, index, prob)[part][:, : int(examples.lengths[shard].max())]
         tokens = None if tokenizer_index is None else tokenizer_index[part]
         if pack:
             return self.packed_collate(trainer, examples, shard, pack, prob, tokens, keep=keep, band=int(examples.lengths[index].max()))
@@ -188,6 +186,13 @@ class Method:
         if keep is not None:
             kwargs["keep"] = keep
         return self.encoder.collate(examples, shard, **kwargs)
+
+    @staticmethod
+    def dropout_keep(trainer: Trainer, examples: ExampleArrays, index: np.ndarray, prob: float) -> np.ndarray:
+        """[B, H] the ``history_dropout`` keep mask of the batch ``index`` for the coming step (the
+        draw ``padded_with_dropout`` makes, from a generator seeded by (seed, step))."""
+        lengths = examples.lengths[index]
+        return examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
 
     def packed_collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, pack: int, prob: float, tokenizer_index: torch.Tensor | None, keep: np.ndarray | None = None, band: int | None = None) -> Batch:
         """``collate`` with ``recommender.pack_examples``: the batch plus how its examples share
@@ -197,8 +202,7 @@ class Method:
             raise ParamError("recommender.pack_examples", f"method {self.name!r} tokenizes examples with different ID tables; packed training needs one (set pack_examples: 0)")
         index = np.asarray(index, dtype=np.int64)
         if keep is None and prob > 0.0:
-            lengths = examples.lengths[index]
-            keep = examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
+            keep = self.dropout_keep(trainer, examples, index, prob)
         linked = getattr(trainer.sampler, "linked", None) if examples is trainer.train_examples else None
         if linked is None:
             linked = linked_examples(examples)
