@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from genrec_core.evaluation.cold_start import cold_test_rows, content_floor, rank_summary  # noqa: E402
+from genrec_core.io import atomic_path  # noqa: E402
 
 
 def _dataset_info(root: Path) -> dict:
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "```",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    with atomic_path(args.out) as tmp:  # a failed run leaves no half-written report
+        tmp.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
     return 0
 

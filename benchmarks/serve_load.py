@@ -35,6 +35,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from genrec_core.io import atomic_path  # noqa: E402
+
 LOCAL = ("127.0.0.1", "localhost")
 
 
@@ -188,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    with atomic_path(args.out) as tmp:  # a failed run leaves no half-written report
+        tmp.write_text(text, encoding="utf-8")
     print(text)
     return 0
 
