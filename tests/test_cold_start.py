@@ -351,3 +351,20 @@ def test_the_cold_start_script_writes_its_report(cold_spaces, tmp_path):
     text = out.read_text()
     for words in ("tiger (generative, 10 beams)", "sasrec (item IDs, full ranking)", "content floor", "held out 6 of 24 items", "python benchmarks/cold_start.py --workspace"):
         assert words in text, text
+
+
+def test_tiger_cold_mixing_inserts_prefix_matches_up_to_epsilon_k():
+    """Hand-worked lists: cold items follow the first listed item sharing their 2-token prefix."""
+    from genrec_core.evaluation.cold_start import mix_cold_items
+
+    tokens = np.array([[1, 10, 20], [1, 11, 21], [2, 12, 22], [1, 10, 23], [2, 12, 24], [1, 10, 25]])
+    cold = [5, 3, 4]  # items 3 and 5 share item 0's prefix (1, 10); item 4 shares item 2's (2, 12)
+    beam = np.array([[0, 1, 2]])
+    assert mix_cold_items(beam, tokens, cold, k=4, epsilon=0.5).tolist() == [[0, 3, 5, 1]]
+    assert mix_cold_items(beam, tokens, cold, k=4, epsilon=0.25).tolist() == [[0, 3, 1, 2]]
+    assert mix_cold_items(beam, tokens, cold, k=4, epsilon=0.0).tolist() == [[0, 1, 2, -1]]
+    assert mix_cold_items(np.array([[2, 0, 1]]), tokens, cold, k=5, epsilon=0.4).tolist() == [[2, 4, 0, 3, 1]]
+    # a cold item the beam found itself uses the budget: nothing more is inserted
+    assert mix_cold_items(np.array([[5, 0, 1, -1]]), tokens, cold, k=3, epsilon=1 / 3).tolist() == [[5, 0, 1]]
+    with pytest.raises(ValueError, match="epsilon"):
+        mix_cold_items(beam, tokens, cold, k=4, epsilon=1.5)
