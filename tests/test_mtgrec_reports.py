@@ -61,3 +61,30 @@ def test_plot_script_on_tiny_inputs(tmp_path):
     assert (tmp_path / "influence.png").stat().st_size > 0 and (tmp_path / "long_tail.png").stat().st_size > 0
     table = pl.read_csv(tmp_path / "long_tail.csv")
     assert table["gain"].to_list() == [1.0, -0.5]  # the counts above: the hand-computed case
+
+
+def test_ablation_config_rows_are_valid_and_uniform_row_has_no_stage_end():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import converged
+
+    sys.path.pop(0)
+    from genrec_core.config import load_params
+    from genrec_core.methods.mtgrec import MTGRecMethod, stage_end_steps
+
+    rows = {m.name: m for m in converged.methods_from_config(ROOT / "scripts" / "mtgrec_ablation.yaml")}
+    assert list(rows) == ["decoder-only-packed", "decoder-only-4ep", "mtgrec", "mtgrec-uniform", "mtgrec-seeds"]
+    params = {name: load_params(ROOT / "params.yaml", m.overrides) for name, m in rows.items()}
+    assert all(p.recommender.model == "decoder_only" and p.recommender.history_dropout == 0.2 for p in params.values())
+    assert params["decoder-only-4ep"].recommender.pack_examples == 0 and params["decoder-only-packed"].recommender.pack_examples == 10
+    for name in ("mtgrec", "mtgrec-uniform", "mtgrec-seeds"):
+        rp = params[name].recommender
+        assert rp.method == "mtgrec" and rp.pack_examples == 0 and rp.epochs == params["decoder-only-4ep"].recommender.epochs
+        assert len(params[name].finetune.slots) == params[name].tokenizer.keep_last  # every kept tokenizer fine-tuned
+    assert params["mtgrec-seeds"].tokenizer.kept_from == "seeds" and params["mtgrec"].tokenizer.kept_from == "epochs"
+    uniform = MTGRecMethod.check_params(params["mtgrec-uniform"].recommender.method_params)
+    assert stage_end_steps(1508, 377, uniform["warmup"], uniform["stage_length"], uniform["schedule_unit"]) == []  # p stays uniform
+    default = MTGRecMethod.check_params(params["mtgrec"].recommender.method_params)
+    assert len(stage_end_steps(1508, 377, default["warmup"], default["stage_length"], default["schedule_unit"])) == 7
+    # the two TIGER rows are reports/converged.md's, override for override (their workspaces are reused)
+    conv = {m.name: m.overrides for m in converged.methods_from_config(ROOT / "scripts" / "converged_methods.yaml")}
+    assert rows["decoder-only-packed"].overrides == conv["decoder-only-packed"] and rows["decoder-only-4ep"].overrides == conv["decoder-only-4ep"]
