@@ -157,11 +157,11 @@ def stage_commands(stages: tuple[str, ...], params_file: Path, overrides: list[s
     (as dvc.yaml orders them); every other method runs the stages as named."""
     from genrec_core.config import load_params
 
-    mtgrec = "evaluate" in stages and load_params(params_file, list(overrides)).recommender.method == "mtgrec"
+    params = load_params(params_file, list(overrides)) if "evaluate" in stages else None
     out: list[list[str]] = []
     for stage in stages:
-        if stage == "evaluate" and mtgrec:
-            out += [["finetune", "--slot", str(r)] for r in load_params(params_file, list(overrides)).finetune.slots]
+        if stage == "evaluate" and params.recommender.method == "mtgrec":
+            out += [["finetune", "--slot", str(r)] for r in params.finetune.slots]
             out.append(["select-tokenizer"])
         out.append([stage])
     return out
