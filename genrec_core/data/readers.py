@@ -163,7 +163,8 @@ def read_json_lines(
     parts = []
     try:
         for block in iter_line_chunks(path, chunk_bytes):
-            parts.append(pl.read_ndjson(block, schema=fields, ignore_errors=False))
+            # rechunk: one compact chunk per piece (the parser leaves many part-filled buffers)
+            parts.append(pl.read_ndjson(block, schema=fields, ignore_errors=False).rechunk())
     except pl.exceptions.PolarsError as exc:
         raise locate_json_error(path, exc, required, check) from None
     if not parts:
