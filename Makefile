@@ -28,6 +28,6 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 benchmarks: setup
-	$(PY) benchmarks/preprocess_10m.py
+	$(PY) benchmarks/preprocess_scale.py --interactions 10000000,30000000
 	$(PY) benchmarks/tokenizer_speed.py
 	$(PY) benchmarks/beam_search_speed.py

@@ -2,7 +2,8 @@
 and ``scripts/converged.py``; nothing to run by itself).
 
 A run is a name, a list of ``-S section.key=value`` overrides and the stages to run (``train``, or
-``train`` then ``evaluate``). Its workspace ``R = <work dir>/<name>`` gets:
+``train`` then ``evaluate``; MTGRec's evaluate is preceded by its fine-tuning slots and
+select-tokenizer: ``stage_commands``). Its workspace ``R = <work dir>/<name>`` gets:
 
 * ``R/params.yaml``: a copy of the project's params.yaml (so a later edit of it is noticed);
 * ``R/data/processed``, ``R/data/embeddings``, ``R/data/tokenizer``, ``R/data/ids``: symlinks to the
@@ -149,6 +150,23 @@ def check_overrides(params_file: Path, overrides: list[str]) -> None:
     load_params(params_file, overrides)
 
 
+def stage_commands(stages: tuple[str, ...], params_file: Path, overrides: list[str]) -> list[list[str]]:
+    """The ``genrec`` commands (arguments after ``genrec``) of ``stages``: with
+    ``recommender.method: mtgrec``, evaluate tests the fine-tuned model that select-tokenizer picks,
+    so ``finetune --slot R`` for every ``finetune.slots`` entry and ``select-tokenizer`` come first
+    (as dvc.yaml orders them); every other method runs the stages as named."""
+    from genrec_core.config import load_params
+
+    params = load_params(params_file, list(overrides)) if "evaluate" in stages else None
+    out: list[list[str]] = []
+    for stage in stages:
+        if stage == "evaluate" and params.recommender.method == "mtgrec":
+            out += [["finetune", "--slot", str(r)] for r in params.finetune.slots]
+            out.append(["select-tokenizer"])
+        out.append([stage])
+    return out
+
+
 def done_files(stages: tuple[str, ...]) -> list[str]:
     files = []
     if "train" in stages:
@@ -281,8 +299,8 @@ def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, forc
         env, log = stage_env(threads), root / "run.log"
         t0 = time.perf_counter()
         say(f"[{spec.name}] started in {root} ({threads} thread(s)); log: {log}")
-        for stage in [*upstream_stages(spec.overrides), *spec.stages]:
-            cmd = [sys.executable, "-m", "genrec_core.cli", stage, "--root", str(root), "--params", str(root / "params.yaml")]
+        for stage in [*([u] for u in upstream_stages(spec.overrides)), *stage_commands(spec.stages, root / "params.yaml", spec.overrides)]:
+            cmd = [sys.executable, "-m", "genrec_core.cli", *stage, "--root", str(root), "--params", str(root / "params.yaml")]
             for ov in spec.overrides:
                 cmd += ["-S", ov]
             shown = shlex.join(["genrec", *cmd[3:]])
@@ -292,7 +310,7 @@ def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, forc
                 rc = subprocess.run(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
             if rc != 0:
                 error = f"`{shown}` exited with status {rc}; last lines of {log}:\n{log_tail(log)}"
-                say(f"[{spec.name}] FAILED ({stage}, status {rc})")
+                say(f"[{spec.name}] FAILED ({' '.join(stage)}, status {rc})")
                 return RunResult(spec, root, ok=False, error=error, record=record)
         record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record["wall_seconds"] = round(time.perf_counter() - t0, 1)

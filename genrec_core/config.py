@@ -132,6 +132,9 @@ class EmbedParams:
         _check_device(self.device, f"{prefix}.device")
 
 
+KEPT_FROM = ("epochs", "seeds")  # tokenizer.kept_from
+
+
 @dataclass
 class TokenizerParams:
     """Vectors -> semantic IDs (SPEC sections 3 and 9): RQ-VAE, PQ or RQ-KMeans."""
@@ -158,6 +161,9 @@ class TokenizerParams:
     epochs: int = 100
     batch_size: int = 256  # 0: full batch
     keep_last: int = 5  # keep the tokenizers of the last n epochs (MTGRec multi-tokenizer tables)
+    # epochs: the last keep_last epochs of one run; seeds: the final tokenizer of keep_last runs
+    # seeded seed, seed + 1, ... (MTGRec's "w/o relevant tokenizers"; rqvae only)
+    kept_from: str = "epochs"
     device: str = "auto"
     # Its own seed, not the top-level one: runs over recommender seeds share one ID table (and do
     # not retrain the tokenizer); change this one to study the variance the IDs add.
@@ -182,7 +188,12 @@ class TokenizerParams:
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 0, f"{prefix}.batch_size", f"must be >= 0 (0 = full batch), got {self.batch_size}")
-        _check(1 <= self.keep_last <= self.epochs, f"{prefix}.keep_last", f"must be between 1 and tokenizer.epochs ({self.epochs}), got {self.keep_last}")
+        _check(self.kept_from in KEPT_FROM, f"{prefix}.kept_from", f"must be {' or '.join(KEPT_FROM)}, got {self.kept_from!r}")
+        _check(self.kept_from == "epochs" or self.kind == "rqvae", f"{prefix}.kept_from", f"seeds needs tokenizer.kind rqvae (independently seeded RQ-VAE runs), got kind {self.kind!r}")
+        if self.kept_from == "epochs":
+            _check(1 <= self.keep_last <= self.epochs, f"{prefix}.keep_last", f"must be between 1 and tokenizer.epochs ({self.epochs}), got {self.keep_last}")
+        else:  # one run per kept tokenizer
+            _check(self.keep_last >= 1, f"{prefix}.keep_last", f"must be >= 1 (kept_from seeds: the number of seeded runs), got {self.keep_last}")
         _check_device(self.device, f"{prefix}.device")
 
 

@@ -14,7 +14,8 @@ Methods (default): ``tiger`` (params.yaml as is), ``tiger-paper`` (the overlay
 configs/tiger-paper.yaml, through ``genrec overrides``; skipped with a note while that file does not
 exist), ``sasrec-ce``, ``sasrec-bce``, ``gru4rec-ce``. ``--methods`` takes ``NAME`` (a default
 method) or ``NAME=key=value,key=value``. Each method x seed is ``genrec train`` then ``genrec
-evaluate`` in a scratch workspace ``<work-dir>/<method>-s<seed>`` (benchmarks/runs.py) with ``-S``
+evaluate`` (``recommender.method=mtgrec``: the fine-tuning slots and select-tokenizer between
+them, ``runs.stage_commands``) in a scratch workspace ``<work-dir>/<method>-s<seed>`` (benchmarks/runs.py) with ``-S``
 overrides: ``seed=<seed> recommender.epochs=<--epochs> recommender.patience=<--patience>``, then
 the method's (a method that pins its own schedule, e.g. ``recommender.epochs=4`` for a default
 sized to the 15-minute budget, keeps it), then every ``--set``. Finished workspaces whose params

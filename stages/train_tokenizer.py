@@ -1,6 +1,7 @@
 """Stage train-tokenizer: item vectors -> trained semantic-ID tokenizer(s) (SPEC sections 3, 9).
 
 ``tokenizer.kind``: rqvae (epochs, resumable), pq or rqkmeans (one shot, one kept tokenizer).
+``tokenizer.kept_from: seeds`` (rqvae): keep_last seeded runs instead of one (tokenizers/seed_runs.py).
 
 Reads data/embeddings/item_vectors.parquet (item_id Int32, vector Array[Float32]); writes
 data/tokenizer/{last.pt, kept/*.pt} and reports/tokenizer/{history.csv, metrics.json}. A killed
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from genrec_core.errors import InputFormatError
 from genrec_core.io import read_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.tokenizers.base import auto_codebook_size
+from genrec_core.tokenizers.seed_runs import SEEDS_DIR, train_rqvae_seeds
 from genrec_core.tokenizers.training import train_pq, train_rqkmeans, train_rqvae
 
 log = logging.getLogger(__name__)
@@ -60,5 +63,8 @@ def run(params: Params, root: Path) -> None:
         train_pq(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
     elif tp.kind == "rqkmeans":
         train_rqkmeans(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
+    elif tp.kept_from == "seeds":
+        train_rqvae_seeds(vectors, tp, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)
     else:
+        shutil.rmtree(paths.tokenizer_dir / SEEDS_DIR, ignore_errors=True)  # a kept_from seeds run's (data/tokenizer persists)
         train_rqvae(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)

@@ -253,3 +253,11 @@ def test_reuse_after_the_code_gained_a_param(tmp_path, fake_project):
     (root / "overrides.json").write_text(json.dumps(stale))
     (root / "params.yaml").write_text(params.read_text().replace("lr: 0.002", "lr: 0.005"))  # another lr ran there
     assert not runs.is_finished(root, key)
+
+
+def test_stage_commands_run_mtgrec_finetuning_and_selection_before_evaluate():
+    params = ROOT / "params.yaml"
+    assert runs.stage_commands(("train", "evaluate"), params, ["seed=1"]) == [["train"], ["evaluate"]]
+    assert runs.stage_commands(("train",), params, ["recommender.method=mtgrec"]) == [["train"]]
+    assert runs.stage_commands(("train", "evaluate"), params, ["recommender.method=mtgrec", "finetune.slots=[0,1,2]"]) == [
+        ["train"], ["finetune", "--slot", "0"], ["finetune", "--slot", "1"], ["finetune", "--slot", "2"], ["select-tokenizer"], ["evaluate"]]

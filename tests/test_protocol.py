@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from genrec_core.data.protocol import apply_protocol, k_core
+from genrec_core.data.protocol import apply_protocol, k_core, windowed_examples
 from genrec_core.data.sources.base import RawDataset
 from genrec_core.errors import EmptyResultError
 
@@ -116,6 +116,24 @@ def test_examples_match_a_python_loop_on_random_data():
         got = list(zip(df["user_id"], map(tuple, df["history"].to_list()), df["target"]))
         assert got == exp, split
     assert out.stats["examples"]["train"] == sum(len(s) - 3 for s in out.sequences["items"].to_list())
+
+
+def test_windowed_examples_in_blocks_match_one_gather():
+    """Blocks (bounded temporaries) give the same histories as a python slice, any block size."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 30, 200)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = rng.integers(0, 1000, int(lengths.sum())).astype(np.int32)
+    targets = starts + rng.integers(1, 3, 200)  # 1 or 2 items into each sequence
+    targets = np.minimum(targets + rng.integers(0, 25, 200), starts + lengths - 1)
+    window = 5
+    expected = [flat[max(s, t - window):t].tolist() for s, t in zip(starts, targets)]
+    for block_items in (1, 7, 64, 1 << 22):
+        got = windowed_examples(flat, targets, starts, window, block_items=block_items)
+        assert got.to_pylist() == expected, block_items
+    assert windowed_examples(flat, targets[:0], starts[:0], window).to_pylist() == []
 
 
 def test_stats_and_item_text():

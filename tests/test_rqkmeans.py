@@ -220,12 +220,12 @@ def test_params_validate_kind_and_normalize():
 
 
 def test_rqvae_checkpoint_identity_ignores_the_rqkmeans_param():
-    """An RQ-VAE checkpoint written before tokenizer.rqkmeans_normalize existed still resumes."""
+    """An RQ-VAE checkpoint written before tokenizer.rqkmeans_normalize (and kept_from) existed still resumes."""
     import dataclasses
     import hashlib
 
     tp = TokenizerParams()
-    old = {k: v for k, v in dataclasses.asdict(tp).items() if k != "rqkmeans_normalize"}
+    old = {k: v for k, v in dataclasses.asdict(tp).items() if k not in ("rqkmeans_normalize", "kept_from")}
     blob = json.dumps({"tokenizer": old, "seed": 1, "data": "fp"}, sort_keys=True)
     assert params_hash(tp, 1, "fp") == hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert params_hash(dataclasses.replace(tp, rqkmeans_normalize="input"), 1, "fp") == params_hash(tp, 1, "fp")

@@ -68,19 +68,25 @@ def _index_map(values: pl.Series, source_name: str, id_name: str) -> pl.DataFram
 
 
 def windowed_examples(
-    flat_items: np.ndarray, target_positions: np.ndarray, history_starts: np.ndarray, window: int
+    flat_items: np.ndarray, target_positions: np.ndarray, history_starts: np.ndarray, window: int, block_items: int = 1 << 22
 ) -> pa.LargeListArray:
     """History lists ``flat_items[max(start, t - window) : t]`` for each target position t.
 
-    Built with one vectorised gather: overlapping windows are materialised once each, without a
-    Python loop.
+    Built with vectorised gathers, a block of about ``block_items`` history items at a time (the
+    int64 gather indices would otherwise take several times the memory of the histories
+    themselves); no Python loop per example.
     """
     starts = np.maximum(history_starts, target_positions - window)
     lengths = (target_positions - starts).astype(np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], lengths)
-    gathered = flat_items[np.repeat(starts, lengths) + within]
+    gathered = np.empty(int(offsets[-1]), dtype=flat_items.dtype)
+    step = max(1, block_items // max(1, window))
+    for lo in range(0, len(lengths), step):
+        hi = min(len(lengths), lo + step)
+        first, last = offsets[lo], offsets[hi]
+        within = np.arange(last - first, dtype=np.int64) - np.repeat(offsets[lo:hi] - first, lengths[lo:hi])
+        gathered[first:last] = flat_items[np.repeat(starts[lo:hi], lengths[lo:hi]) + within]
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(gathered))
 
 

@@ -41,7 +41,7 @@ from genrec_core.tokenizers.rqkmeans import RQKMeansTokenizer
 from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
 
 CHECKPOINT_FORMAT = 1
-_KEPT_RE = re.compile(r"^epoch_(\d+)\.pt$")
+_KEPT_RE = re.compile(r"^(?:epoch|seed)_(\d+)\.pt$")  # seed_XXXX: tokenizer.kept_from seeds (seed_runs.py)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -62,8 +62,9 @@ def params_hash(tp: TokenizerParams, seed: int, data_fp: str) -> str:
     """Identity of a training run: every tokenizer param, the seed and the data fingerprint.
 
     ``rqkmeans_normalize`` counts only for RQ-KMeans, so RQ-VAE checkpoints written before it
-    existed still resume."""
+    existed still resume; ``kept_from`` never (it picks runs, each hashed as itself: seed_runs)."""
     tok = dataclasses.asdict(tp)
+    tok.pop("kept_from", None)
     if tp.kind != "rqkmeans":
         tok.pop("rqkmeans_normalize")
     blob = json.dumps({"tokenizer": tok, "seed": seed, "data": data_fp}, sort_keys=True)
@@ -111,7 +112,7 @@ def load_tokenizer(path: str | Path, device: str = "cpu") -> SemanticTokenizer:
 
 
 def load_kept_tokenizers(tokenizer_dir: str | Path, device: str = "cpu") -> list[tuple[str, SemanticTokenizer]]:
-    """All kept tokenizers as (name, tokenizer), sorted by epoch: ("epoch_0196", ...) for RQ-VAE,
+    """All kept tokenizers as (name, tokenizer), sorted by epoch: ("epoch_0196", ...) for RQ-VAE (by seed: "seed_0042", ... with kept_from seeds),
     [("pq", ...)] for PQ, [("rqkmeans", ...)] for RQ-KMeans. The last entry is the final tokenizer (single-ID tables use it)."""
     d = _kept_dir(Path(tokenizer_dir))
     files = sorted(d.glob("*.pt")) if d.is_dir() else []

@@ -4,7 +4,8 @@ Files in ``raw_dir`` (``.gz`` variants accepted): ``<category>.jsonl`` (one revi
 ``meta_<category>.jsonl`` (one item per line). Items are ``parent_asin`` (the dataset's standard:
 colour/size variants of one product share it). Large categories have tens of millions of reviews
 with many fields of mixed types (``details``, ``price``, ``images``), so polars reads only the
-columns needed under an explicit schema; no Python code runs per line unless a line is bad.
+columns needed under an explicit schema, a piece of the file at a time (peak memory follows the
+kept columns, not the file size); no Python code runs per line unless a line is bad.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from genrec_core.data.readers import collect_json, invalid_json_id, locate_json_error, read_json_lines
+from genrec_core.data.readers import invalid_json_id, locate_json_error, read_json_lines
 from genrec_core.data.sources.base import RawDataset, Source, register_source
 from genrec_core.errors import MissingInputError
 
@@ -67,8 +68,7 @@ def _check_meta(obj: dict) -> str | None:
 
 def read_reviews(path: Path) -> pl.DataFrame:
     """Interactions (user, item, timestamp, order) of one review file, in line order."""
-    frame = read_json_lines(path, REVIEW_FIELDS).with_row_index("order")
-    df = collect_json(frame, path, tuple(REVIEW_FIELDS), _check_review)
+    df = read_json_lines(path, REVIEW_FIELDS, tuple(REVIEW_FIELDS), _check_review).with_row_index("order")
     if df.select(pl.any_horizontal(invalid_json_id("user_id"), invalid_json_id("parent_asin"), pl.col("timestamp").is_null()).any()).item():
         raise locate_json_error(path, "a review with a null, empty or non-string id or timestamp", tuple(REVIEW_FIELDS), _check_review)
     return df.select(
@@ -85,8 +85,7 @@ def _join(column: str, separator: str) -> pl.Expr:
 
 def read_meta(path: Path) -> pl.DataFrame:
     """Item text fields, one row per parent_asin (first row wins when the file repeats one)."""
-    frame = read_json_lines(path, META_FIELDS)
-    df = collect_json(frame, path, ("parent_asin",), _check_meta)
+    df = read_json_lines(path, META_FIELDS, ("parent_asin",), _check_meta)
     if df.select(invalid_json_id("parent_asin").any()).item():
         raise locate_json_error(path, "an item without parent_asin", ("parent_asin",), _check_meta)
     categories = _join("categories", " > ")

@@ -151,7 +151,7 @@ def _check_business(obj: dict) -> str | None:
 
 
 def read_official_reviews(path: Path) -> pl.DataFrame:
-    frame = read_json_lines(path, REVIEW_FIELDS).with_row_index("order")
+    frame = read_json_lines(path, REVIEW_FIELDS, tuple(REVIEW_FIELDS), _check_review).lazy().with_row_index("order")
     frame = frame.with_columns(
         pl.col("date").str.strptime(pl.Datetime("us"), DATE_FORMAT, strict=False).dt.epoch("s").alias("timestamp")
     )
@@ -168,7 +168,7 @@ def read_official_reviews(path: Path) -> pl.DataFrame:
 
 
 def read_official_businesses(path: Path) -> pl.DataFrame:
-    df = collect_json(read_json_lines(path, BUSINESS_FIELDS), path, ("business_id",), _check_business)
+    df = read_json_lines(path, BUSINESS_FIELDS, ("business_id",), _check_business)
     if df.select(invalid_json_id("business_id").any()).item():
         raise locate_json_error(path, "a business without business_id", ("business_id",), _check_business)
     return df.select(
