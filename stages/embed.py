@@ -15,13 +15,19 @@
 Then the vectors are optionally L2-normalised (``embed.normalize``; for ``concat`` each part
 already is) and reduced with PCA, and written to data/embeddings/item_vectors.parquet (item_id
 Int32, vector Array[Float32, dim], rows in item_id order) plus reports/embed.json.
+
+Text vectors without PCA are streamed: encoded ``CHUNK_ITEMS`` items at a time (one progress bar)
+and written one Parquet row group per chunk, so a million-item catalogue never holds all its
+vectors in memory (PCA and ``concat`` need them all, and assemble them).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -162,25 +168,105 @@ def collaborative_vectors(params: Params, paths: ArtifactPaths, n_items: int) ->
     return vectors, report
 
 
-def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool = True) -> tuple[np.ndarray, dict, dict]:
+#: Items encoded per chunk. A larger catalogue is encoded and written chunk by chunk (one
+#: progress bar over all items), so without PCA/concat memory holds one chunk of vectors, not N
+#: (benchmarks/large_catalogue.py); up to this many items it is one encoder call and one write,
+#: exactly as before chunking existed (same vectors, same file).
+CHUNK_ITEMS = 65536
+
+
+def encode_chunks(encoder, texts: list[str], normalize: bool, timer: dict | None = None, chunk_items: int | None = None) -> Iterator[np.ndarray]:
+    """Encoded texts, ``chunk_items`` (default ``CHUNK_ITEMS``) at a time, each chunk float32
+    [n, model dim] L2-normalised when ``normalize``; NaN/inf is an error naming the item.
+    ``timer["encode_seconds"]`` (when given) adds up the time spent in the encoder."""
+    from tqdm.auto import tqdm
+
+    n = len(texts)
+    chunk = CHUNK_ITEMS if chunk_items is None else int(chunk_items)
+    if chunk < 1:
+        raise ValueError(f"chunk_items must be >= 1, got {chunk}")
+    chunked = n > chunk
+    if chunked and hasattr(encoder, "progress"):
+        encoder.progress = False  # one bar over all items instead of one per chunk
+    bar = tqdm(total=n, desc="embed", unit="item", disable=not chunked or None)
+    try:
+        for start in range(0, n, chunk):
+            part = texts[start : start + chunk]
+            t0 = time.perf_counter()
+            vectors = np.asarray(encoder.encode(part), dtype=np.float32)
+            if timer is not None:
+                timer["encode_seconds"] = timer.get("encode_seconds", 0.0) + time.perf_counter() - t0
+            bad = ~np.isfinite(vectors).all(axis=1)
+            if bad.any():
+                raise EmptyResultError(f"the encoder produced NaN/inf for item {start + int(np.argmax(bad))} (with embed.dtype={getattr(encoder, 'dtype', 'float32')}, try float32)")
+            yield l2_normalize(vectors) if normalize else vectors
+            bar.update(len(part))
+    finally:
+        bar.close()
+
+
+def write_vectors(chunks: Iterable[np.ndarray], path: Path, n_items: int) -> int:
+    """Write item vectors, given as consecutive row chunks (item 0 first), to the embeddings
+    Parquet (item_id Int32, vector Array[Float32, dim]); returns dim.
+
+    One chunk is written as one polars table (as the stage always did); several are streamed
+    into the file one row group per chunk, so only one chunk is in memory at a time. Either way
+    the file is written atomically and reads back as the same table."""
+    it = iter(chunks)
+    first = np.ascontiguousarray(next(it), dtype=np.float32)
+    dim = int(first.shape[1])
+
+    def table(vectors: np.ndarray, start: int) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "item_id": pl.Series("item_id", np.arange(start, start + vectors.shape[0]), dtype=pl.Int32),
+                "vector": pl.Series("vector", np.ascontiguousarray(vectors, dtype=np.float32), dtype=pl.Array(pl.Float32, dim)),
+            }
+        )
+
+    second = next(it, None)
+    if second is None:
+        if first.shape[0] != n_items:
+            raise EmptyResultError(f"got vectors for {first.shape[0]} items, expected {n_items}")
+        write_parquet(table(first, 0), path)
+        return dim
+
+    import pyarrow.parquet as pq
+
+    from genrec_core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        written = 0
+        writer = None
+        try:
+            for vectors in itertools.chain([first, second], it):
+                if vectors.ndim != 2 or vectors.shape[1] != dim:
+                    raise EmptyResultError(f"vector chunk of shape {vectors.shape}, expected [n, {dim}]")
+                arrow = table(vectors, written).to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, arrow.schema, compression="zstd", write_statistics=True)
+                writer.write_table(arrow)
+                written += vectors.shape[0]
+        finally:
+            if writer is not None:
+                writer.close()
+        if written != n_items:
+            raise EmptyResultError(f"got vectors for {written} items, expected {n_items}")
+    return dim
+
+
+def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool = True, assemble: bool = True) -> tuple[np.ndarray | Iterator[np.ndarray], dict, dict]:
     """Encoded item texts [N, model dim], L2-normalised when ``embed.normalize``, and the report
     entries that go before and after the common ones (the text-only embed.json layout).
-    ``check_pca``: check ``embed.pca_dim`` against the model's dimension before encoding."""
+    ``check_pca``: check ``embed.pca_dim`` against the model's dimension before encoding.
+    ``assemble=False``: the vectors as a lazy iterator of row chunks (``encode_chunks``); the
+    tail's ``encode_seconds`` is filled in once it is exhausted."""
     n = len(texts)
     seed_everything(0)  # encoding draws no random numbers; a fixed seed keeps it so for any model, independent of the run's seed
     device = resolve_device(p.device)
     encoder = build_encoder(p, device)
     if p.pca_dim is not None and check_pca:
         check_pca_dim(p.pca_dim, n, encoder.dim)
-    t0 = time.perf_counter()
-    vectors = encoder.encode(texts)
-    encode_seconds = time.perf_counter() - t0
-    if not np.isfinite(vectors).all():
-        bad = int((~np.isfinite(vectors).all(axis=1)).sum())
-        raise EmptyResultError(f"the encoder produced NaN/inf for {bad} of {n} items (with embed.dtype={p.dtype}, try float32)")
-    model_dim = int(vectors.shape[1])
-    if p.normalize:
-        vectors = l2_normalize(vectors)
     head = {
         "model": p.model,
         "model_path": encoder.model_name,
@@ -189,9 +275,20 @@ def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool =
         "device": device,
         "dtype": p.dtype,
         "normalize": p.normalize,
-        "model_dim": model_dim,
+        "model_dim": int(encoder.dim),
     }
-    tail = {"n_empty_texts": sum(1 for t in texts if not t), "example_text": texts[0], "encode_seconds": round(encode_seconds, 3)}
+    timer: dict = {"encode_seconds": 0.0}
+    tail = {"n_empty_texts": sum(1 for t in texts if not t), "example_text": texts[0], "encode_seconds": 0.0}
+    chunks = encode_chunks(encoder, texts, p.normalize, timer)
+
+    def timed() -> Iterator[np.ndarray]:
+        yield from chunks
+        tail["encode_seconds"] = round(timer["encode_seconds"], 3)
+
+    if not assemble:
+        return timed(), head, tail
+    parts = list(timed())
+    vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return vectors, head, tail
 
 
@@ -210,6 +307,14 @@ def run(params: Params, root: Path) -> None:
 
     report: dict = {"source": source, "source_param": p.source, "source_reason": reason}
     tail: dict = {}
+    if source == "text" and p.pca_dim is None:  # nothing needs all vectors at once: encode and write chunk by chunk
+        assert texts is not None
+        chunks, head, tail = text_vectors(p, texts, info, assemble=False)
+        report.update(head)
+        dim = write_vectors(chunks, paths.embeddings, n)
+        report.update({"dim": dim, "pca": None, "n_items": n, **tail, "seconds": round(time.perf_counter() - start, 3)})
+        write_json(report, paths.reports_dir / "embed.json")
+        return
     if source in ("text", "concat"):
         assert texts is not None
         tvec, head, tail = text_vectors(p, texts, info, check_pca=source == "text")
@@ -241,15 +346,6 @@ def run(params: Params, root: Path) -> None:
             "whiten": p.pca_whiten,
             "explained_variance_ratio": float(pca.explained_variance_ratio.sum()),
         }
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = int(vectors.shape[1])
-
-    table = pl.DataFrame(
-        {
-            "item_id": pl.Series("item_id", np.arange(n), dtype=pl.Int32),
-            "vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, dim)),
-        }
-    )
-    write_parquet(table, paths.embeddings)
+    dim = write_vectors([vectors], paths.embeddings, n)
     report.update({"dim": dim, "pca": pca_report, "n_items": n, **tail, "seconds": round(time.perf_counter() - start, 3)})
     write_json(report, paths.reports_dir / "embed.json")
