@@ -263,14 +263,14 @@ def step_emit(args, work: Path, kind: str) -> dict:
     return {"items": report["n_items"], "seconds": seconds, "note": note}
 
 
-def _item_tokens(work: Path):
+def _item_tokens(work: Path, kind: str = "rqvae"):
     import torch
 
     from genrec_core.paths import ArtifactPaths
     from genrec_core.recommender.vocab import SemanticIdVocab
     from genrec_core.tokenizers.id_table import read_id_table_with_items
 
-    _, tables = read_id_table_with_items(ArtifactPaths(work / "rqvae").id_table)
+    _, tables = read_id_table_with_items(ArtifactPaths(work / kind).id_table)
     codes = tables[list(tables)[-1]]
     vocab = SemanticIdVocab.from_codes([codes])
     return vocab, torch.from_numpy(vocab.codes_to_tokens(codes))
@@ -279,12 +279,13 @@ def _item_tokens(work: Path):
 def step_trie(args, work: Path) -> dict:
     from genrec_core.recommender.trie import ItemTrie
 
-    vocab, tokens = _item_tokens(work)
+    vocab, tokens = _item_tokens(work, args.ids_from)
     t0 = time.perf_counter()
     trie = ItemTrie.build(tokens, vocab.size)
     seconds = time.perf_counter() - t0
     mib = sum(getattr(trie, k).numel() * getattr(trie, k).element_size() for k in ("level_start", "node_token", "child_start", "child_count", "edge_keys", "leaf_item")) / 2**20
-    assert int(trie.lookup(tokens[:1000]).eq(__import__("torch").arange(1000)).all())
+    check = min(trie.num_items, 1000)
+    assert bool(trie.lookup(tokens[:check]).eq(__import__("torch").arange(check)).all()), "trie lookup does not give back the items"
     return {"items": trie.num_items, "seconds": seconds, "rate": trie.num_items / seconds, "note": f"{trie.num_nodes:,} nodes, {mib:.0f} MiB of trie tensors; widest node per level {trie.max_children}"}
 
 
@@ -297,7 +298,7 @@ def step_beam(args, work: Path) -> dict:
 
     params = load(args)
     rp = params.recommender
-    vocab, tokens = _item_tokens(work)
+    vocab, tokens = _item_tokens(work, args.ids_from)
     log = np.load(work / "log.npz")
     offsets, items = log["offsets"], log["items"]
     u = min(args.users, offsets.size - 1)
@@ -427,7 +428,7 @@ def machine_line(threads: int) -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM; torch {torch.__version__}, {threads} thread(s) per step; Python {platform.python_version()}"
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--embed-items", type=int, nargs="*", default=[10_000, 30_000], help="sample sizes for the real (MiniLM) embed stage")
@@ -437,6 +438,7 @@ def main() -> None:
     ap.add_argument("--kmeans-iters", type=int, default=5)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--log-users", type=int, default=100_000)
+    ap.add_argument("--ids-from", default="rqvae", choices=["rqvae", "rqkmeans"], help="ID table the trie and beam steps use")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", nargs="*", default=None, help="default: all")
     ap.add_argument("--workdir", default="/tmp/large_catalogue")
@@ -444,7 +446,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the markdown report here")
     ap.add_argument("--json", default=None, help="write the raw rows here")
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     if args.step:
         print("RESULT " + json.dumps(run_step(args.step, args)), flush=True)
