@@ -5,23 +5,25 @@ Each step runs in its own child process (this script with ``--step``), so its pe
 row) is its own; the parent polls the child's RSS and kills it above ``--rss-limit-gib``. Steps:
 
 - ``texts``: the embed stage's item texts (``render_texts``) for all ``--items`` synthetic items;
-- ``embed-<n>``: the real embed stage (``stages.embed.run``, the default MiniLM encoder, streamed in
-  chunks of ``--embed-chunk`` items) on the first n synthetic items, for each ``--embed-items``:
+- ``embed-<n>``: the real embed stage (the default MiniLM encoder, streamed in chunks of
+  ``--embed-chunk`` items) on the first n synthetic items, for each ``--embed-items``:
   encoding a million texts on this CPU takes hours, so the 1M time is projected from the rate;
 - ``vectors``: seeded synthetic clustered 384-d unit vectors (a Gaussian mixture with long-tailed
   cluster sizes, like MiniLM output) for all items, generated and written chunk by chunk with the
-  embed stage's own streamed writer (``stages.embed.write_vectors``); every later step reads them;
+  embed stage's own streamed writer (``genrec_core.embed.stream.write_vectors``); every later step reads them;
 - ``log``: a long-tailed (Zipf) interaction log of ``--log-users`` users, whose first ``--users``
   histories are decoded by ``beam``;
-- ``rqvae`` / ``rqkmeans``: ``stages.train_tokenizer.run`` (``--rqvae-epochs`` epochs,
-  ``--kmeans-iters`` Lloyd iterations per level; params.yaml otherwise, codebook_size auto);
-- ``emit-rqvae`` / ``emit-rqkmeans``: ``stages.emit_ids.run`` (quantise every item, collision handling);
+- ``rqvae`` / ``rqkmeans``: the train-tokenizer stage (``--rqvae-epochs`` epochs, ``--kmeans-iters``
+  Lloyd iterations per level; params.yaml otherwise, codebook_size auto);
+- ``emit-rqvae`` / ``emit-rqkmeans``: the emit-ids stage (quantise every item, ``--collision`` handling);
 - ``trie``: ``ItemTrie.build`` over the RQ-VAE ID table (what train/evaluate build);
 - ``beam``: ``rank_examples`` (evaluate's routine: trie-constrained beam search, params.yaml's
   evaluate.beam_size and batch_size) of a randomly initialised ``recommender.model`` (params.yaml:
   decoder_only at its default size) over the 1M-item trie for ``--users`` users.
 
-    python benchmarks/large_catalogue.py --items 5000 --embed-items 500 1000      # smoke run, ~1 min
+Stages run in-process as ``genrec <stage> --root <workdir>/<step> -S ...`` runs them (``cli._run_stage``).
+
+    python benchmarks/large_catalogue.py --items 5000 --embed-items 500 1000      # smoke run, ~2 min
     python benchmarks/large_catalogue.py --items 1000000 --out reports/benchmarks/large_catalogue.md
 """
 
@@ -122,9 +124,8 @@ def interaction_log(n_items: int, n_users: int, max_len: int = 20, seed: int = 0
 # --------------------------------------------------------------------------- steps (each in a child process)
 
 
-def load(args):
-    from genrec_core.config import load_params
-
+def overrides(args, *extra: str) -> list[str]:
+    """params.yaml overrides of every step (``-S`` of the ``genrec`` command)."""
     over = [
         f"tokenizer.epochs={args.rqvae_epochs}",
         "tokenizer.keep_last=1",
@@ -135,20 +136,33 @@ def load(args):
     ]
     if args.rqvae_batch_size:
         over.append(f"tokenizer.batch_size={args.rqvae_batch_size}")
-    return load_params(ROOT / "params.yaml", over)
+    return [*over, *extra]
+
+
+def load(args):
+    from genrec_core.config import load_params
+
+    return load_params(ROOT / "params.yaml", overrides(args))
+
+
+def run_stage(module: str, args, root: Path, *extra: str) -> None:
+    """The stage exactly as ``genrec <stage> --root ROOT -S ...`` runs it (params.yaml + overrides, seeded)."""
+    from genrec_core.cli import _run_stage
+
+    _run_stage(module, ROOT / "params.yaml", overrides(args, *extra), root)
 
 
 def step_baseline(args, work: Path) -> dict:
+    import importlib
+
     import polars  # noqa: F401
+    import sentence_transformers  # noqa: F401
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    import stages.embed  # noqa: F401
-    import stages.emit_ids  # noqa: F401
-    import stages.train_tokenizer  # noqa: F401
-    from genrec_core.recommender import beam_search, decoder_only, trie  # noqa: F401
-
-    return {"items": 0}
+    for module in ("genrec_core.cli", "genrec_core.embed.encoders", "genrec_core.tokenizers.training", "genrec_core.recommender.decoder_only", "genrec_core.recommender.beam_search"):
+        importlib.import_module(module)
+    return {"items": 0, "note": "imports only (torch, transformers, sentence-transformers, the pipeline's modules): every step's floor"}
 
 
 def step_texts(args, work: Path) -> dict:
@@ -162,15 +176,14 @@ def step_texts(args, work: Path) -> dict:
 
 
 def step_embed(args, work: Path, n: int) -> dict:
-    from stages import embed as stage
+    from genrec_core.embed import stream
 
     root = work / f"embed_{n}"
     shutil.rmtree(root, ignore_errors=True)
     write_processed(root, n)
-    params = load(args)
-    stage.CHUNK_ITEMS = args.embed_chunk
+    stream.CHUNK_ITEMS = args.embed_chunk
     t0 = time.perf_counter()
-    stage.run(params, root)
+    run_stage("embed", args, root)
     seconds = time.perf_counter() - t0
     report = json.loads((root / "reports" / "embed.json").read_text())
     import pyarrow.parquet as pq
@@ -191,8 +204,8 @@ def vectors_root(work: Path) -> Path:
 
 
 def step_vectors(args, work: Path) -> dict:
+    from genrec_core.embed.stream import write_vectors
     from genrec_core.paths import ArtifactPaths
-    from stages.embed import write_vectors
 
     paths = ArtifactPaths(vectors_root(work))
     t0 = time.perf_counter()
@@ -226,17 +239,12 @@ def tokenizer_root(work: Path, kind: str) -> Path:
 
 
 def step_tokenizer(args, work: Path, kind: str) -> dict:
-    import dataclasses
-
     import polars as pl
 
-    from stages import train_tokenizer
-
     params = load(args)
-    params = dataclasses.replace(params, tokenizer=dataclasses.replace(params.tokenizer, kind=kind))
     root = tokenizer_root(work, kind)
     t0 = time.perf_counter()
-    train_tokenizer.run(params, root)
+    run_stage("train_tokenizer", args, root, f"tokenizer.kind={kind}")
     seconds = time.perf_counter() - t0
     hist = pl.read_csv(root / "reports" / "tokenizer" / "history.csv")
     metrics = json.loads((root / "reports" / "tokenizer" / "metrics.json").read_text())
@@ -250,12 +258,9 @@ def step_tokenizer(args, work: Path, kind: str) -> dict:
 
 
 def step_emit(args, work: Path, kind: str) -> dict:
-    from stages import emit_ids
-
-    params = load(args)
     root = tokenizer_root(work, kind)
     t0 = time.perf_counter()
-    emit_ids.run(params, root)
+    run_stage("emit_ids", args, root, f"ids.collision={args.collision}")
     seconds = time.perf_counter() - t0
     report = json.loads((root / "reports" / "ids" / "emit.json").read_text())
     (name, st), = report["per_tokenizer"].items()
@@ -438,6 +443,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--kmeans-iters", type=int, default=5)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--log-users", type=int, default=100_000)
+    ap.add_argument("--collision", default="reassign_last", choices=["reassign_last", "dedup_level"], help="ids.collision of the emit steps")
     ap.add_argument("--ids-from", default="rqvae", choices=["rqvae", "rqkmeans"], help="ID table the trie and beam steps use")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", nargs="*", default=None, help="default: all")

@@ -407,7 +407,7 @@ class _RecordingEncoder:
 
 
 def test_write_vectors_streams_chunks_into_the_same_table(tmp_path):
-    from stages.embed import write_vectors
+    from genrec_core.embed.stream import write_vectors
 
     rng = np.random.default_rng(0)
     full = rng.normal(size=(10, 5)).astype(np.float32)
@@ -428,7 +428,7 @@ def test_write_vectors_streams_chunks_into_the_same_table(tmp_path):
 
 
 def test_encode_chunks_calls_the_encoder_per_chunk_and_normalises_rows():
-    from stages.embed import encode_chunks
+    from genrec_core.embed.stream import encode_chunks
 
     texts = [f"item text number {i}" for i in range(7)]
     enc = _RecordingEncoder()
@@ -448,11 +448,12 @@ def test_stage_streams_large_catalogues_chunk_by_chunk(tmp_path, monkeypatch, mi
     MiniLM's vectors of the item texts (encoded independently here, all at once)."""
     import pyarrow.parquet as pq
 
+    from genrec_core.embed import stream
     from stages import embed as stage
 
     items = _stage_items()
     _write_inputs(tmp_path, items)
-    monkeypatch.setattr(stage, "CHUNK_ITEMS", 3)
+    monkeypatch.setattr(stream, "CHUNK_ITEMS", 3)
     stage.run(Params(embed=EmbedParams(device="cpu", batch_size=2)), tmp_path)
     path = tmp_path / "data" / "embeddings" / "item_vectors.parquet"
     out = pl.read_parquet(path)
