@@ -15,6 +15,11 @@
 Then the vectors are optionally L2-normalised (``embed.normalize``; for ``concat`` each part
 already is) and reduced with PCA, and written to data/embeddings/item_vectors.parquet (item_id
 Int32, vector Array[Float32, dim], rows in item_id order) plus reports/embed.json.
+
+Text vectors without PCA are streamed (genrec_core/embed/stream.py): encoded ``CHUNK_ITEMS``
+items at a time (one progress bar) and written one Parquet row group per chunk, so a
+million-item catalogue never holds all its vectors in memory (PCA and ``concat`` need them all,
+and assemble them).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +36,10 @@ import polars as pl
 from genrec_core.config import EmbedParams, Params
 from genrec_core.embed.encoders import build_encoder
 from genrec_core.embed.pca import check_pca_dim, fit_pca
+from genrec_core.embed.stream import encode_chunks, l2_normalize, write_vectors
 from genrec_core.embed.text import render_texts
 from genrec_core.errors import EmptyResultError, InputFormatError, MissingInputError, ParamError
-from genrec_core.io import read_parquet, write_json, write_parquet
+from genrec_core.io import read_parquet, write_json
 from genrec_core.paths import ArtifactPaths
 from genrec_core.runtime import resolve_device, seed_everything
 
@@ -62,13 +69,6 @@ def _check_items(items: pl.DataFrame, path: Path) -> pl.DataFrame:
     if not np.array_equal(ids, np.arange(items.height)):
         raise InputFormatError(path, f"item_id must be 0..N-1 without gaps or repeats (N={items.height})")
     return items
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise unit length (in float64, so float16 model outputs do not lose precision); zero rows stay 0."""
-    x64 = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x64, axis=1, keepdims=True)
-    return (x64 / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def _text_fields(items: pl.DataFrame, info: dict) -> list[str]:
@@ -162,25 +162,18 @@ def collaborative_vectors(params: Params, paths: ArtifactPaths, n_items: int) ->
     return vectors, report
 
 
-def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool = True) -> tuple[np.ndarray, dict, dict]:
+def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool = True, assemble: bool = True) -> tuple[np.ndarray | Iterator[np.ndarray], dict, dict]:
     """Encoded item texts [N, model dim], L2-normalised when ``embed.normalize``, and the report
     entries that go before and after the common ones (the text-only embed.json layout).
-    ``check_pca``: check ``embed.pca_dim`` against the model's dimension before encoding."""
+    ``check_pca``: check ``embed.pca_dim`` against the model's dimension before encoding.
+    ``assemble=False``: the vectors as a lazy iterator of row chunks (``encode_chunks``); the
+    tail's ``encode_seconds`` is filled in once it is exhausted."""
     n = len(texts)
     seed_everything(0)  # encoding draws no random numbers; a fixed seed keeps it so for any model, independent of the run's seed
     device = resolve_device(p.device)
     encoder = build_encoder(p, device)
     if p.pca_dim is not None and check_pca:
         check_pca_dim(p.pca_dim, n, encoder.dim)
-    t0 = time.perf_counter()
-    vectors = encoder.encode(texts)
-    encode_seconds = time.perf_counter() - t0
-    if not np.isfinite(vectors).all():
-        bad = int((~np.isfinite(vectors).all(axis=1)).sum())
-        raise EmptyResultError(f"the encoder produced NaN/inf for {bad} of {n} items (with embed.dtype={p.dtype}, try float32)")
-    model_dim = int(vectors.shape[1])
-    if p.normalize:
-        vectors = l2_normalize(vectors)
     head = {
         "model": p.model,
         "model_path": encoder.model_name,
@@ -189,9 +182,20 @@ def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool =
         "device": device,
         "dtype": p.dtype,
         "normalize": p.normalize,
-        "model_dim": model_dim,
+        "model_dim": int(encoder.dim),
     }
-    tail = {"n_empty_texts": sum(1 for t in texts if not t), "example_text": texts[0], "encode_seconds": round(encode_seconds, 3)}
+    timer: dict = {"encode_seconds": 0.0}
+    tail = {"n_empty_texts": sum(1 for t in texts if not t), "example_text": texts[0], "encode_seconds": 0.0}
+    chunks = encode_chunks(encoder, texts, p.normalize, timer)
+
+    def timed() -> Iterator[np.ndarray]:
+        yield from chunks
+        tail["encode_seconds"] = round(timer["encode_seconds"], 3)
+
+    if not assemble:
+        return timed(), head, tail
+    parts = list(timed())
+    vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return vectors, head, tail
 
 
@@ -210,6 +214,14 @@ def run(params: Params, root: Path) -> None:
 
     report: dict = {"source": source, "source_param": p.source, "source_reason": reason}
     tail: dict = {}
+    if source == "text" and p.pca_dim is None:  # nothing needs all vectors at once: encode and write chunk by chunk
+        assert texts is not None
+        chunks, head, tail = text_vectors(p, texts, info, assemble=False)
+        report.update(head)
+        dim = write_vectors(chunks, paths.embeddings, n)
+        report.update({"dim": dim, "pca": None, "n_items": n, **tail, "seconds": round(time.perf_counter() - start, 3)})
+        write_json(report, paths.reports_dir / "embed.json")
+        return
     if source in ("text", "concat"):
         assert texts is not None
         tvec, head, tail = text_vectors(p, texts, info, check_pca=source == "text")
@@ -241,15 +253,6 @@ def run(params: Params, root: Path) -> None:
             "whiten": p.pca_whiten,
             "explained_variance_ratio": float(pca.explained_variance_ratio.sum()),
         }
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = int(vectors.shape[1])
-
-    table = pl.DataFrame(
-        {
-            "item_id": pl.Series("item_id", np.arange(n), dtype=pl.Int32),
-            "vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, dim)),
-        }
-    )
-    write_parquet(table, paths.embeddings)
+    dim = write_vectors([vectors], paths.embeddings, n)
     report.update({"dim": dim, "pca": pca_report, "n_items": n, **tail, "seconds": round(time.perf_counter() - start, 3)})
     write_json(report, paths.reports_dir / "embed.json")

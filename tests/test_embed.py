@@ -385,3 +385,82 @@ def test_copied_model_dir_works(tmp_path):
     enc = build_encoder(EmbedParams(mode="mean_pool", model=str(dst)), "cpu")
     assert enc.model_name == str(dst.resolve())
     assert enc.encode(["heat"]).shape == (1, 384)
+
+
+# --------------------------------------------------------------------------- streamed (chunked) encoding and writing
+
+
+class _RecordingEncoder:
+    """Deterministic fake encoder: vector of a text = (len, number of vowels, 1, item index parsed from the text)."""
+
+    model_name = "fake"
+    device = "cpu"
+    dim = 4
+
+    def __init__(self):
+        self.calls: list[int] = []
+        self.progress = True
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        return np.array([[len(t), sum(c in "aeiou" for c in t), 1.0, float(t.split()[-1])] for t in texts], dtype=np.float32)
+
+
+def test_write_vectors_streams_chunks_into_the_same_table(tmp_path):
+    from genrec_core.embed.stream import write_vectors
+
+    rng = np.random.default_rng(0)
+    full = rng.normal(size=(10, 5)).astype(np.float32)
+    one, many = tmp_path / "one.parquet", tmp_path / "many.parquet"
+    assert write_vectors([full], one, 10) == 5
+    assert write_vectors((full[s : s + 3] for s in range(0, 10, 3)), many, 10) == 5
+    a, b = pl.read_parquet(one), pl.read_parquet(many)
+    assert b.schema == pl.Schema({"item_id": pl.Int32, "vector": pl.Array(pl.Float32, 5)})
+    assert a.equals(b)
+    assert b["item_id"].to_list() == list(range(10))
+    np.testing.assert_array_equal(b["vector"].to_numpy(), full)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(many).metadata.num_row_groups == 4  # one row group per chunk: 3 + 3 + 3 + 1
+    with pytest.raises(Exception, match="expected 11"):
+        write_vectors((full[s : s + 3] for s in range(0, 10, 3)), tmp_path / "bad.parquet", 11)
+    assert not (tmp_path / "bad.parquet").exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_encode_chunks_calls_the_encoder_per_chunk_and_normalises_rows():
+    from genrec_core.embed.stream import encode_chunks
+
+    texts = [f"item text number {i}" for i in range(7)]
+    enc = _RecordingEncoder()
+    timer: dict = {}
+    chunks = list(encode_chunks(enc, texts, normalize=True, timer=timer, chunk_items=3))
+    assert enc.calls == [3, 3, 1] and enc.progress is False  # the stage's bar replaces the encoder's
+    got = np.concatenate(chunks)
+    raw = np.array([[len(t), sum(c in "aeiou" for c in t), 1.0, i] for i, t in enumerate(texts)])
+    np.testing.assert_allclose(got, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6)
+    assert timer["encode_seconds"] >= 0
+    enc = _RecordingEncoder()
+    assert len(list(encode_chunks(enc, texts, normalize=False, chunk_items=10))) == 1 and enc.progress is True
+
+
+def test_stage_streams_large_catalogues_chunk_by_chunk(tmp_path, monkeypatch, minilm_st):
+    """With more items than a chunk, the stage encodes and writes chunk by chunk; the table equals
+    MiniLM's vectors of the item texts (encoded independently here, all at once)."""
+    import pyarrow.parquet as pq
+
+    from genrec_core.embed import stream
+    from stages import embed as stage
+
+    items = _stage_items()
+    _write_inputs(tmp_path, items)
+    monkeypatch.setattr(stream, "CHUNK_ITEMS", 3)
+    stage.run(Params(embed=EmbedParams(device="cpu", batch_size=2)), tmp_path)
+    path = tmp_path / "data" / "embeddings" / "item_vectors.parquet"
+    out = pl.read_parquet(path)
+    assert out.schema == pl.Schema({"item_id": pl.Int32, "vector": pl.Array(pl.Float32, 384)})
+    assert out["item_id"].to_list() == list(range(8))
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    texts = render_texts(items.sort("item_id"), "auto", INFO)
+    np.testing.assert_allclose(out["vector"].to_numpy(), _unit(minilm_st.encode(texts)), atol=1e-5)
+    report = json.loads((tmp_path / "reports" / "embed.json").read_text())
+    assert report["n_items"] == 8 and report["dim"] == 384 and report["model_dim"] == 384 and report["encode_seconds"] > 0

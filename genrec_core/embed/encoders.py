@@ -34,6 +34,7 @@ class Encoder(Protocol):
 
     model_name: str  # resolved name or path
     device: str
+    progress: bool  # show the encoder's own progress bar (the stage turns it off when it shows one over chunks)
 
     @property
     def dim(self) -> int: ...
@@ -128,6 +129,7 @@ class SentenceTransformerEncoder:
         self.model_name = resolve_model(params.model)
         self.device = device
         self.batch_size = params.batch_size
+        self.progress = True
         try:
             self.model = SentenceTransformer(self.model_name, device=device)
         except _LOAD_ERRORS as exc:
@@ -147,7 +149,7 @@ class SentenceTransformerEncoder:
         out = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
-            show_progress_bar=True,
+            show_progress_bar=self.progress,
             convert_to_numpy=True,
             normalize_embeddings=False,
         )
@@ -192,6 +194,7 @@ class MeanPoolEncoder:
         self.device = device
         self.batch_size = params.batch_size
         self.max_length = params.max_length
+        self.progress = True
         try:
             config = AutoConfig.from_pretrained(self.model_name)
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
@@ -235,7 +238,7 @@ class MeanPoolEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         with torch.inference_mode():
-            for batch in tqdm(batches, desc="embed (mean_pool)", unit="batch"):
+            for batch in tqdm(batches, desc="embed (mean_pool)", unit="batch", disable=not self.progress):
                 features = [{k: enc[k][i] for k in enc.keys()} for i in batch]
                 padded = self.tokenizer.pad(features, padding=True, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in padded.items() if k in self._inputs}
