@@ -46,6 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.procmem import rss_gib  # noqa: E402
 
 DIM = 384
 TEMPLATE = "{title}. Category: {category}. Brand: {brand}."
@@ -366,16 +367,6 @@ def run_step(name: str, args) -> dict:
 # --------------------------------------------------------------------------- parent
 
 
-def _rss_gib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return 0.0
-
-
 def child(name: str, argv: list[str], limit_gib: float) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, *argv]
     t0 = time.perf_counter()
@@ -384,7 +375,7 @@ def child(name: str, argv: list[str], limit_gib: float) -> dict:
 
     def watch() -> None:
         while proc.poll() is None:
-            rss = _rss_gib(proc.pid)
+            rss = rss_gib(proc.pid)
             if rss > limit_gib:
                 killed["rss"] = rss
                 proc.kill()

@@ -25,6 +25,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks.procmem import rss_gib  # noqa: E402
+
 CATEGORY = "Synthetic"
 
 
@@ -40,16 +44,6 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _rss_gib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 0.0
-
-
 def run_child(cmd: list[str], max_rss_gib: float | None = None, env: dict | None = None) -> tuple[float, float, bool]:
     """Run ``cmd``; return (wall seconds, its peak RSS in GiB, stopped for passing max_rss_gib)."""
     start = time.perf_counter()
@@ -59,7 +53,7 @@ def run_child(cmd: list[str], max_rss_gib: float | None = None, env: dict | None
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        if max_rss_gib is not None and not stopped and _rss_gib(proc.pid) > max_rss_gib:
+        if max_rss_gib is not None and not stopped and rss_gib(proc.pid) > max_rss_gib:
             proc.kill()
             stopped = True
         time.sleep(0.2)
