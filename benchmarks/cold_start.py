@@ -107,7 +107,8 @@ def _mixed_rows(root: Path, rec, cold: list[int], ks: list[int], epsilons: list[
                 s = rank_summary(mixed[subset], targets[subset], [k])
                 store.update({key: v for key, v in s.items() if key.endswith(f"@{k}")})
                 store["users"] = s["users"]
-                store["found"] = s["found"]  # of the largest K (the last one)
+                if k == max(ks):  # "target in the list": the longest list
+                    store["found"] = s["found"]
         keys = [key for key in cold_m if "@" in key]
         note = why + f"; all {all_m['users']} test users: " + ", ".join(f"{key} {all_m[key]:.4f}" for key in keys if key.startswith(("hit@10", "ndcg@10")))
         out.append((f"{rec.kind} + TIGER cold-start retrieval, epsilon {eps:g}", cold_m, note))
