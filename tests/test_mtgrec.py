@@ -20,7 +20,7 @@ from genrec_core.methods import MethodContext, build_method, check_method_params
 from genrec_core.methods.mtgrec import MTGRecMethod, softmax, stage_end_steps
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
-from genrec_core.recommender.model import GenerativeRecommender
+from genrec_core.recommender.model import GenerativeRecommender, build_generative_model
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
@@ -48,7 +48,7 @@ def make_trainer(tmp_path, method_cls=MTGRecMethod, init_seed=0, method_params=N
     params = small_params(method_params, **kw)
     context = MethodContext(SequenceEncoder(TABLES, "items", default_tokenizer=0), build_loss("ce", {}, LossContext(VOCAB, TABLES[0])))
     return Trainer(
-        GenerativeRecommender(params, VOCAB), params, method_cls(context, **method_params), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
+        build_generative_model(params, VOCAB), params, method_cls(context, **method_params), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
         checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports" / "train", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False,
     )
 
@@ -119,6 +119,43 @@ def test_each_example_is_tokenized_by_the_tokenizer_it_drew(tmp_path):
     assert torch.equal(method.collate(trainer, trainer.train_examples, index).tokenizer_index, drawn)
     trainer.state.step += 1
     assert not torch.equal(method.collate(trainer, trainer.train_examples, index).tokenizer_index, drawn)
+
+
+def test_packed_training_draws_one_tokenizer_per_chunk_and_tokenizes_the_chunk_with_it(tmp_path):
+    """Deviation (packed decoder-only, the CPU default): a chunk holds its items once, so all its
+    examples take the chunk's draw; targets and the chunk's item tokens are that tokenizer's."""
+    from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
+    from genrec_core.recommender.packing import chunk_groups
+
+    trainer = make_trainer(tmp_path, model="decoder_only", pack_examples=4, dropout=0.0)
+    method, train = trainer.method, trainer.train_examples
+    method.p = np.array([0.6, 0.3, 0.1])
+    assert isinstance(trainer.model, DecoderOnlyRecommender) and trainer.sampler.pack_examples == 4
+    chunk_draws = []
+    for step, index in enumerate(trainer.sampler.batches(0)):
+        trainer.state.step = step
+        batch = method.collate(trainer, train, index)
+        drawn, packing = batch.tokenizer_index, batch.packing
+        group = chunk_groups(index, trainer.sampler.linked, 4)
+        assert np.array_equal(packing.group.numpy(), group)
+        firsts = np.flatnonzero(np.diff(group, prepend=-1))
+        assert all(len(set(drawn[group == g].tolist())) == 1 for g in range(len(firsts)))  # one draw per chunk
+        chunk_draws += drawn[firsts].tolist()
+        targets = torch.from_numpy(train.targets[index])
+        for t in range(3):  # labels of the examples that drew t are t's IDs
+            rows = drawn == t
+            assert torch.equal(batch.labels[rows, :2], TABLES[t][targets[rows]])
+        for g, first in enumerate(firsts):  # the chunk: its first example's history, then every target
+            members = index[group == g]
+            start, n = train.offsets[index[first]], train.lengths[index[first]]
+            items = np.concatenate([train.history[start : start + n], train.targets[members]])
+            assert torch.equal(packing.items[g, : len(items)], TABLES[int(drawn[first])][torch.from_numpy(items)])
+    assert max(len(np.unique(chunk_groups(i, trainer.sampler.linked, 4), return_counts=True)[1]) for i in trainer.sampler.batches(0)) > 1
+    freq = np.bincount(chunk_draws, minlength=3) / len(chunk_draws)
+    assert np.abs(freq - method.p).max() < 0.12, freq  # chunks draw from p
+    trainer.state.step = 0
+    train_steps(trainer, 3)  # and the packed batches train
+    assert method.counts.sum() == sum(len(i) for i in trainer.sampler.batches(0)[:3])
 
 
 # --------------------------------------------------------------------------- influence

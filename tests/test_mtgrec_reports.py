@@ -72,19 +72,20 @@ def test_ablation_config_rows_are_valid_and_uniform_row_has_no_stage_end():
     from genrec_core.methods.mtgrec import MTGRecMethod, stage_end_steps
 
     rows = {m.name: m for m in converged.methods_from_config(ROOT / "scripts" / "mtgrec_ablation.yaml")}
-    assert list(rows) == ["decoder-only-packed", "decoder-only-4ep", "mtgrec", "mtgrec-uniform", "mtgrec-seeds"]
+    assert list(rows) == ["decoder-only-packed", "mtgrec", "mtgrec-uniform", "mtgrec-seeds"]
     params = {name: load_params(ROOT / "params.yaml", m.overrides) for name, m in rows.items()}
     assert all(p.recommender.model == "decoder_only" and p.recommender.history_dropout == 0.2 for p in params.values())
-    assert params["decoder-only-4ep"].recommender.pack_examples == 0 and params["decoder-only-packed"].recommender.pack_examples == 10
-    for name in ("mtgrec", "mtgrec-uniform", "mtgrec-seeds"):
+    assert params["decoder-only-packed"].recommender.pack_examples == 10
+    for name in ("mtgrec", "mtgrec-uniform", "mtgrec-seeds"):  # the CPU default, packed (one draw per chunk)
         rp = params[name].recommender
-        assert rp.method == "mtgrec" and rp.pack_examples == 0 and rp.epochs == params["decoder-only-4ep"].recommender.epochs
-        assert len(params[name].finetune.slots) == params[name].tokenizer.keep_last  # every kept tokenizer fine-tuned
+        assert rp.method == "mtgrec" and rp.pack_examples == 10 and rp.epochs == params["decoder-only-packed"].recommender.epochs
+        top_m = MTGRecMethod.check_params(rp.method_params)["finetune_top_m"]
+        assert 0 < top_m <= len(params[name].finetune.slots)  # a slot for every tokenizer to fine-tune
     assert params["mtgrec-seeds"].tokenizer.kept_from == "seeds" and params["mtgrec"].tokenizer.kept_from == "epochs"
     uniform = MTGRecMethod.check_params(params["mtgrec-uniform"].recommender.method_params)
     assert stage_end_steps(1508, 377, uniform["warmup"], uniform["stage_length"], uniform["schedule_unit"]) == []  # p stays uniform
     default = MTGRecMethod.check_params(params["mtgrec"].recommender.method_params)
     assert len(stage_end_steps(1508, 377, default["warmup"], default["stage_length"], default["schedule_unit"])) == 7
-    # the two TIGER rows are reports/converged.md's, override for override (their workspaces are reused)
+    # the TIGER row is reports/converged.md's, override for override (its workspaces are reused)
     conv = {m.name: m.overrides for m in converged.methods_from_config(ROOT / "scripts" / "converged_methods.yaml")}
-    assert rows["decoder-only-packed"].overrides == conv["decoder-only-packed"] and rows["decoder-only-4ep"].overrides == conv["decoder-only-4ep"]
+    assert rows["decoder-only-packed"].overrides == conv["decoder-only-packed"]

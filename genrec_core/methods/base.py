@@ -37,7 +37,7 @@ from genrec_core.errors import ParamError
 from genrec_core.recommender.data import Batch, ExampleArrays
 from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.losses import LossOutput
-from genrec_core.recommender.packing import linked_examples, pack_batch
+from genrec_core.recommender.packing import chunk_groups, linked_examples, pack_batch
 from genrec_core.recommender.trainer import fused_adamw_kwargs, warmup_cosine
 
 if TYPE_CHECKING:
@@ -197,17 +197,37 @@ class Method:
     def packed_collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, pack: int, prob: float, tokenizer_index: torch.Tensor | None, keep: np.ndarray | None = None, band: int | None = None) -> Batch:
         """``collate`` with ``recommender.pack_examples``: the batch plus how its examples share
         their items (``packing.pack_batch``); ``history_dropout`` thins each example's window
-        (``keep``: a mask drawn already; ``band``: the global batch's, ``collate_part``)."""
-        if tokenizer_index is not None:
-            raise ParamError("recommender.pack_examples", f"method {self.name!r} tokenizes examples with different ID tables; packed training needs one (set pack_examples: 0)")
+        (``keep``: a mask drawn already; ``band``: the global batch's, ``collate_part``).
+        ``tokenizer_index``: every example of a chunk must have its chunk's tokenizer (a chunk
+        holds its items once, so one ID table; ``chunk_tokenizers``)."""
         index = np.asarray(index, dtype=np.int64)
         if keep is None and prob > 0.0:
             keep = self.dropout_keep(trainer, examples, index, prob)
+        linked = self.linked(trainer, examples)
+        item_tokens = self.encoder.item_tokens
+        if tokenizer_index is not None:
+            group = chunk_groups(index, linked, pack)
+            per_chunk = tokenizer_index[np.flatnonzero(np.diff(group, prepend=-1))]
+            if not torch.equal(per_chunk[torch.from_numpy(group)], tokenizer_index):
+                raise ValueError(f"method {self.name!r}: the examples of one packed chunk drew different tokenizers (draw one per chunk)")
+            item_tokens = lambda items: self.encoder.item_tokens(items, per_chunk)  # noqa: E731 - row g is chunk g
+        batch = self.encoder.collate(examples, index, keep=keep, tokenizer_index=tokenizer_index)
+        return replace(batch, packing=pack_batch(examples, index, linked, pack, item_tokens, keep, band))
+
+    @staticmethod
+    def linked(trainer: Trainer, examples: ExampleArrays) -> np.ndarray:
+        """[E] ``packing.linked_examples`` of ``examples`` (the packed sampler's, for the training split)."""
         linked = getattr(trainer.sampler, "linked", None) if examples is trainer.train_examples else None
-        if linked is None:
-            linked = linked_examples(examples)
-        batch = self.encoder.collate(examples, index, keep=keep)
-        return replace(batch, packing=pack_batch(examples, index, linked, pack, self.encoder.item_tokens, keep, band))
+        return linked_examples(examples) if linked is None else linked
+
+    def chunk_of_examples(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray) -> np.ndarray | None:
+        """[B] the packed chunk of each example of the training batch ``index`` (``chunk_groups``),
+        or None when the trainer does not pack: what a method that draws per example must draw
+        per chunk instead."""
+        pack = int(getattr(trainer.sampler, "pack_examples", 0))
+        if not pack:
+            return None
+        return chunk_groups(np.asarray(index, dtype=np.int64), self.linked(trainer, examples), pack)
 
     def eval_collate(self, examples: ExampleArrays, index: np.ndarray) -> Batch:
         """A validation batch (the default tokenizer, nothing dropped)."""

@@ -3,7 +3,12 @@
 Data groups are the training examples tokenized by each of the encoder's n ID tables (the kept
 tokenizers of one RQ-VAE run, ``tokenizer.keep_last``). Every training example draws its own
 tokenizer from the sampling distribution ``p`` (uniform at first) with a generator seeded by
-``(seed, step)``, so a resumed run draws the same tokenizers. Training is split into stages: a
+``(seed, step)``, so a resumed run draws the same tokenizers. Deviation under packed training
+(``recommender.pack_examples`` > 0, the CPU default's decoder-only): a chunk holds its items once,
+so it takes one ID table, and the draw is one per chunk (up to ``pack_examples`` consecutive
+windows of one user) instead of one per example. Each example's tokenizer is still distributed as
+p; the draws of one chunk's examples are no longer independent. ``pack_examples: 0`` draws per
+example as the paper does. Training is split into stages: a
 warm-up of ``warmup``, then a stage end every ``stage_length`` (in ``schedule_unit``: fractions of
 the planned training or epochs; paper: 60 then every 20 of 200 epochs = 0.3 and 0.1). At each
 stage end (an optimiser step, so a stage may end mid-epoch; ends at or after the last step are
@@ -197,9 +202,14 @@ class MTGRecMethod(Method):
 
     # ------------------------------------------------------------------ tokenization
     def tokenizer_index(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray) -> torch.Tensor:
-        """Each example's tokenizer, drawn from p by a generator seeded by (seed, step)."""
+        """Each example's tokenizer, drawn from p by a generator seeded by (seed, step); packed
+        training (``recommender.pack_examples``) draws one per chunk, which all its examples take."""
         rng = np.random.default_rng([trainer.seed, trainer.state.step, _DRAW])
-        draw = rng.choice(self.n, size=len(index), p=self.p)
+        chunk = self.chunk_of_examples(trainer, examples, index)
+        if chunk is None:
+            draw = rng.choice(self.n, size=len(index), p=self.p)
+        else:
+            draw = rng.choice(self.n, size=int(chunk[-1]) + 1 if len(chunk) else 0, p=self.p)[chunk]
         self.last_draw = draw  # the global batch's draw (a DDP rank's batch holds only its part)
         return torch.from_numpy(draw.astype(np.int64))
 

@@ -131,15 +131,12 @@ class Packing:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("items", "item_mask", "group", "slot", "target_pos", "window")})
 
 
-def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, pack_examples: int, item_tokens, keep: np.ndarray | None = None, band: int | None = None) -> Packing:
-    """The ``Packing`` of training examples ``index`` (any order: runs of linked consecutive
-    examples become chunks of at most ``pack_examples``). ``item_tokens(items [G, C]) -> [G, C, L]``
-    tokenizes the chunk items; ``keep`` [E, H] (``ExampleArrays.dropout_keep`` over the padded
-    histories) thins each example's window, None keeps it whole. ``band``: default the batch's
-    longest history; a DDP rank passes its global batch's, so its part scores as in the whole."""
+def chunk_groups(index: np.ndarray, linked: np.ndarray, pack_examples: int) -> np.ndarray:
+    """[E] the chunk (0, 1, ...) of each of the training examples ``index`` in ``pack_batch``:
+    runs of linked consecutive examples, cut every ``pack_examples``. Methods that must treat a
+    chunk as one unit (MTGRec draws one tokenizer per chunk) group the batch with it."""
     index = np.asarray(index, dtype=np.int64)
     e = index.shape[0]
-    lengths = examples.lengths[index]
     new_group = np.ones(e, dtype=bool)
     if e > 1:
         new_group[1:] = (index[1:] != index[:-1] + 1) | ~linked[index[1:]]
@@ -147,8 +144,21 @@ def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, p
     run_id = np.cumsum(new_group) - 1
     offset = np.arange(e) - np.flatnonzero(new_group)[run_id]
     new_group |= (offset % pack_examples) == 0
-    group = np.cumsum(new_group) - 1
-    firsts = np.flatnonzero(new_group)
+    return np.cumsum(new_group) - 1
+
+
+def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, pack_examples: int, item_tokens, keep: np.ndarray | None = None, band: int | None = None) -> Packing:
+    """The ``Packing`` of training examples ``index`` (any order: runs of linked consecutive
+    examples become chunks of at most ``pack_examples``, ``chunk_groups``). ``item_tokens(items
+    [G, C]) -> [G, C, L]`` tokenizes the chunk items (row g: chunk g, so a caller may use one
+    ID table per chunk); ``keep`` [E, H] (``ExampleArrays.dropout_keep`` over the padded
+    histories) thins each example's window, None keeps it whole. ``band``: default the batch's
+    longest history; a DDP rank passes its global batch's, so its part scores as in the whole."""
+    index = np.asarray(index, dtype=np.int64)
+    e = index.shape[0]
+    lengths = examples.lengths[index]
+    group = chunk_groups(index, linked, pack_examples)
+    firsts = np.flatnonzero(np.diff(group, prepend=-1))
     slot = np.arange(e) - firsts[group]
     first_len = lengths[firsts]  # the chunk's first example's history opens the chunk
     target_pos = first_len[group] + slot
