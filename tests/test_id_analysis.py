@@ -128,6 +128,8 @@ def test_change_shares_average_over_pairs():
     # t = 1 averages the pairs (3,4) and (4,5): first (0 + 1)/2 = 0.5, any (0.5 + 1)/2 = 0.75
     assert rows == [{"interval": 1, "pairs": 2, "first_changed": 0.5, "any_changed": 0.75}]
     assert change_shares({"epoch_1": a}) == []
+    # final tokenizers of independently seeded runs: 42 and 43 are seeds, not epochs one apart
+    assert change_shares({"seed_0042": a, "seed_0043": b, "seed_0044": c}) == []
 
 
 def test_epoch_names():

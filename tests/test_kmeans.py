@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from genrec_core.tokenizers.kmeans import kmeans, nearest
+from genrec_core.tokenizers.kmeans import kmeans, nearest, squared_distances, squared_norms
 
 
 def _blobs(n=600, k=6, d=8, seed=0):
@@ -57,3 +57,17 @@ def test_fewer_points_than_clusters_does_not_fail():
     for init in ("kmeans++", "random"):
         res = kmeans(x, 8, 5, torch.Generator().manual_seed(0), init=init)
         assert res.centroids.shape == (8, 3) and int((res.counts > 0).sum()) == 5
+
+
+def test_cached_row_norms_give_the_same_distances_bit_for_bit():
+    """k-means computes the row norms once (squared_norms) instead of in every distance call: the
+    distances are the brute-force ones and, chunked or not, bitwise those of the uncached call."""
+    x, _ = _blobs(n=50, d=5, seed=2)
+    c = x[[3, 17, 40]] + 0.5
+    cached = squared_distances(x, c, squared_norms(x))
+    assert torch.equal(cached, squared_distances(x, c))
+    brute = ((x.double()[:, None, :] - c.double()[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(cached.double().numpy(), brute.numpy(), rtol=1e-4, atol=1e-3)
+    idx, dist = nearest(x, c, chunk=7, x_sq=squared_norms(x))
+    ref_idx, ref_dist = nearest(x, c, chunk=7)
+    assert torch.equal(idx, ref_idx) and torch.equal(dist, ref_dist) and torch.equal(idx, brute.argmin(1))

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from genrec_core.tokenizers.collisions import group_ids
-from genrec_core.tokenizers.id_table import sort_tokenizer_names, tokenizer_epoch
+from genrec_core.tokenizers.id_table import is_seed_run, sort_tokenizer_names, tokenizer_epoch
 
 
 def _prefix_groups(ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,8 +172,12 @@ def change_shares(tables: Mapping[str, np.ndarray], intervals: Sequence[int] | N
     ``tables``: {name: IDs [N, L']} with names ending in the epoch (``epoch_0200``); every pair at
     exactly t epochs apart contributes, and the shares are averaged over those pairs. Intervals
     with no such pair are left out. Rows of all tables must be the same items in the same order.
+    Final tokenizers of independently seeded runs (``seed_0042``, ``tokenizer.kept_from: seeds``)
+    are not epochs of one run, and their number is a seed: no rows.
     """
     names = sort_tokenizer_names(list(tables))
+    if any(is_seed_run(n) for n in names):
+        return []  # independent RQ-VAE runs (tokenizer.kept_from: seeds): no epochs apart to measure
     epochs = [tokenizer_epoch(n) for n in names]
     if any(e is None for e in epochs):
         epochs = list(range(len(names)))  # no epochs in the names: consecutive positions
@@ -273,7 +277,7 @@ def render_markdown(report: dict) -> str:
         for r in report["change_shares"]:
             lines.append(f"| {r['interval']} | {r['pairs']} | {_pct(r['first_changed'])} | {_pct(r['any_changed'])} |")
     else:
-        lines.append("Only one kept tokenizer (or no pair at 1, 5, 10, ... epochs apart): nothing to compare.")
+        lines.append("Only one kept tokenizer, tokenizers of independently seeded runs (`tokenizer.kept_from: seeds`), or no pair at 1, 5, 10, ... epochs apart: nothing to compare.")
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,12 @@ def tokenizer_epoch(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def is_seed_run(name: str) -> bool:
+    """A kept tokenizer named after the seed of its own RQ-VAE run (``seed_0042``,
+    ``tokenizer.kept_from: seeds``), not after an epoch of one run."""
+    return re.fullmatch(r"seed_\d+", name) is not None
+
+
 def sort_tokenizer_names(names: list[str]) -> list[str]:
     """Names in epoch order (names without an epoch keep their given order, after the others)."""
     indexed = list(enumerate(names))

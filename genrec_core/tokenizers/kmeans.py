@@ -30,21 +30,28 @@ class KMeansResult:
     inertia: float
 
 
-def squared_distances(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """[N, 1] row squared norms: computed once per k-means run and passed to ``squared_distances``
+    (each k-means++ draw and Lloyd iteration would otherwise recompute them, as much work as the
+    distances to one centre)."""
+    return x.pow(2).sum(1, keepdim=True)
+
+
+def squared_distances(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
     """[N, K] squared Euclidean distances without an [N, K, d] intermediate (clamped at 0, since
-    the expansion can go slightly negative in float32)."""
+    the expansion can go slightly negative in float32). ``x_sq``: ``squared_norms(x)``, if known."""
     d = torch.addmm(c.pow(2).sum(1).unsqueeze(0), x, c.t(), beta=1.0, alpha=-2.0)
-    d.add_(x.pow(2).sum(1, keepdim=True))
+    d.add_(squared_norms(x) if x_sq is None else x_sq)
     return d.clamp_min_(0.0)
 
 
-def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = _CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = _CHUNK, x_sq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of the nearest row of ``c`` for every row of ``x`` (ties -> lowest index) and the
-    squared distance to it, computed in row chunks."""
+    squared distance to it, computed in row chunks (``x_sq``: ``squared_norms(x)``, if known)."""
     idx = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     dist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for s in range(0, x.shape[0], chunk):
-        d = squared_distances(x[s : s + chunk], c)
+        d = squared_distances(x[s : s + chunk], c, None if x_sq is None else x_sq[s : s + chunk])
         dmin, amin = d.min(dim=1)
         idx[s : s + chunk] = amin
         dist[s : s + chunk] = dmin
@@ -68,11 +75,12 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> torc
     centres = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     first = int(torch.randint(n, (1,), generator=generator).item())
     centres[0] = x[first]
-    closest = squared_distances(x, centres[:1]).squeeze(1)
+    x_sq = squared_norms(x)
+    closest = squared_distances(x, centres[:1], x_sq).squeeze(1)
     for j in range(1, k):
         i = _draw(closest, generator)
         centres[j] = x[i]
-        closest = torch.minimum(closest, squared_distances(x, centres[j : j + 1]).squeeze(1))
+        closest = torch.minimum(closest, squared_distances(x, centres[j : j + 1], x_sq).squeeze(1))
     return centres
 
 
@@ -110,7 +118,8 @@ def kmeans(
     else:
         raise ValueError(f"unknown kmeans init {init!r}; use 'kmeans++' or 'random'")
 
-    assign, dist = nearest(x, centroids, chunk)
+    x_sq = squared_norms(x)
+    assign, dist = nearest(x, centroids, chunk, x_sq)
     for _ in range(iters):
         counts = torch.bincount(assign, minlength=k)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
@@ -122,6 +131,6 @@ def kmeans(
             far = torch.topk(dist, min(n_empty, n)).indices
             empty = torch.nonzero(~live).squeeze(1)[: far.numel()]
             centroids[empty] = x[far]
-        assign, dist = nearest(x, centroids, chunk)
+        assign, dist = nearest(x, centroids, chunk, x_sq)
     counts = torch.bincount(assign, minlength=k)
     return KMeansResult(centroids, assign, counts, float(dist.double().sum()))
