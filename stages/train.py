@@ -164,7 +164,7 @@ def bloger_runtime_tokenizer(paths: ArtifactPaths, item_ids: np.ndarray, table_i
         raise InputFormatError(paths.embeddings, "the item vectors do not list the ID table's items")
     dedup = table_ids.shape[1] == int(tokenizer.levels) + 1
     dedup_size = max(DEFAULT_DEDUP_SIZE, 2 * int(table_ids[:, -1].max()) + 2) if dedup else None
-    runtime = RuntimeItemTokenizer([(name, tokenizer)], vectors, "dedup_level" if dedup else "reassign_last", dedup_size=dedup_size)
+    runtime = RuntimeItemTokenizer([(name, tokenizer)], vectors.copy(), "dedup_level" if dedup else "reassign_last", dedup_size=dedup_size)
     if not np.array_equal(runtime.hard_ids(name).cpu().numpy(), table_ids):
         log.warning("tokenizer %s: the runtime IDs differ from %s for %.2f%% of the items (float rounding); BLOGER starts from the runtime ones",
                     name, paths.id_table, 100 * float(np.any(runtime.hard_ids(name).cpu().numpy() != table_ids, axis=1).mean()))

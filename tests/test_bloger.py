@@ -349,3 +349,68 @@ def test_resumed_between_two_tokenizer_steps_is_bit_identical(tmp_path, method_p
     assert reference.state.evals == resumed.state.evals
     ba, bb = torch.load(reference.best_path, weights_only=True), torch.load(resumed.best_path, weights_only=True)
     assert torch.equal(ba["item_tokens"], bb["item_tokens"])
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp_path):
+    """preprocess .. emit_ids, train (bloger, ``dedup_level`` IDs) and evaluate on the tiny dataset
+    of tests/test_dvc_dependencies.py, as their commands run them: every written file is declared;
+    the runtime tokenizer starts from data/ids' IDs; data/recommender/item_ids.parquet holds best.pt's
+    IDs in emit-ids' schema; the test predictions are the ranking within those IDs' trie."""
+    import json
+
+    import polars as pl
+    from test_dvc_dependencies import TINY, _snapshot, _tiny_dataset, load_dvc_yaml, stage_module, stage_options, undeclared_writes
+
+    from genrec_core.cli import _run_stage
+    from genrec_core.recommender.checkpoint import load_recommender
+    from genrec_core.recommender.data import load_examples
+    from genrec_core.recommender.interface import rank_examples
+    from genrec_core.recommender.trie import ItemTrie
+    from genrec_core.tokenizers.id_table import read_id_table_with_items, validate_id_table
+
+    _tiny_dataset(tmp_path / "raw")
+    root = tmp_path / "project"
+    root.mkdir()
+    overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "ids.collision=dedup_level", "recommender.method=bloger",
+                 'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2}']
+    dvc = load_dvc_yaml()
+    names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate"]
+    written = {}
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for name in names:
+            before = _snapshot(root)
+            cmd = dvc["stages"][name]["cmd"]
+            _run_stage(stage_module(cmd).stem, None, overrides, root, **stage_options(cmd))
+            written[name] = {f for f, sig in _snapshot(root).items() if before.get(f) != sig}
+    torch.set_num_threads(threads)
+    assert undeclared_writes(dvc, written) == {}
+    final = root / "data" / "recommender" / "item_ids.parquet"
+    assert "data/recommender/item_ids.parquet" in written["train"]
+    item_ids, tables = read_id_table_with_items(final)
+    validate_id_table(pl.read_parquet(final), final, item_ids)
+    start_ids, start = read_id_table_with_items(root / "data" / "ids" / "item_ids.parquet")
+    (name, ids), = tables.items()
+    assert name == list(start)[-1] and np.array_equal(item_ids, start_ids) and ids.shape == start[name].shape  # the dedup level kept
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert len(summary["bloger_updates"]) == 2 * summary["epochs"] and summary["bloger_before"]["density"][0] > 0
+    best = torch.load(root / "data" / "recommender" / "best.pt", weights_only=True)
+    vocab = load_recommender(root / "data" / "recommender" / "best.pt").vocab
+    assert np.array_equal(vocab.tokens_to_codes(best["item_tokens"].numpy()), ids)
+    moved = [r["changed"] for r in summary["bloger_updates"] if r["step"] <= best["step"]]
+    assert moved and max(moved) > 0 and not np.array_equal(ids, start[name])  # the selected model's IDs moved
+    # evaluate: the ranking within the final IDs' trie
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["tokenizer"] == name
+    loaded = load_recommender(root / "data" / "recommender" / "best.pt")
+    assert torch.equal(loaded.item_tokens, torch.from_numpy(vocab.codes_to_tokens(ids)))
+    assert loaded.model.item_trie.num_nodes == ItemTrie.build(loaded.item_tokens, loaded.model.config.vocab_size).num_nodes
+    assert torch.equal(loaded.model.item_trie.lookup(loaded.item_tokens), torch.arange(len(item_ids)))
+    test = load_examples(root / "data" / "processed" / "test.parquet", len(item_ids))
+    encoder = SequenceEncoder(loaded.item_tokens, encoder_input=loaded.params.encoder_input)
+    items, _ = rank_examples(loaded.model, test, encoder.collate, 10, 256)
+    assert pl.read_parquet(root / "data" / "predictions" / "test.parquet")["items"].to_list() == items.tolist()
