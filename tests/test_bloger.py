@@ -414,3 +414,34 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     encoder = SequenceEncoder(loaded.item_tokens, encoder_input=loaded.params.encoder_input)
     items, _ = rank_examples(loaded.model, test, encoder.collate, 10, 256)
     assert pl.read_parquet(root / "data" / "predictions" / "test.parquet")["items"].to_list() == items.tolist()
+
+
+def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
+    import sys
+    from pathlib import Path
+
+    from genrec_core.config import flatten_overlay, load_params
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    import converged
+
+    sys.path.pop(0)
+    rows = {m.name: m for m in converged.methods_from_config(root / "scripts" / "bloger_ablation.yaml")}
+    assert list(rows) == ["decoder-only-4ep", "bloger-joint", "bloger-joint-surgery", "bloger-no-surgery", "bloger"]
+    params = {name: load_params(root / "params.yaml", m.overrides) for name, m in rows.items()}
+    fixed = params["decoder-only-4ep"].recommender
+    assert fixed.method == "tiger" and fixed.pack_examples == 0
+    expected = {"bloger-joint": ("joint", "none"), "bloger-joint-surgery": ("joint", "projection"), "bloger-no-surgery": ("bilevel", "none"), "bloger": ("bilevel", "projection")}
+    for name, (mode, surgery) in expected.items():
+        rp = params[name].recommender
+        mp = BlogerMethod.check_params(rp.method_params)
+        assert rp.method == "bloger" and (mp["mode"], mp["surgery"]) == (mode, surgery)
+        # the same backbone and schedule as Fixed: the rows differ by the method only
+        assert {k: v for k, v in vars(rp).items() if k not in ("method", "method_params")} == {k: v for k, v in vars(fixed).items() if k not in ("method", "method_params")}
+    conv = {m.name: m.overrides for m in converged.methods_from_config(root / "scripts" / "converged_methods.yaml")}
+    assert rows["decoder-only-4ep"].overrides == conv["decoder-only-4ep"]  # reports/converged.md's workspace, reused
+    gpu = load_params(root / "params.yaml", flatten_overlay(root / "configs" / "bloger-gpu.yaml"))
+    rp = gpu.recommender
+    assert (gpu.tokenizer.levels, gpu.tokenizer.codebook_size, rp.model, rp.num_layers, rp.num_decoder_layers, rp.d_model, rp.d_ff, rp.num_heads) == (4, 256, "tiger", 4, 4, 128, 1024, 6)
+    assert rp.method == "bloger" and BlogerMethod.check_params(rp.method_params)["lookahead_lr"] == 5e-4 and rp.lr == 5e-4
