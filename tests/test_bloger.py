@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec_core.config import RecommenderParams
-from genrec_core.errors import ParamError
+from genrec_core.errors import GenrecError, ParamError
 from genrec_core.methods import MethodContext, build_method, check_method_params, method_class
 from genrec_core.methods.bloger import BlogerMethod, code_usage, gradient_surgery
 from genrec_core.recommender import soft_inputs
@@ -116,6 +116,10 @@ def test_bloger_is_registered_and_its_params_are_validated():
     ce = build_loss("ce", {}, LossContext(rt.vocab, tokens))
     with pytest.raises(ParamError, match="runtime tokenizer"):
         build_method("bloger", {}, MethodContext(SequenceEncoder(tokens, "items"), ce))
+    old_file = runtime_tokenizer()
+    old_file.model(NAME).decoder = None  # a kept file written before kept files stored the decoder
+    with pytest.raises(GenrecError, match="no decoder"):
+        build_method("bloger", {}, MethodContext(SequenceEncoder(tokens, "items"), ce, extra={"runtime_tokenizer": old_file}))
     with pytest.raises(ParamError, match=r"recommender\.loss"):
         build_method("bloger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("cft", {}, LossContext(rt.vocab, tokens)), extra={"runtime_tokenizer": rt}))
 

@@ -64,7 +64,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from genrec_core.errors import ParamError
+from genrec_core.errors import GenrecError, ParamError
 from genrec_core.methods import register_method
 from genrec_core.methods.base import Method, MethodContext, StepOutput
 from genrec_core.recommender.data import Batch, BucketBatchSampler
@@ -179,6 +179,9 @@ class BlogerMethod(Method):
         self.tokenizer_name: str = context.extra.get("tokenizer_name", rt.default)
         if not rt.is_trainable(self.tokenizer_name):
             raise ParamError("tokenizer.kind", f"bloger trains the tokenizer: it needs an RQ-VAE, tokenizer {self.tokenizer_name!r} is not one")
+        if self.runtime.model(self.tokenizer_name).decoder is None:  # fail now, not at the first tokenizer step
+            raise GenrecError(f"tokenizer {self.tokenizer_name!r} has no decoder (a kept file written before kept files stored it): BLOGER needs the "
+                              "RQ-VAE's own loss; rerun the train-tokenizer stage (dvc repro train_tokenizer)")
         if getattr(self.loss_strategy, "extra_forward_needed", False):
             raise ParamError("recommender.loss", "bloger's look-ahead takes losses with one forward pass; this one needs a second (cft)")
         tables = getattr(self.encoder, "tables", None)
