@@ -130,6 +130,8 @@ def run(params: Params, root: Path) -> None:
     summary = trainer.fit()
     if not distributed.is_main():  # under torchrun only rank 0 writes
         return
+    if rp.method == "bloger" and method.params["finetune_epochs"]:
+        summary = bloger_finetune(params, paths, summary, trainer, fp)
     write_json(comparable_metrics(summary), paths.train_metrics)
     if rp.method != "mtgrec":  # MTGRec wrote its influence at the end of training
         _no_influence(paths)
@@ -169,6 +171,51 @@ def bloger_runtime_tokenizer(paths: ArtifactPaths, item_ids: np.ndarray, table_i
         log.warning("tokenizer %s: the runtime IDs differ from %s for %.2f%% of the items (float rounding); BLOGER starts from the runtime ones",
                     name, paths.id_table, 100 * float(np.any(runtime.hard_ids(name).cpu().numpy() != table_ids, axis=1).mean()))
     return runtime
+
+
+def bloger_finetune(params: Params, paths: ArtifactPaths, summary: dict[str, Any], bloger: Any, fp: str) -> dict[str, Any]:
+    """BLOGER's optional fine-tuning on the frozen final IDs (``method_params.finetune_epochs``):
+    plain training (``tiger``) from ``best.pt``'s weights on its IDs (``finetune_recommender_params``),
+    checkpoints and summary in ``data/recommender/finetune/``, selection on validation: its best
+    replaces ``data/recommender/best.pt`` only when it beats BLOGER's best ``select_metric``. Returns
+    the training summary with ``bloger_finetune`` (and the fine-tuned validation when it won),
+    rewritten to ``reports/train/summary.json``."""
+    import shutil
+
+    from genrec_core.methods import MethodContext
+    from genrec_core.methods.bloger import finetune_recommender_params
+    from genrec_core.methods.tiger import TigerMethod
+    from genrec_core.recommender.data import SequenceEncoder
+    from genrec_core.recommender.losses import LossContext, build_loss
+    from genrec_core.recommender.model import build_generative_model
+    from genrec_core.recommender.trainer import Trainer
+
+    rp = finetune_recommender_params(params.recommender)
+    best = torch.load(paths.recommender_dir / "best.pt", map_location="cpu", weights_only=True)
+    tokens = best["item_tokens"]
+    vocab = bloger.method.vocab
+    model = build_generative_model(rp, vocab, tokens)
+    model.load_state_dict(best["model"])
+    train, load_valid = bloger.train_examples, bloger.valid_examples
+    encoder = SequenceEncoder(tokens[None], rp.encoder_input, user_buckets=rp.user_tokens, user_token_offset=vocab.size)
+    loss = build_loss(rp.loss, rp.loss_params, LossContext(vocab=vocab, item_tokens=tokens, target_counts=target_counts(train, tokens.shape[0]), total_steps=rp.epochs * -(-len(train) // rp.batch_size)))
+    folder = paths.recommender_dir / "finetune"
+    trainer = Trainer(model, rp, TigerMethod(MethodContext(encoder, loss)), train, load_valid, checkpoint_dir=folder, reports_dir=folder, seed=params.seed,
+                      fingerprint=f"{fp}:finetune", checkpoint_meta={**bloger.checkpoint_meta, "params": dataclasses.asdict(rp), "item_tokens": tokens}, use_dvclive=False)
+    ft = trainer.fit()
+    metric = f"best_valid_{rp.select_metric}"
+    won = bool(ft["best_epoch"]) and ft[metric] > summary[metric]
+    if won:
+        tmp = paths.recommender_dir / "best.pt.finetuned"
+        shutil.copyfile(trainer.best_path, tmp)
+        tmp.replace(paths.recommender_dir / "best.pt")
+    out = dict(summary)
+    out["bloger_finetune"] = {"epochs": ft["epochs"], "best_epoch": ft["best_epoch"], metric: ft[metric], "best_valid": ft["best_valid"], "seconds": ft["seconds"], "selected": won}
+    if won:
+        out.update({metric: ft[metric], "best_valid": ft["best_valid"]})
+    write_json(out, paths.train_reports_dir / "summary.json")
+    log.info("fine-tuning on the final IDs: best validation %s %.4f (BLOGER %.4f): %s", rp.select_metric, ft[metric], summary[metric], "selected" if won else "not selected")
+    return out
 
 
 def write_final_ids(paths: ArtifactPaths, item_ids: np.ndarray, vocab, name: str) -> None:

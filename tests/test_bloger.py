@@ -108,7 +108,8 @@ def test_bloger_is_registered_and_its_params_are_validated():
     for given, key in [({"lamda": 1.0}, "lamda"), ({"mode": "bi"}, "mode"), ({"surgery": "pcgrad"}, "surgery"), ({"outer_batch": "test"}, "outer_batch"),
                        ({"lam": -1.0}, "lam"), ({"lookahead_lr": float("nan")}, "lookahead_lr"), ({"tokenizer_lr": 0.0}, "tokenizer_lr"),
                        ({"tokenizer_weight_decay": -1e-4}, "tokenizer_weight_decay"), ({"updates_per_epoch": 0}, "updates_per_epoch"),
-                       ({"updates_per_epoch": 1.5}, "updates_per_epoch"), ({"temperature": 0}, "temperature")]:
+                       ({"updates_per_epoch": 1.5}, "updates_per_epoch"), ({"temperature": 0}, "temperature"), ({"finetune_epochs": -1}, "finetune_epochs"),
+                       ({"finetune_lr": 0.0}, "finetune_lr")]:
         with pytest.raises(ParamError, match=rf"recommender\.method_params\.{key}"):
             check_method_params("bloger", given)
     rt = runtime_tokenizer()
@@ -358,11 +359,20 @@ def test_resumed_between_two_tokenizer_steps_is_bit_identical(tmp_path, method_p
 # --------------------------------------------------------------------------- the stages
 
 
+def summary_evals(root) -> list[dict]:
+    """BLOGER's validation metrics per evaluation (reports/train/valid_curve.csv)."""
+    import csv
+
+    return [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader((root / "reports" / "train" / "valid_curve.csv").open())]
+
+
 def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp_path):
-    """preprocess .. emit_ids, train (bloger, ``dedup_level`` IDs) and evaluate on the tiny dataset
-    of tests/test_dvc_dependencies.py, as their commands run them: every written file is declared;
-    the runtime tokenizer starts from data/ids' IDs; data/recommender/item_ids.parquet holds best.pt's
-    IDs in emit-ids' schema; the test predictions are the ranking within those IDs' trie."""
+    """preprocess .. emit_ids, train (bloger, ``dedup_level`` IDs, 2 epochs of fine-tuning on the
+    final IDs) and evaluate on the tiny dataset of tests/test_dvc_dependencies.py, as their commands
+    run them: every written file is declared; the runtime tokenizer starts from data/ids' IDs;
+    data/recommender/item_ids.parquet holds best.pt's IDs in emit-ids' schema; the fine-tuned model
+    replaces best.pt only if better on validation; the test predictions are the ranking within
+    those IDs' trie."""
     import json
 
     import polars as pl
@@ -379,7 +389,7 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     root = tmp_path / "project"
     root.mkdir()
     overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "ids.collision=dedup_level", "recommender.method=bloger",
-                 'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2}']
+                 'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}']
     dvc = load_dvc_yaml()
     names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate"]
     written = {}
@@ -405,8 +415,18 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     best = torch.load(root / "data" / "recommender" / "best.pt", weights_only=True)
     vocab = load_recommender(root / "data" / "recommender" / "best.pt").vocab
     assert np.array_equal(vocab.tokens_to_codes(best["item_tokens"].numpy()), ids)
-    moved = [r["changed"] for r in summary["bloger_updates"] if r["step"] <= best["step"]]
+    moved = [r["changed"] for r in summary["bloger_updates"] if r["epoch"] <= summary["best_epoch"]]
     assert moved and max(moved) > 0 and not np.array_equal(ids, start[name])  # the selected model's IDs moved
+    # fine-tuning on the frozen final IDs: plain training from BLOGER's best, kept only if better on validation
+    ft = summary["bloger_finetune"]
+    tuned = torch.load(root / "data" / "recommender" / "finetune" / "best.pt", weights_only=True)
+    assert ft["epochs"] == 2 and tuned["params"]["method"] == "tiger" and tuned["params"]["lr"] == 0.003 and torch.equal(tuned["item_tokens"], best["item_tokens"])
+    ft_summary = json.loads((root / "data" / "recommender" / "finetune" / "summary.json").read_text())
+    bloger_best = max(e["ndcg@10"] for e in summary_evals(root))
+    assert ft["selected"] == (ft_summary["best_valid_ndcg@10"] > bloger_best)
+    same = all(torch.equal(best["model"][k], tuned["model"][k]) for k in best["model"])
+    assert same == ft["selected"]
+    assert json.loads((root / "reports" / "train" / "best_valid.json").read_text())["best_valid_ndcg@10"] == max(bloger_best, ft_summary["best_valid_ndcg@10"])
     # evaluate: the ranking within the final IDs' trie
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert metrics["tokenizer"] == name

@@ -48,8 +48,12 @@ dropout, 0 by default, is off); all its parameters are trained, codebooks includ
 
 State (``last.pt``): the recommender's optimiser, scheduler and loss strategy, the tokenizer's
 parameters and AdamW state, its current codes and IDs, the update records; a run resumed between
-two tokenizer steps ends bit-identical. Fine-tuning on the frozen final IDs is not implemented:
-train ``method: tiger`` from ``best.pt`` on ``data/recommender/item_ids.parquet`` for that.
+two tokenizer steps ends bit-identical.
+
+Fine-tuning on the frozen final IDs (``finetune_epochs`` > 0; ``finetune_lr``, 2e-4): after BLOGER,
+the train stage trains the selected model on its final IDs with plain training
+(``finetune_recommender_params``) and keeps the result only when it beats BLOGER's best on
+validation (``stages/train.py``, ``bloger_finetune``).
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ class BlogerMethod(Method):
         "updates_per_epoch": 1,
         "temperature": 1.0,
         "outer_batch": "train",
+        "finetune_epochs": 0,
+        "finetune_lr": 2e-4,
     }
 
     @classmethod
@@ -164,7 +170,9 @@ class BlogerMethod(Method):
         for key in ("lam", "lookahead_lr", "tokenizer_weight_decay"):
             if not (params[key] >= 0 and math.isfinite(params[key])):
                 raise ParamError(f"{prefix}.{key}", f"must be a finite number >= 0, got {params[key]}")
-        for key in ("tokenizer_lr", "temperature"):
+        if params["finetune_epochs"] < 0:
+            raise ParamError(f"{prefix}.finetune_epochs", f"must be >= 0 (0 = no fine-tuning on the final IDs), got {params['finetune_epochs']}")
+        for key in ("tokenizer_lr", "temperature", "finetune_lr"):
             if not (params[key] > 0 and math.isfinite(params[key])):
                 raise ParamError(f"{prefix}.{key}", f"must be a positive number, got {params[key]}")
         if params["updates_per_epoch"] < 1:
@@ -378,3 +386,14 @@ class BlogerMethod(Method):
         self.runtime.load_ids_state(own["ids"], self.tokenizer_name)
         self.records = [dict(r) for r in own["records"]]
         self.before = (list(own["before"][0]), list(own["before"][1]))
+
+
+def finetune_recommender_params(rp: Any) -> Any:
+    """The recommender params of the optional fine-tuning on BLOGER's frozen final IDs: plain
+    training (``tiger``) for ``finetune_epochs`` at ``finetune_lr`` with a cosine schedule and no
+    warm-up (MTGRec's fine-tuning recipe, SPEC 7; the BLOGER sources give none), early stopping as
+    configured. The IDs no longer move, so packed training (``pack_examples``) applies again."""
+    import dataclasses
+
+    p = BlogerMethod.check_params(rp.method_params)
+    return dataclasses.replace(rp, method="tiger", method_params={}, lr=p["finetune_lr"], warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.0, epochs=p["finetune_epochs"])
