@@ -85,7 +85,8 @@ def make_trainer(tmp_path, method_params=None, kind="tiger", init_seed=0, method
     if double:
         model = model.double()
     loss = loss if loss is not None else build_loss("ce", {}, LossContext(rt.vocab, tokens))
-    method = method_cls(MethodContext(SequenceEncoder(tokens, "items"), loss, extra={"runtime_tokenizer": rt}), **method_params)
+    encoder = SequenceEncoder(tokens, params.encoder_input, user_buckets=params.user_tokens, user_token_offset=rt.vocab.size)
+    method = method_cls(MethodContext(encoder, loss, extra={"runtime_tokenizer": rt}), **method_params)
     return Trainer(model, params, method, examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), checkpoint_dir=tmp_path / "ckpt",
                    reports_dir=tmp_path / "reports" / "train", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False,
                    checkpoint_meta={"item_tokens": tokens.clone()})
@@ -318,6 +319,24 @@ def test_packed_configs_train_unpacked_with_updates_where_planned(tmp_path):
     best = torch.load(trainer.best_path, weights_only=True)["item_tokens"]
     assert torch.equal(trainer.model.item_trie.lookup(trainer.method.runtime.item_tokens(NAME)), torch.arange(N_ITEMS))
     assert summary["bloger_after"]["density"] == code_usage(trainer.method.vocab.tokens_to_codes(best.numpy()), L, K)[0]
+
+
+@pytest.mark.parametrize("kind,encoder_input,user_tokens", [("tiger", "tokens", 3), ("decoder_only", "items", 0), ("tiger", "items", 2)])
+def test_the_soft_inputs_keep_the_hard_forward_and_reach_the_tokenizer(tmp_path, kind, encoder_input, user_tokens):
+    trainer = make_trainer(tmp_path, {}, kind=kind, encoder_input=encoder_input, user_tokens=user_tokens, dropout=0.0)
+    method, model = trainer.method, trainer.model.eval()
+    batch = first_batch(trainer)
+    soft = method.soft_embeds(batch, model.token_embedding, grad=True)
+    logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
+    assert torch.equal(logits, model(batch.input_ids, batch.attention_mask, batch.labels))  # forward value: the hard IDs'
+    logits.sum().backward()
+    grads = {n: p.grad for n, p in method.tokenizer.named_parameters()}
+    assert grads["quantizer.codebooks"].abs().sum() > 0 and grads["encoder.0.weight"].abs().sum() > 0
+    assert all(g is None for n, g in grads.items() if n.startswith("decoder"))
+    method.tokenizer.zero_grad(set_to_none=True)  # the ordinary step's soft inputs carry no gradient to the tokenizer
+    trainer.model.train()
+    trainer.train_step(batch)
+    assert all(p.grad is None for p in method.tokenizer.parameters())
 
 
 class StoppedAt13(BlogerMethod):
