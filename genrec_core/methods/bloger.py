@@ -20,7 +20,10 @@ RuntimeItemTokenizer``, built by the train stage from the chosen kept tokenizer 
       update = lam * g_tok + surgery(g_rec, g_tok)      per tokenizer parameter tensor
 
   theta' is evaluated with ``torch.func.functional_call`` of the recommender itself (its input
-  embedding table included: the soft inputs are built from theta''s table), not a second model.
+  embedding table included: the soft inputs are built from theta''s table), not a second model;
+  the second-order pass runs scaled-dot-product attention on its math kernel (the fused ones have
+  no double backward). With straight-through inputs the loss's value does not depend on phi, so
+  g_rec is the gradient of the soft surrogate (what SPEC 8's ``s + sg(h - s)`` differentiates).
   ``surgery``: ``projection`` (SPEC 8, PCGrad per tensor: if ``g_tok . g_rec < 0``,
   ``g_rec -= (g_rec . g_tok / ||g_tok||^2) g_tok``); ``rowwise`` (our reading of the released
   code's ``normalize(dim=-1)``: the same per-tensor conflict test, then every row, i.e. every
@@ -42,7 +45,7 @@ Packed training (``recommender.pack_examples``, the decoder-only CPU default) ca
 inputs: ``setup`` replaces the trainer's packed sampler with the plain length-bucketed one (the
 same batch size and seed) before anything depends on it, so BLOGER runs unpacked on any config.
 Not supported (ParamError): several processes (DDP), a loss strategy with a second forward pass
-(``cft``). The RQ-VAE runs in eval mode throughout (IDs are a function of its parameters; its
+(``cft``); a kept tokenizer without its decoder (older kept files) fails at start. The RQ-VAE runs in eval mode throughout (IDs are a function of its parameters; its
 dropout, 0 by default, is off); all its parameters are trained, codebooks included (also under
 ``codebook_update: ema``, whose EMA is not run here).
 
