@@ -348,16 +348,18 @@ class StoppedAt13(BlogerMethod):
             trainer.handle_signal(signal.SIGTERM, None)
 
 
-@pytest.mark.parametrize("method_params", [{"updates_per_epoch": 2, "tokenizer_lr": 0.003}, {"updates_per_epoch": 2, "mode": "joint", "outer_batch": "valid", "surgery": "rowwise"}])
-def test_resumed_between_two_tokenizer_steps_is_bit_identical(tmp_path, method_params):
-    """Dropout on (the global RNG matters)."""
-    reference = make_trainer(tmp_path / "ref", method_params)
+@pytest.mark.parametrize("method_params,kw", [({"updates_per_epoch": 2, "tokenizer_lr": 0.003}, {}),
+                                              ({"updates_per_epoch": 2, "mode": "joint", "outer_batch": "valid", "surgery": "rowwise"}, {}),
+                                              ({"updates_per_epoch": 2}, {"kind": "decoder_only", "pack_examples": 3})])
+def test_resumed_between_two_tokenizer_steps_is_bit_identical(tmp_path, method_params, kw):
+    """Dropout on (the global RNG matters); the last case has a packed config, trained unpacked."""
+    reference = make_trainer(tmp_path / "ref", method_params, **kw)
     reference.fit()
     with pytest.raises(TrainingInterrupted):
-        make_trainer(tmp_path / "run", method_params, method_cls=StoppedAt13).fit()
+        make_trainer(tmp_path / "run", method_params, method_cls=StoppedAt13, **kw).fit()
     ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=False)
     assert ckpt["state"]["step"] == 13 and len(ckpt["method"]["bloger"]["records"]) == 2
-    resumed = make_trainer(tmp_path / "run", method_params, init_seed=77)
+    resumed = make_trainer(tmp_path / "run", method_params, init_seed=77, **kw)
     resumed.fit()
     assert resumed.resumed_from is not None
     a, b = reference.model.state_dict(), resumed.model.state_dict()
