@@ -412,7 +412,7 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "ids.collision=dedup_level", "recommender.method=bloger",
                  'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}']
     dvc = load_dvc_yaml()
-    names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate"]
+    names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate", "analyse"]
     written = {}
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
@@ -459,6 +459,21 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     encoder = SequenceEncoder(loaded.item_tokens, encoder_input=loaded.params.encoder_input)
     items, _ = rank_examples(loaded.model, test, encoder.collate, 10, 256)
     assert pl.read_parquet(root / "data" / "predictions" / "test.parquet")["items"].to_list() == items.tolist()
+    # analyse: the floors' relaxed prefix metrics over the final IDs, not data/ids' starting ones
+    from genrec_core.evaluation.baselines import baseline_predictions
+    from genrec_core.evaluation.metrics import as_padded, relaxed_prefix_ndcg
+
+    preds = pl.read_parquet(root / "data" / "predictions" / "test.parquet")
+    examples = preds.select("user_id", "target_item").join(pl.read_parquet(root / "data" / "processed" / "test.parquet"), on="user_id", how="left", maintain_order="left")
+    sequences = pl.read_parquet(root / "data" / "processed" / "sequences.parquet")
+    n_items = int(pl.read_parquet(root / "data" / "processed" / "items.parquet")["item_id"].max()) + 1
+    mostpop = as_padded(baseline_predictions(sequences, examples.select("user_id", "history", "target"), "test", n_items, 10)["mostpop"]["items"])
+    targets = examples["target"].to_numpy().astype(np.int64)
+    on_final = relaxed_prefix_ndcg(mostpop, targets, ids, item_ids, 5)
+    on_start = relaxed_prefix_ndcg(mostpop, targets, start[name], item_ids, 5)
+    stored = json.loads((root / "reports" / "analysis" / "baselines.json").read_text())["mostpop"]
+    assert {k: stored[k] for k in on_final} == pytest.approx(on_final)
+    assert on_final != on_start and {k: stored[k] for k in on_start} != pytest.approx(on_start)  # the tables differ for these lists
 
 
 def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
