@@ -11,7 +11,8 @@ select-tokenizer: ``stage_commands``). Its workspace ``R = <work dir>/<name>`` g
   ``embed.``, ``tokenizer.`` or ``ids.`` reruns that stage and every later one of
   ``preprocess -> embed -> train-tokenizer -> emit-ids`` inside R (``upstream_stages``);
 * ``R/overrides.json``: the overrides, a digest of the resolved params, the stages and the hashes of the linked
-  project data folders (the reuse key), plus the thread count, the command and the times of the run;
+  project data folders (the reuse key), plus the thread count, the command, the times of the run and
+  the peak resident memory (MiB) of each stage's process (``peak_rss_mb``);
 * ``R/run.log``: stdout and stderr of every stage, each after a ``$ genrec ...`` line.
 
 Each stage runs as ``python -m genrec_core.cli <stage> --root R --params R/params.yaml -S ... ``
@@ -284,6 +285,22 @@ def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool)
             link.symlink_to(target, target_is_directory=True)
 
 
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], out) -> tuple[int, float]:
+    """(exit status, peak resident memory in MiB) of ``cmd``, its output to ``out``: ``os.wait4``
+    gives this child's own resource usage (not the maximum over every child, as
+    ``RUSAGE_CHILDREN`` would with parallel jobs). Linux counts the spawning parent's resident size
+    at the spawn into the child's peak: small next to a training stage's, as the runner is small."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, round(usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, force: bool = False, command: str = "") -> RunResult:
     """Prepare the workspace of one run, run its stages (unless reusable) and read its outputs."""
     root = (work_dir / spec.name).resolve()
@@ -307,7 +324,8 @@ def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, forc
             with log.open("a", encoding="utf-8") as f:
                 f.write(f"\n$ {shown}\n")
                 f.flush()
-                rc = subprocess.run(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+                rc, peak = run_measured(cmd, root, env, f)
+            record.setdefault("peak_rss_mb", {})[stage[0]] = max(peak, record.get("peak_rss_mb", {}).get(stage[0], 0.0))
             if rc != 0:
                 error = f"`{shown}` exited with status {rc}; last lines of {log}:\n{log_tail(log)}"
                 say(f"[{spec.name}] FAILED ({' '.join(stage)}, status {rc})")

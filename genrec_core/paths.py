@@ -73,6 +73,11 @@ class ArtifactPaths:
         return self.root / "data" / "recommender"
 
     @property
+    def final_id_table(self) -> Path:
+        """BLOGER: the IDs of the selected model (best.pt), with data/ids/item_ids.parquet's schema."""
+        return self.recommender_dir / "item_ids.parquet"
+
+    @property
     def train_reports_dir(self) -> Path:
         """dvclive logs and training summary of the recommender."""
         return self.reports_dir / "train"

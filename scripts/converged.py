@@ -222,9 +222,57 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
         lines.append(f"| `{name}` | {FLOOR_LABELS[name]} | (no training) | - | - | - | - | - |")
     lines += ["", "Seconds: training + validation wall-clock of `genrec train` (summary.json), comparable only within one invocation. "
               f"Per-run test metrics: `{args.out.name}_runs.csv`."]
+    lines += cost_and_ids_lines(methods, runs, table.baseline or args.baseline)
     if notes or failures:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes], *[f"- FAILED {f}" for f in failures]]
     return "\n".join(lines) + "\n"
+
+
+def run_extras(summary: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """Per run: seconds per epoch, the train stage's peak resident memory (benchmarks/runs.py records
+    it per stage), and for BLOGER runs the level-1 codebook density and entropy of the starting and
+    of the final (selected) IDs."""
+    out: dict[str, Any] = {}
+    if summary.get("seconds") is not None and summary.get("epochs"):
+        out["seconds_per_epoch"] = summary["seconds"] / summary["epochs"]
+    peak = (record.get("peak_rss_mb") or {}).get("train")
+    if peak is None:
+        peak = summary.get("peak_rss_mb")
+    out["peak_rss_train_mb"] = peak
+    for when in ("before", "after"):
+        usage = summary.get(f"bloger_{when}")
+        if usage:
+            out[f"density_1_{when}"], out[f"entropy_1_{when}"] = usage["density"][0], usage["entropy"][0]
+    return out
+
+
+def cost_and_ids_lines(methods: list[Method], runs: list[dict[str, Any]], baseline: str) -> list[str]:
+    """A section on runs with IDs that move (BLOGER): cost per epoch and peak memory against the
+    baseline, level-1 codebook density / entropy (bits) before and after; none without such runs."""
+    if not any("density_1_before" in r for r in runs):
+        return []
+
+    def mean(name: str, key: str) -> float | None:
+        value = _mean([r.get(key) for r in runs if r["method"] == name])
+        return None if math.isnan(value) else value
+
+    base = mean(baseline, "seconds_per_epoch")
+    base_peak = mean(baseline, "peak_rss_train_mb")
+    lines = ["", "## Cost and IDs", "",
+             f"| method | seconds / epoch (mean) | ratio to `{baseline}` | peak RSS of train, MiB (mean) | ratio | level-1 density before -> after | level-1 entropy (bits) before -> after |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    for m in methods:
+        if not any(r["method"] == m.name for r in runs):
+            continue
+        spe, peak = mean(m.name, "seconds_per_epoch"), mean(m.name, "peak_rss_train_mb")
+        ids = [f"{_f(mean(m.name, f'{k}_1_before'), '.3f')} -> {_f(mean(m.name, f'{k}_1_after'), '.3f')}" if mean(m.name, f"{k}_1_before") is not None else "(fixed IDs)" for k in ("density", "entropy")]
+        lines.append(f"| `{m.name}` | {_f(spe, '.1f')} | {_f(spe / base if spe and base else None, '.2f')} | {_f(peak, '.0f')} | "
+                     f"{_f(peak / base_peak if peak and base_peak else None, '.2f')} | {ids[0]} | {ids[1]} |")
+    lines += ["", "Seconds per epoch: training + validation seconds of summary.json over its epochs. Peak RSS: the `genrec train` "
+              "process's maximum resident memory (recorded by benchmarks/runs.py per stage; '-' for workspaces run before it did). "
+              "Density: share of the K level-1 codes some item uses; entropy of the items' level-1 codes; before = the kept "
+              "tokenizer's IDs BLOGER starts from (= the fixed IDs), after = the IDs of the selected checkpoint."]
+    return lines
 
 
 def write_runs_csv(path: Path, runs: list[dict[str, Any]], floors: dict[str, dict[str, float]], metric_keys: list[str]) -> None:
@@ -293,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                "metrics": {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
                "error": r.short_error()}
         row.update({k: r.summary.get(k) for k in RUN_FIELDS})
+        row.update(run_extras(r.summary, r.record))
         runs.append(row)
     ok_runs = [r for r in runs if r["status"] == "ok"]
     table = assemble(ok_runs, floors, [m.name for m in methods], len(args.seeds), args.baseline)

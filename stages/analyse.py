@@ -2,7 +2,7 @@
 
 Reads ``data/predictions/test.parquet`` (stage evaluate), ``data/processed/{items,sequences,
 test}.parquet``, ``reports/metrics.json`` and ``data/ids/item_ids.parquet`` when present (relaxed
-prefix metrics), ``reports/data_stats.md`` and ``reports/ids/analysis/`` when present. Writes to
+prefix metrics; BLOGER's final IDs ``data/recommender/item_ids.parquet`` instead when that exists), ``reports/data_stats.md`` and ``reports/ids/analysis/`` when present. Writes to
 ``reports/analysis/``: ``baselines.json``, ``head_tail.{json,md,png}``,
 ``popularity_deciles.{json,png}``, ``examples.md``; and ``reports/README.md``.
 """
@@ -86,8 +86,10 @@ def run(params: Params, root: Path) -> None:
     stored = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.exists() else {}
     stored_relaxed = {k: float(v) for k, v in stored.items() if k.startswith("prefix") and k.endswith(f"_ndcg@{RELAXED_K}")}
     codes_lookup = None
-    if paths.id_table.exists():
-        item_ids, tables = read_id_table_with_items(paths.id_table)
+    # BLOGER's IDs moved during training: its final table (the train stage writes it for bloger only)
+    id_table = paths.final_id_table if paths.final_id_table.exists() else paths.id_table
+    if id_table.exists():
+        item_ids, tables = read_id_table_with_items(id_table)
         # the tested model's tokenizer (MTGRec: the selected fine-tuned one), else the param's
         name = stored.get("tokenizer")
         codes = tables[name if name in tables else choose_tokenizer(list(tables), params.recommender.tokenizer)]
@@ -104,7 +106,7 @@ def run(params: Params, root: Path) -> None:
                 try:
                     relaxed[m] = relaxed_prefix_ndcg(mat, targets, codes, item_ids, RELAXED_K)
                 except ValueError as exc:  # ID table of another item set: rerun emit-ids
-                    raise InputFormatError(paths.id_table, str(exc)) from None
+                    raise InputFormatError(id_table, str(exc)) from None
     elif stored_relaxed:
         relaxed["model"] = stored_relaxed
 

@@ -261,3 +261,34 @@ def test_stage_commands_run_mtgrec_finetuning_and_selection_before_evaluate():
     assert runs.stage_commands(("train",), params, ["recommender.method=mtgrec"]) == [["train"]]
     assert runs.stage_commands(("train", "evaluate"), params, ["recommender.method=mtgrec", "finetune.slots=[0,1,2]"]) == [
         ["train"], ["finetune", "--slot", "0"], ["finetune", "--slot", "1"], ["finetune", "--slot", "2"], ["select-tokenizer"], ["evaluate"]]
+
+
+def test_run_measured_gives_the_status_and_the_childs_own_peak_memory(tmp_path):
+    """The peak is the child's own (run after a larger child, a small one reports less); a child
+    spawned from a large parent may report the parent's resident size at the spawn as its floor."""
+    import os
+    import resource
+
+    small = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    big = [sys.executable, "-c", "b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"]
+    with (tmp_path / "log").open("w") as f:
+        rc_big, peak_big = runs.run_measured(big, tmp_path, dict(os.environ), f)
+        rc_small, peak_small = runs.run_measured(small, tmp_path, dict(os.environ), f)
+    assert rc_small == 3 and rc_big == 0
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert peak_big >= 300 and peak_small <= max(parent, 100) + 50
+    if parent < 200:
+        assert peak_small < peak_big - 100
+
+
+def test_cost_and_ids_section_of_runs_with_moving_ids():
+    summary = {"seconds": 100.0, "epochs": 4, "bloger_before": {"density": [0.5, 1.0], "entropy": [5.0, 6.0]}, "bloger_after": {"density": [0.75, 1.0], "entropy": [5.5, 6.0]}}
+    extras = converged.run_extras(summary, {"peak_rss_mb": {"train": 900.0, "evaluate": 400.0}})
+    assert extras == {"seconds_per_epoch": 25.0, "peak_rss_train_mb": 900.0, "density_1_before": 0.5, "entropy_1_before": 5.0, "density_1_after": 0.75, "entropy_1_after": 5.5}
+    base = converged.run_extras({"seconds": 40.0, "epochs": 4}, {"peak_rss_mb": {"train": 600.0}})
+    runs_ = [{"method": "fixed", **base}, {"method": "bloger", **extras}]
+    methods = [converged.Method("fixed", "Fixed"), converged.Method("bloger", "BLOGER")]
+    lines = converged.cost_and_ids_lines(methods, runs_, "fixed")
+    assert "| `bloger` | 25.0 | 2.50 | 900 | 1.50 | 0.500 -> 0.750 | 5.000 -> 5.500 |" in lines
+    assert "| `fixed` | 10.0 | 1.00 | 600 | 1.00 | (fixed IDs) | (fixed IDs) |" in lines
+    assert converged.cost_and_ids_lines(methods, [{"method": "fixed", **base}], "fixed") == []  # no moving IDs: no section

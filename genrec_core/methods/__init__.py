@@ -9,7 +9,9 @@ signals around it and knows nothing method-specific.
 
 Registered: ``tiger`` (``tiger.py``): plain training with the token-weighting strategy
 ``recommender.loss``; the default. ``mtgrec`` (``mtgrec.py``): MTGRec pre-training (paper 002,
-SPEC 7): per-example tokenizer sampling from p, influence-driven p updates at stage ends. A new method is one module here with a class decorated
+SPEC 7): per-example tokenizer sampling from p, influence-driven p updates at stage ends.
+``bloger`` (``bloger.py``): BLOGER (paper 003, SPEC 8): a runtime RQ-VAE trained beside the
+recommender by a one-step look-ahead meta-gradient with gradient surgery; the IDs move. A new method is one module here with a class decorated
 ``@register_method("<name>")`` plus its module name in ``BUILTIN_METHOD_MODULES``;
 ``recommender.method_params`` is checked against the class's ``param_defaults`` (an unknown key
 is a ParamError naming ``recommender.method_params.<key>``).
@@ -25,7 +27,7 @@ from genrec_core.methods.base import Method, MethodContext, StepOutput
 from genrec_core.registry import registrar
 
 #: Modules of ``genrec_core.methods`` whose import registers the built-in methods.
-BUILTIN_METHOD_MODULES = ("tiger", "mtgrec")
+BUILTIN_METHOD_MODULES = ("tiger", "mtgrec", "bloger")
 
 METHODS: dict[str, type[Method]] = {}
 

@@ -233,6 +233,22 @@ class RuntimeItemTokenizer(nn.Module):
             self.trie(name)
         return report
 
+    def ids_state(self, name: str | None = None) -> dict[str, np.ndarray]:
+        """The current raw codes and IDs of ``name`` (copies), for a training checkpoint: a resumed
+        run restores them with ``load_ids_state`` instead of re-deriving them."""
+        name = self._name(name)
+        return {"codes": self._codes[name].copy(), "ids": self._ids[name].copy()}
+
+    def load_ids_state(self, state: dict[str, np.ndarray], name: str | None = None) -> None:
+        """Restore ``ids_state``'s tables for ``name`` (the trie is rebuilt from them)."""
+        name = self._name(name)
+        ids = np.asarray(state["ids"], dtype=np.int64).copy()
+        if ids.shape != self._ids[name].shape:
+            raise ValueError(f"tokenizer {name}: stored IDs of shape {ids.shape}, the current ones are {self._ids[name].shape}")
+        self._codes[name] = np.asarray(state["codes"], dtype=np.int64).copy()
+        self._ids[name] = ids
+        self._tries.pop(name, None)
+
     # ------------------------------------------------------------------ soft codes
     def _inputs(self, items: torch.Tensor | np.ndarray | None, vectors: torch.Tensor | None) -> torch.Tensor:
         if (items is None) == (vectors is None):
