@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from genrec_core.config import check_param_dict
-from genrec_core.errors import ParamError
 from genrec_core.recommender.data import Batch, ExampleArrays
 from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.losses import LossOutput
@@ -238,10 +237,8 @@ class Method:
         """Forward pass(es) and the loss strategy: the scalar, its named per-example terms, logs."""
         model = trainer.train_model
         soft = batch.soft_inputs()  # empty unless a method set soft inputs (labels stay hard)
-        if batch.packing is not None:
-            if soft:
-                raise ParamError("recommender.pack_examples", f"method {self.name!r} feeds soft inputs, which packed training does not take (set pack_examples: 0)")
-            logits = model(batch.input_ids, batch.attention_mask, batch.labels, packing=batch.packing)  # through train_model: DDP all-reduces its gradients
+        if batch.packing is not None:  # soft inputs packed: inputs_embeds holds the chunk items' (DecoderOnlyRecommender.packed_forward)
+            logits = model(batch.input_ids, batch.attention_mask, batch.labels, packing=batch.packing, **soft)  # through train_model: DDP all-reduces its gradients
         else:
             logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
         extra = None

@@ -41,10 +41,12 @@ tokenizer loss. ``bloger_before`` / ``bloger_after`` hold density and entropy of
 and of the final IDs (those of ``best.pt``, the model selected on validation); ``peak_rss_mb``
 the process's peak resident memory (for the cost against TIGER beside ``seconds``).
 
-Packed training (``recommender.pack_examples``, the decoder-only CPU default) cannot take soft
-inputs: ``setup`` replaces the trainer's packed sampler with the plain length-bucketed one (the
-same batch size and seed) before anything depends on it, so BLOGER runs unpacked on any config.
-Not supported (ParamError): several processes (DDP), a loss strategy with a second forward pass
+Packed training (``recommender.pack_examples``, the decoder-only CPU default) takes the soft
+inputs as the unpacked path does: each chunk's items enter once, straight-through
+(``soft_inputs.packed_items_embeds`` over ``Packing.item_ids``' code probabilities), and every
+example's teacher-forced decoder inputs as above; the look-ahead and the outer loss run the packed
+batch through ``functional_call`` too (``outer_batch: valid`` is collated unpacked, as validation
+always is). Not supported (ParamError): several processes (DDP), a loss strategy with a second forward pass
 (``cft``); a kept tokenizer without its decoder (older kept files) fails at start. The RQ-VAE runs in eval mode throughout (IDs are a function of its parameters; its
 dropout, 0 by default, is off); all its parameters are trained, codebooks included (also under
 ``codebook_update: ema``, whose EMA is not run here).
@@ -74,9 +76,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from genrec_core.errors import GenrecError, ParamError
 from genrec_core.methods import register_method
 from genrec_core.methods.base import Method, MethodContext, StepOutput
-from genrec_core.recommender.data import Batch, BucketBatchSampler
+from genrec_core.recommender.data import Batch
 from genrec_core.recommender.interface import autocast_for, training_precision
-from genrec_core.recommender.soft_inputs import decoder_inputs_embeds, history_inputs_embeds
+from genrec_core.recommender.soft_inputs import decoder_inputs_embeds, history_inputs_embeds, packed_items_embeds
 
 if TYPE_CHECKING:
     from genrec_core.recommender.trainer import Trainer
@@ -216,11 +218,6 @@ class BlogerMethod(Method):
     def setup(self, trainer: Trainer) -> None:
         if getattr(trainer, "world", 1) > 1:
             raise ParamError("recommender.processes", "bloger trains in one process (its tokenizer step is not data-parallel); set processes: 1")
-        if getattr(trainer.sampler, "pack_examples", 0):
-            # packed batches cannot take soft inputs: the plain length-bucketed batches instead
-            log.info("bloger: training unpacked (recommender.pack_examples is ignored: packed sequences cannot take soft inputs)")
-            trainer.sampler = BucketBatchSampler(trainer.train_examples.lengths, trainer.params.batch_size, trainer.seed)
-            trainer.state.total_steps = trainer.params.epochs * len(trainer.sampler)
         self.runtime.to(trainer.device)
         tok = self.tokenizer.eval()
         for p in tok.parameters():
@@ -237,18 +234,22 @@ class BlogerMethod(Method):
     def soft_embeds(self, batch: Batch, weight: torch.Tensor, grad: bool) -> dict[str, torch.Tensor]:
         """``inputs_embeds`` and ``decoder_inputs_embeds`` of ``batch``: straight-through embeddings
         over ``weight`` (the token table) of the runtime tokenizer's code probabilities, which carry
-        gradients to the tokenizer when ``grad``. Computed once per distinct item of the batch."""
-        b, h = batch.history.shape
-        items = torch.cat([batch.history.clamp(min=0).reshape(-1), batch.targets.long()])  # pads: item 0, masked out below
+        gradients to the tokenizer when ``grad``. Computed once per distinct item of the batch. A
+        packed batch's ``inputs_embeds`` are its chunk items' [G, C, L, d] (``packed_forward``)."""
+        packing = batch.packing
+        source = batch.history if packing is None else packing.item_ids  # [B, H] or [G, C], -1 = pad
+        n = source.numel()
+        items = torch.cat([source.clamp(min=0).reshape(-1), batch.targets.long()])  # pads: item 0, masked out below
         unique, inverse = torch.unique(items, return_inverse=True)
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             probs = self.runtime.soft_codes(self.tokenizer_name, items=unique, temperature=self.params["temperature"])
-        hist = probs[inverse[: b * h]].reshape(b, h, *probs.shape[1:])  # history_inputs_embeds keeps pads hard (no gradient)
-        target = probs[inverse[b * h :]]
-        return {
-            "inputs_embeds": history_inputs_embeds(batch.input_ids, batch.history, batch.lengths, hist, weight, self.vocab),
-            "decoder_inputs_embeds": decoder_inputs_embeds(batch.labels, target, weight, self.vocab),
-        }
+        inputs = probs[inverse[:n]].reshape(*source.shape, *probs.shape[1:])  # the embeds below keep pads hard (no gradient)
+        target = probs[inverse[n:]]
+        if packing is None:
+            inputs_embeds = history_inputs_embeds(batch.input_ids, batch.history, batch.lengths, inputs, weight, self.vocab)
+        else:
+            inputs_embeds = packed_items_embeds(packing.items, packing.item_mask, inputs, weight, self.vocab)
+        return {"inputs_embeds": inputs_embeds, "decoder_inputs_embeds": decoder_inputs_embeds(batch.labels, target, weight, self.vocab)}
 
     def step(self, trainer: Trainer, batch: Batch) -> StepOutput:
         """The ordinary recommender step on the current hard IDs, soft (straight-through) inputs."""
@@ -267,8 +268,11 @@ class BlogerMethod(Method):
     # ------------------------------------------------------------------ the tokenizer step
     def recommender_loss(self, trainer: Trainer, batch: Batch, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_rec of ``batch`` with the recommender's parameters replaced by ``params`` (functional
-        call of the model itself; the soft inputs over ``params``' token table), gradients to phi."""
+        call of the model itself; the soft inputs over ``params``' token table), gradients to phi.
+        A packed batch runs packed."""
         soft = self.soft_embeds(batch, params[self.embedding_name], grad=True)
+        if batch.packing is not None:
+            soft["packing"] = batch.packing
         logits = torch.func.functional_call(trainer.model, params, (batch.input_ids, batch.attention_mask, batch.labels), soft)
         return self.loss_strategy(logits, batch.labels, batch, trainer.state).loss
 
@@ -395,7 +399,7 @@ def finetune_recommender_params(rp: Any) -> Any:
     """The recommender params of the optional fine-tuning on BLOGER's frozen final IDs: plain
     training (``tiger``) for ``finetune_epochs`` at ``finetune_lr`` with a cosine schedule and no
     warm-up (MTGRec's fine-tuning recipe, SPEC 7; the BLOGER sources give none), early stopping as
-    configured. The IDs no longer move, so packed training (``pack_examples``) applies again."""
+    configured; packed (``pack_examples``) as BLOGER itself."""
     import dataclasses
 
     p = BlogerMethod.check_params(rp.method_params)

@@ -156,25 +156,34 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None, packing: Packing | None = None) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos);
         the optional soft inputs as in ``GenerativeRecommender.forward``. ``packing``: the packed
-        batch's ``packed_forward`` (inputs ignored), reached through ``forward`` so that a DDP
+        batch's ``packed_forward`` (``input_ids`` and ``attention_mask`` ignored; ``inputs_embeds``
+        then holds the chunk items' [G, C, L, d]), reached through ``forward`` so that a DDP
         wrapper sees the pass and all-reduces its gradients."""
         if packing is not None:
-            return self.packed_forward(packing, labels)
+            return self.packed_forward(packing, labels, inputs_embeds, decoder_inputs_embeds)
         return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, shift_right(labels), decoder_inputs_embeds)
 
-    def packed_forward(self, packing: Packing, labels: torch.Tensor) -> torch.Tensor:
+    def packed_forward(self, packing: Packing, labels: torch.Tensor, items_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits [E, L + 1, V] of ``labels`` [E, L + 1] for examples that share
         their history items (``recommender.pack_examples``, ``packing.py``): each example's segment
-        is the items-input eos group, then ``shift_right(labels)``, after its window of the chunk."""
+        is the items-input eos group, then ``shift_right(labels)``, after its window of the chunk.
+
+        Soft inputs (BLOGER), as the unpacked path takes them: ``items_embeds`` [G, C, L, d]
+        replaces the chunk items' token embeddings (summed per item like ``encode``'s per-item
+        groups), ``decoder_inputs_embeds`` [E, L + 1, d] those of ``shift_right(labels)``; the eos
+        group stays hard."""
         if self.encoder_input != "items" or self.user_tokens:
             raise ValueError("packed training needs encoder_input items and no user tokens")
+        if items_embeds is not None and items_embeds.shape[:-1] != packing.items.shape:
+            raise ValueError(f"packed items_embeds of shape {tuple(items_embeds.shape)}: expected the chunk items' {tuple(packing.items.shape)} + (d,)")
         steps = labels.shape[1]
         segment = steps + 1  # the eos group, then the decoder inputs
         mask, positions, rows = packed_attention(packing, segment)
-        chunks = self.input_embeddings(packing.items)  # [G, C, d]
+        chunks = self.input_embeddings(packing.items) if items_embeds is None else pool_item_embeddings(items_embeds)  # [G, C, d]
         eos_group = torch.full((1, packing.items.shape[-1]), PAD, dtype=torch.long, device=labels.device)
         eos_group[0, 0] = EOS
-        segments = torch.cat([self.input_embeddings(eos_group[None]).expand(labels.shape[0], 1, -1), self.input_embeddings(shift_right(labels))], dim=1)
+        decoder_inputs = self.input_embeddings(shift_right(labels)) if decoder_inputs_embeds is None else decoder_inputs_embeds
+        segments = torch.cat([self.input_embeddings(eos_group[None]).expand(labels.shape[0], 1, -1), decoder_inputs], dim=1)
         g, c, d = chunks.shape
         embeds = torch.cat([chunks, chunks.new_zeros(g, mask.shape[-1] - c, d)], dim=1)
         embeds = embeds.index_put((packing.group[:, None], rows), segments)

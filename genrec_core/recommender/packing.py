@@ -113,13 +113,16 @@ class PackedBatchSampler(SeededBatchSampler):
 class Packing:
     """How a batch's examples share item sequences (built by ``pack_batch``; all tensors).
 
-    ``items`` [G, C, L]: the chunks' item tokens (PAD beyond ``item_mask``); per example e:
+    ``items`` [G, C, L]: the chunks' item tokens (PAD beyond ``item_mask``), ``item_ids`` [G, C]
+    their item ids (-1 beyond ``item_mask``: what a method that embeds items by id, e.g. BLOGER's
+    soft inputs, looks up); per example e:
     ``group`` (its chunk), ``slot`` (its segment's index in the chunk), ``target_pos`` (its
     target's index p in the chunk), ``window`` [E, C]: the chunk items its history attends to.
     ``band``: how far back a chunk item attends to earlier items (the longest history).
     """
 
     items: torch.Tensor
+    item_ids: torch.Tensor
     item_mask: torch.Tensor
     group: torch.Tensor
     slot: torch.Tensor
@@ -128,7 +131,7 @@ class Packing:
     band: int
 
     def to(self, device: str | torch.device) -> Packing:
-        return replace(self, **{k: getattr(self, k).to(device) for k in ("items", "item_mask", "group", "slot", "target_pos", "window")})
+        return replace(self, **{k: getattr(self, k).to(device) for k in ("items", "item_ids", "item_mask", "group", "slot", "target_pos", "window")})
 
 
 def chunk_groups(index: np.ndarray, linked: np.ndarray, pack_examples: int) -> np.ndarray:
@@ -180,6 +183,7 @@ def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, p
     tokens = item_tokens(torch.from_numpy(items.clip(min=0))) * torch.from_numpy(item_mask)[..., None]
     return Packing(
         items=tokens,
+        item_ids=torch.from_numpy(items),
         item_mask=torch.from_numpy(item_mask),
         group=torch.from_numpy(group),
         slot=torch.from_numpy(slot),

@@ -15,7 +15,9 @@ inputs back to the code probabilities. The models accept token *embeddings* inst
 - ``history_inputs_embeds`` / ``decoder_inputs_embeds``: a collated batch's encoder input and the
   decoder's teacher-forced inputs as embeddings, the item tokens straight-through (soft
   probabilities of their L code levels), everything else (pad, eos, user tokens, a dedup level)
-  hard, as the SPEC says (labels stay hard: the loss reads ``batch.labels`` as before).
+  hard, as the SPEC says (labels stay hard: the loss reads ``batch.labels`` as before);
+- ``packed_items_embeds``: the same for a packed batch's chunk items (``packing.Packing``), which
+  the decoder-only ``packed_forward`` takes in place of ``inputs_embeds``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ def history_inputs_embeds(input_ids: torch.Tensor, history: torch.Tensor, length
     items = item_token_embeds(history_probs, input_ids[:, lead : lead + h], weight, vocab)
     middle = torch.where(valid[:, :, None, None], items, hard[:, lead : lead + h])
     return torch.cat([hard[:, :lead], middle, hard[:, lead + h :]], dim=1)
+
+
+def packed_items_embeds(items: torch.Tensor, item_mask: torch.Tensor, item_probs: torch.Tensor, weight: torch.Tensor, vocab: SemanticIdVocab) -> torch.Tensor:
+    """The chunk items of a packed batch as embeddings [G, C, L', d], straight-through: ``items``
+    [G, C, L'] (``Packing.items``), ``item_mask`` [G, C], ``item_probs`` [G, C, L, K] each chunk
+    item's code probabilities. Padding stays hard (no gradient); the forward value equals the
+    hard embeddings exactly."""
+    hard = weight[items]
+    return torch.where(item_mask[..., None, None], item_token_embeds(item_probs, items, weight, vocab), hard)
 
 
 def decoder_inputs_embeds(labels: torch.Tensor, target_probs: torch.Tensor, weight: torch.Tensor, vocab: SemanticIdVocab) -> torch.Tensor:
