@@ -11,7 +11,10 @@ initialised) held by a ``RuntimeItemTokenizer``.
 - joint mode: the tokenizer's gradient is d(L_rec + lam L_token) / d phi at the current theta;
 - after a tokenizer step: the trie accepts exactly the new IDs, no two items share one, the IDs
   are those a fresh tokenizer from the updated weights gives;
-- resume between two tokenizer steps ends bit-identical; packed configs train unpacked;
+- packed batches (``pack_examples``): the soft inputs keep the packed hard forward exactly, score as
+  the unpacked ones where the windows agree, and carry the same gradient to the tokenizer; the
+  meta-gradient check also runs packed; packed configs train packed;
+- resume between two tokenizer steps ends bit-identical (also packed);
 - the train stage writes the final IDs and evaluate decodes with them.
 """
 
@@ -31,9 +34,10 @@ from genrec_core.errors import GenrecError, ParamError
 from genrec_core.methods import MethodContext, build_method, check_method_params, method_class
 from genrec_core.methods.bloger import BlogerMethod, code_usage, gradient_surgery
 from genrec_core.recommender import soft_inputs
-from genrec_core.recommender.data import BucketBatchSampler, SequenceEncoder, examples_from_frame
+from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, LossOutput, build_loss
 from genrec_core.recommender.model import build_generative_model
+from genrec_core.recommender.packing import PackedBatchSampler
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.runtime import seed_everything
 from genrec_core.tokenizers.collisions import group_ids
@@ -185,6 +189,8 @@ def test_rowwise_surgery_projects_every_row_on_its_own():
 
 def _soft_loss(method: BlogerMethod, model: nn.Module, batch) -> torch.Tensor:
     soft = method.soft_embeds(batch, model.token_embedding, grad=True)
+    if batch.packing is not None:
+        soft["packing"] = batch.packing
     logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
     return F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none").mean(1).mean()
 
@@ -207,8 +213,8 @@ def _rms_norm_in_input_dtype(self, hidden_states):
     return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
-def test_meta_gradient_matches_finite_differences(tmp_path, kind, monkeypatch):
+@pytest.mark.parametrize("kind,pack", [("tiger", 0), ("decoder_only", 0), ("decoder_only", 3)])
+def test_meta_gradient_matches_finite_differences(tmp_path, kind, pack, monkeypatch):
     """With straight-through inputs the loss's value does not depend on phi (hard forward), so the
     meta-gradient is that of the soft surrogate: the check runs with fully soft item inputs
     (``straight_through`` -> the soft embedding), where L_rec is a smooth function of (theta, phi)
@@ -222,9 +228,10 @@ def test_meta_gradient_matches_finite_differences(tmp_path, kind, monkeypatch):
     monkeypatch.setattr(T5LayerNorm, "forward", _rms_norm_in_input_dtype)
     monkeypatch.setattr(LlamaRMSNorm, "forward", _rms_norm_in_input_dtype)
     eta = 0.5  # large, so that the second-order term is far above the tolerance
-    trainer = make_trainer(tmp_path, {"lookahead_lr": eta, "surgery": "none"}, kind=kind, double=True, loss=DoubleCE(), dropout=0.0)
+    trainer = make_trainer(tmp_path, {"lookahead_lr": eta, "surgery": "none"}, kind=kind, double=True, loss=DoubleCE(), dropout=0.0, pack_examples=pack)
     method = trainer.method
     batch = first_batch(trainer)
+    assert (batch.packing is not None) == bool(pack)  # packed: the look-ahead and the outer loss run the packed batch
     g_meta = method.rec_gradient(trainer, batch)
     method.params["mode"] = "joint"
     g_joint = method.rec_gradient(trainer, batch)
@@ -310,15 +317,95 @@ def test_after_a_tokenizer_step_the_trie_accepts_exactly_the_new_ids(tmp_path):
     assert density[0] == (counts > 0).mean() and entropy[0] == pytest.approx(float(-(p * np.log2(p)).sum()))
 
 
-def test_packed_configs_train_unpacked_with_updates_where_planned(tmp_path):
-    trainer = make_trainer(tmp_path, {"updates_per_epoch": 2}, kind="decoder_only", pack_examples=3, epochs=2)
-    assert isinstance(trainer.sampler, BucketBatchSampler) and trainer.state.total_steps == 2 * len(trainer.sampler) == 20
+class PackedBatchesSeen(BlogerMethod):
+    """Records, per ordinary step, whether the batch was packed with its chunk items' soft inputs."""
+
+    seen: list[bool] = []
+
+    def step(self, trainer, batch):
+        out = super().step(trainer, batch)
+        PackedBatchesSeen.seen.append(batch.packing is not None)
+        return out
+
+    def compute_losses(self, trainer, batch):
+        assert batch.inputs_embeds.shape[:-1] == batch.packing.items.shape and batch.decoder_inputs_embeds.shape[:2] == batch.labels.shape
+        return super().compute_losses(trainer, batch)
+
+
+def test_packed_configs_train_packed_with_updates_where_planned(tmp_path):
+    PackedBatchesSeen.seen = []
+    trainer = make_trainer(tmp_path, {"updates_per_epoch": 2}, kind="decoder_only", pack_examples=3, epochs=2, method_cls=PackedBatchesSeen)
+    # 30 users x 5 linked windows: chunks of 3 and 2 windows, 60 chunks, 16 // 3 = 5 chunks a batch
+    assert isinstance(trainer.sampler, PackedBatchSampler) and len(trainer.sampler) == 12 and trainer.state.total_steps == 24
     summary = trainer.fit()
-    assert [r["step"] for r in summary["bloger_updates"]] == [5, 10, 15, 20]
+    assert PackedBatchesSeen.seen == [True] * 24
+    assert [r["step"] for r in summary["bloger_updates"]] == [6, 12, 18, 24]
     assert summary["bloger_before"]["density"][0] > 0 and len(summary["bloger_after"]["entropy"]) == L and summary["peak_rss_mb"] > 0
     best = torch.load(trainer.best_path, weights_only=True)["item_tokens"]
     assert torch.equal(trainer.model.item_trie.lookup(trainer.method.runtime.item_tokens(NAME)), torch.arange(N_ITEMS))
     assert summary["bloger_after"]["density"] == code_usage(trainer.method.vocab.tokens_to_codes(best.numpy()), L, K)[0]
+
+
+def packed_and_unpacked(trainer: Trainer, n: int = 20):
+    """The first ``n`` training examples collated packed (the trainer's sampler packs) and unpacked.
+    In this data every history is the user's whole prefix (5 items at most, window 5), so every
+    window starts at its chunk's first item: the packed forward sees exactly the unpacked inputs."""
+    method, ex = trainer.method, trainer.train_examples
+    packed = method.collate(trainer, ex, np.arange(n))
+    plain = method.encoder.collate(ex, np.arange(n))
+    pk = packed.packing
+    assert pk is not None and int(pk.group.max()) > 0 and bool((pk.target_pos == packed.lengths).all())
+    # the chunk items' ids, read back from the examples: target at target_pos, history before it
+    for e in range(n):
+        g, p, h = int(pk.group[e]), int(pk.target_pos[e]), int(packed.lengths[e])
+        assert int(pk.item_ids[g, p]) == int(packed.targets[e]) and pk.item_ids[g, p - h : p].tolist() == packed.history[e, :h].tolist()
+    assert torch.equal(pk.item_ids >= 0, pk.item_mask) and torch.equal(pk.items[pk.item_mask], method.encoder.tables[0][pk.item_ids[pk.item_mask]])
+    return packed, plain
+
+
+def test_packed_soft_inputs_keep_the_packed_hard_forward_and_score_as_unpacked(tmp_path):
+    trainer = make_trainer(tmp_path, {}, kind="decoder_only", pack_examples=3, dropout=0.0)
+    method, model = trainer.method, trainer.model.eval()
+    packed, plain = packed_and_unpacked(trainer)
+    weight = model.token_embedding
+    with torch.no_grad():
+        soft = method.soft_embeds(packed, weight, grad=False)
+        assert soft["inputs_embeds"].shape == (*packed.packing.items.shape, weight.shape[1])
+        packed_soft = model(packed.input_ids, packed.attention_mask, packed.labels, packing=packed.packing, **soft)
+        packed_hard = model(packed.input_ids, packed.attention_mask, packed.labels, packing=packed.packing)
+        unpacked_soft = model(plain.input_ids, plain.attention_mask, plain.labels, **method.soft_embeds(plain, weight, grad=False))
+    assert torch.equal(packed_soft, packed_hard)  # forward value: the hard IDs', bit for bit
+    torch.testing.assert_close(packed_soft, unpacked_soft, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="items_embeds"):  # per-example inputs given to a packed forward
+        model(packed.input_ids, packed.attention_mask, packed.labels, packing=packed.packing, **method.soft_embeds(plain, weight, grad=False))
+
+
+def test_packed_soft_inputs_carry_the_unpacked_gradient_to_the_tokenizer(tmp_path, monkeypatch):
+    """float64 (norms too), straight-through: d loss / d phi of the packed batch equals that of the
+    same examples unpacked (the forward values agree, see above, and so do the surrogate's)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    monkeypatch.setattr(LlamaRMSNorm, "forward", _rms_norm_in_input_dtype)
+    trainer = make_trainer(tmp_path, {}, kind="decoder_only", pack_examples=3, double=True, loss=DoubleCE(), dropout=0.0)
+    method, model = trainer.method, trainer.model.eval()
+    packed, plain = packed_and_unpacked(trainer)
+    phi = phi_of(trainer)
+    names = [n for n, _ in method.tokenizer.named_parameters()]
+    grads = []
+    for batch in (packed, plain):
+        loss = _soft_loss(method, model, batch)
+        grads.append(dict(zip(names, torch.autograd.grad(loss, phi, allow_unused=True))))
+    g_packed, g_plain = grads
+    assert g_packed["quantizer.codebooks"].abs().sum() > 0 and g_packed["encoder.0.weight"].abs().sum() > 0
+    for n in names:
+        if n.startswith("decoder"):
+            assert g_packed[n] is None and g_plain[n] is None
+        else:
+            torch.testing.assert_close(g_packed[n], g_plain[n], rtol=1e-9, atol=1e-12)
+    # the ordinary step's packed soft inputs carry no gradient to the tokenizer
+    trainer.model.train()
+    trainer.train_step(packed)
+    assert all(p.grad is None for p in method.tokenizer.parameters())
 
 
 @pytest.mark.parametrize("kind,encoder_input,user_tokens", [("tiger", "tokens", 3), ("decoder_only", "items", 0), ("tiger", "items", 2)])
@@ -340,7 +427,7 @@ def test_the_soft_inputs_keep_the_hard_forward_and_reach_the_tokenizer(tmp_path,
 
 
 class StoppedAt13(BlogerMethod):
-    """SIGTERM after step 13: between the tokenizer steps after steps 10 and 15."""
+    """SIGTERM after step 13: between the tokenizer steps after steps 10 and 15 (packed: 12 and 18)."""
 
     def on_step_end(self, trainer, batch, out):
         super().on_step_end(trainer, batch, out)
@@ -350,10 +437,12 @@ class StoppedAt13(BlogerMethod):
 
 @pytest.mark.parametrize("method_params,kw", [({"updates_per_epoch": 2, "tokenizer_lr": 0.003}, {}),
                                               ({"updates_per_epoch": 2, "mode": "joint", "outer_batch": "valid", "surgery": "rowwise"}, {}),
-                                              ({"updates_per_epoch": 2}, {"kind": "decoder_only", "pack_examples": 3})])
+                                              ({"updates_per_epoch": 2}, {"kind": "decoder_only", "pack_examples": 3, "history_dropout": 0.2})])
 def test_resumed_between_two_tokenizer_steps_is_bit_identical(tmp_path, method_params, kw):
-    """Dropout on (the global RNG matters); the last case has a packed config, trained unpacked."""
+    """Dropout on (the global RNG matters); the last case trains packed with history dropout (12
+    batches an epoch: tokenizer steps after 6, 12, 18, ..., step 13 still lies between two)."""
     reference = make_trainer(tmp_path / "ref", method_params, **kw)
+    assert isinstance(reference.sampler, PackedBatchSampler) == bool(kw.get("pack_examples"))
     reference.fit()
     with pytest.raises(TrainingInterrupted):
         make_trainer(tmp_path / "run", method_params, method_cls=StoppedAt13, **kw).fit()
@@ -488,10 +577,10 @@ def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
 
     sys.path.pop(0)
     rows = {m.name: m for m in converged.methods_from_config(root / "scripts" / "bloger_ablation.yaml")}
-    assert list(rows) == ["decoder-only-4ep", "bloger-joint", "bloger-joint-surgery", "bloger-no-surgery", "bloger"]
+    assert list(rows) == ["decoder-only-packed", "bloger-joint", "bloger-joint-surgery", "bloger-no-surgery", "bloger"]
     params = {name: load_params(root / "params.yaml", m.overrides) for name, m in rows.items()}
-    fixed = params["decoder-only-4ep"].recommender
-    assert fixed.method == "tiger" and fixed.pack_examples == 0
+    fixed = params["decoder-only-packed"].recommender
+    assert fixed.method == "tiger" and (fixed.model, fixed.pack_examples, fixed.epochs, fixed.history_dropout) == ("decoder_only", 10, 7, 0.2)  # the packed CPU default
     expected = {"bloger-joint": ("joint", "none"), "bloger-joint-surgery": ("joint", "projection"), "bloger-no-surgery": ("bilevel", "none"), "bloger": ("bilevel", "projection")}
     for name, (mode, surgery) in expected.items():
         rp = params[name].recommender
@@ -500,7 +589,9 @@ def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
         # the same backbone and schedule as Fixed: the rows differ by the method only
         assert {k: v for k, v in vars(rp).items() if k not in ("method", "method_params")} == {k: v for k, v in vars(fixed).items() if k not in ("method", "method_params")}
     conv = {m.name: m.overrides for m in converged.methods_from_config(root / "scripts" / "converged_methods.yaml")}
-    assert rows["decoder-only-4ep"].overrides == conv["decoder-only-4ep"]  # reports/converged.md's workspace, reused
+    assert rows["decoder-only-packed"].overrides == conv["decoder-only-packed"]  # reports/converged.md's workspace, reused
+    mtgrec = {m.name: m.overrides for m in converged.methods_from_config(root / "scripts" / "mtgrec_ablation.yaml")}
+    assert rows["decoder-only-packed"].overrides == mtgrec["decoder-only-packed"]  # MTGRec's table's baseline too
     gpu = load_params(root / "params.yaml", flatten_overlay(root / "configs" / "bloger-gpu.yaml"))
     rp = gpu.recommender
     assert (gpu.tokenizer.levels, gpu.tokenizer.codebook_size, rp.model, rp.num_layers, rp.num_decoder_layers, rp.d_model, rp.d_ff, rp.num_heads) == (4, 256, "tiger", 4, 4, 128, 1024, 6)
