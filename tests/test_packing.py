@@ -67,6 +67,7 @@ def test_packed_logits_equal_each_example_scored_alone():
     batch = enc.collate(ex, index)
     packing = pack_batch(ex, index, linked_examples(ex), 8, enc.item_tokens)
     assert packing.group.tolist() == [0] * 5 + [1] * 3 + [2]
+    assert packing.item_ids.tolist() == [[3, 17, 8, 25, 1, 12], [4, 9, 29, 2, -1, -1], [11, 5, -1, -1, -1, -1]]  # -1: padding
     with torch.no_grad():
         packed = net.packed_forward(packing, batch.labels)
         alone = torch.cat([net(batch.input_ids[i : i + 1, : int(batch.lengths[i]) + 1], batch.attention_mask[i : i + 1, : int(batch.lengths[i]) + 1], batch.labels[i : i + 1]) for i in range(len(ex))])
@@ -83,6 +84,7 @@ def test_a_segment_attends_to_its_window_only():
     keep[3, 0] = False  # example 3 (history [3, 4], target 5) drops item 3
     packing = pack_batch(ex, index, linked_examples(ex), 10, SequenceEncoder(TOKENS, "items").item_tokens, keep)
     assert packing.items.shape[:2] == (1, 5) and packing.target_pos.tolist() == [1, 2, 3, 4]
+    assert packing.item_ids.tolist() == [[1, 2, 3, 4, 5]] and torch.equal(packing.items[0], TOKENS[[1, 2, 3, 4, 5]])  # the first history, then the targets
     mask, positions, rows_of = packed_attention(packing, segment=3)
     mask = mask[0, 0]
     seen_items = [torch.nonzero(mask[rows_of[e, 0], :5]).flatten().tolist() for e in range(4)]
