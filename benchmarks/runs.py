@@ -197,13 +197,26 @@ def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = ()
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def reads_tokenizer_folder(params_file: Path, overrides: list[str] | tuple[str, ...]) -> bool:
+    """Whether the run's own stages read ``data/tokenizer``: only BLOGER's train stage does (it
+    trains the kept RQ-VAE itself); every other run reads the IDs (``data/ids``) alone."""
+    from genrec_core.config import load_params
+
+    return load_params(params_file, list(overrides)).recommender.method == "bloger"
+
+
 def reuse_key(spec: RunSpec, params_file: Path) -> dict[str, Any]:
     """What must match for a finished workspace to be reused: the params the run resolves to
     (params file + overrides), the stages, and the contents of the project data folders the
-    workspace links to. (The overrides themselves are kept in the record for reading.)"""
+    workspace links to and reads (``data/tokenizer`` only for BLOGER: a tokenizer folder rebuilt
+    with the same IDs, e.g. its kept files now holding the decoder, leaves other runs valid).
+    (The overrides themselves are kept in the record for reading.)"""
     rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
+    overrides = absolute_overrides(spec.overrides)
+    if not reads_tokenizer_folder(params_file, overrides):
+        rebuilt.add("tokenizer")
     inputs = {sub: tree_digest(PROJECT_ROOT / "data" / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
-    return {"resolved_params": params_digest(params_file, absolute_overrides(spec.overrides)), "stages": list(spec.stages), "inputs": inputs}
+    return {"resolved_params": params_digest(params_file, overrides), "stages": list(spec.stages), "inputs": inputs}
 
 
 def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any]) -> bool:
@@ -218,7 +231,9 @@ def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any
             record = {**record, "resolved_params": params_digest(root / "params.yaml", absolute_overrides(record.get("overrides", [])))}
         except Exception:  # a copy today's code rejects cannot match
             return False
-    return all(record.get(k) == v for k, v in key.items())
+    recorded_inputs = record.get("inputs") or {}
+    same_inputs = all(recorded_inputs.get(sub) == digest for sub, digest in key["inputs"].items())  # a folder the key leaves out is not compared
+    return same_inputs and all(record.get(k) == v for k, v in key.items() if k != "inputs")
 
 
 def is_finished(root: Path, key: dict[str, Any]) -> bool:

@@ -83,6 +83,31 @@ def test_reuse_needs_same_overrides_params_data_and_outputs(tmp_path, fake_proje
     assert "ids" not in runs.reuse_key(runs.RunSpec("r", ["ids.collision=dedup_level"]), params)["inputs"]
 
 
+def test_only_bloger_runs_depend_on_the_tokenizer_folder(tmp_path, fake_project):
+    """A tiger run reads the IDs, not the kept RQ-VAEs: rebuilding data/tokenizer (same IDs) keeps
+    it reusable, also when its record (older) holds the folder's digest; a bloger run is retrained."""
+    params = fake_project / "params.yaml"
+    folder = fake_project / "data" / "tokenizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kept.pt").write_bytes(b"v1")
+    tiger = runs.RunSpec("t", ["seed=2"], ("train",))
+    bloger = runs.RunSpec("b", ["seed=2", "recommender.method=bloger"], ("train",))
+    assert "tokenizer" not in runs.reuse_key(tiger, params)["inputs"] and "tokenizer" in runs.reuse_key(bloger, params)["inputs"]
+    roots = {}
+    for spec in (tiger, bloger):
+        root = roots[spec.name] = tmp_path / spec.name
+        (root / "reports" / "train").mkdir(parents=True)
+        key = runs.reuse_key(spec, params)
+        record = {**key, "inputs": {**key["inputs"], "tokenizer": runs.tree_digest(folder)}}  # as records before this rule
+        (root / "overrides.json").write_text(json.dumps(record))
+        for f in runs.done_files(spec.stages):
+            (root / f).write_text("{}")
+        assert runs.is_finished(root, runs.reuse_key(spec, params))
+    (folder / "kept.pt").write_bytes(b"v2")  # rebuilt
+    assert runs.is_finished(roots["t"], runs.reuse_key(tiger, params))
+    assert not runs.is_finished(roots["b"], runs.reuse_key(bloger, params))
+
+
 def test_reuse_of_a_workspace_recorded_with_the_old_file_hash(tmp_path, fake_project):
     """Records from before the params digest hold the file's sha256; the workspace's params copy decides."""
     params = fake_project / "params.yaml"
