@@ -486,9 +486,8 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     import json
 
     import polars as pl
-    from test_dvc_dependencies import TINY, _snapshot, _tiny_dataset, load_dvc_yaml, stage_module, stage_options, undeclared_writes
+    from test_dvc_dependencies import TINY, _tiny_dataset, load_dvc_yaml, run_stages_recording_writes, undeclared_writes
 
-    from genrec_core.cli import _run_stage
     from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.data import load_examples
     from genrec_core.recommender.interface import rank_examples
@@ -502,16 +501,7 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
                  'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}']
     dvc = load_dvc_yaml()
     names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate", "analyse"]
-    written = {}
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for name in names:
-            before = _snapshot(root)
-            cmd = dvc["stages"][name]["cmd"]
-            _run_stage(stage_module(cmd).stem, None, overrides, root, **stage_options(cmd))
-            written[name] = {f for f, sig in _snapshot(root).items() if before.get(f) != sig}
-    torch.set_num_threads(threads)
+    written = run_stages_recording_writes(root, names, overrides)
     assert undeclared_writes(dvc, written) == {}
     final = root / "data" / "recommender" / "item_ids.parquet"
     assert "data/recommender/item_ids.parquet" in written["train"]

@@ -449,30 +449,39 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
     return {str(p.relative_to(root)): (s.st_ino, s.st_mtime_ns, s.st_size) for p in root.rglob("*") if p.is_file() and (s := p.stat())}
 
 
-@pytest.fixture(scope="module")
-def pipeline_writes(tmp_path_factory) -> tuple[Path, dict[str, set[str]]]:
-    """Run every dvc.yaml stage, as its command does, on a tiny dataset: (root, {stage: files written})."""
+def run_stages_recording_writes(root: Path, names: list[str], overrides: list[str]) -> dict[str, set[str]]:
+    """Run the dvc.yaml stages ``names`` in order, as their commands do, in project ``root`` with
+    ``overrides``: {stage: files it wrote}. No stage may delete a file; torch's thread count is
+    left as found."""
     import torch
 
     from genrec_core.cli import _run_stage
 
+    stages = load_dvc_yaml()["stages"]
+    written: dict[str, set[str]] = {}
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for name in names:
+            cmd = stages[name]["cmd"]
+            before = _snapshot(root)
+            _run_stage(stage_module(cmd).stem, None, overrides, root, **stage_options(cmd))
+            after = _snapshot(root)
+            written[name] = {f for f, sig in after.items() if before.get(f) != sig}
+            assert not set(before) - set(after), f"stage {name} deleted files"
+    torch.set_num_threads(threads)  # as the other tests found it
+    return written
+
+
+@pytest.fixture(scope="module")
+def pipeline_writes(tmp_path_factory) -> tuple[Path, dict[str, set[str]]]:
+    """Run every dvc.yaml stage, as its command does, on a tiny dataset: (root, {stage: files written})."""
     tmp = tmp_path_factory.mktemp("pipeline")
     _tiny_dataset(tmp / "raw")
     root = tmp / "project"
     root.mkdir()
     overrides = [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}"]
-    written: dict[str, set[str]] = {}
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for name, stage in load_dvc_yaml()["stages"].items():
-            before = _snapshot(root)
-            _run_stage(stage_module(stage["cmd"]).stem, None, overrides, root, **stage_options(stage["cmd"]))
-            after = _snapshot(root)
-            written[name] = {f for f, sig in after.items() if before.get(f) != sig}
-            assert not set(before) - set(after), f"stage {name} deleted files"
-    torch.set_num_threads(threads)  # as the other tests found it
-    return root, written
+    return root, run_stages_recording_writes(root, list(load_dvc_yaml()["stages"]), overrides)
 
 
 def test_every_file_a_stage_writes_is_a_declared_output(pipeline_writes):

@@ -337,9 +337,8 @@ def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_an
     import json
 
     import polars as pl
-    from test_dvc_dependencies import TINY, _snapshot, _tiny_dataset, load_dvc_yaml, stage_module, stage_options, undeclared_writes
+    from test_dvc_dependencies import TINY, _tiny_dataset, load_dvc_yaml, run_stages_recording_writes, undeclared_writes
 
-    from genrec_core.cli import _run_stage
     from genrec_core.methods.mtgrec import cumulative_influence
     from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.data import load_examples
@@ -353,16 +352,7 @@ def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_an
     dvc = load_dvc_yaml()
     names = [n for n in dvc["stages"] if n not in ("analyse_ids", "token_weights", "analyse")]
     assert names[-1] == "evaluate" and "finetune@0" in names and "select_tokenizer" in names
-    written = {}
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for name in names:
-            before = _snapshot(root)
-            cmd = dvc["stages"][name]["cmd"]
-            _run_stage(stage_module(cmd).stem, None, overrides, root, **stage_options(cmd))
-            written[name] = {f for f, sig in _snapshot(root).items() if before.get(f) != sig}
-    torch.set_num_threads(threads)
+    written = run_stages_recording_writes(root, names, overrides)
     assert undeclared_writes(dvc, written) == {}
     # pre-training: influence per stage end and tokenizer, p = softmax(cumulative / tau)
     rows = list(csv.DictReader((root / "reports" / "mtgrec" / "influence.csv").open()))
