@@ -52,10 +52,13 @@ def write_text(text: str, path: str | Path) -> Path:
 
 
 def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through a file handle: given a path, torch names the archive's root folder
+    after the file, here a random temporary name, so equal objects gave different bytes (and DVC
+    saw a changed output on every rerun); a handle gets the fixed name ``archive``."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return Path(path)
 
 
