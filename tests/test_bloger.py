@@ -486,7 +486,7 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     import json
 
     import polars as pl
-    from test_dvc_dependencies import TINY, _tiny_dataset, load_dvc_yaml, run_stages_recording_writes, undeclared_writes
+    from test_dvc_dependencies import load_dvc_yaml, run_stages_recording_writes, tiny_project, undeclared_writes
 
     from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.data import load_examples
@@ -494,11 +494,9 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     from genrec_core.recommender.trie import ItemTrie
     from genrec_core.tokenizers.id_table import read_id_table_with_items, validate_id_table
 
-    _tiny_dataset(tmp_path / "raw")
-    root = tmp_path / "project"
-    root.mkdir()
-    overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "ids.collision=dedup_level", "recommender.method=bloger",
-                 'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}']
+    root, overrides = tiny_project(tmp_path)
+    overrides += ["ids.collision=dedup_level", "recommender.method=bloger",
+                  'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}']
     dvc = load_dvc_yaml()
     names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate", "analyse"]
     written = run_stages_recording_writes(root, names, overrides)

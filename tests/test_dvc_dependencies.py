@@ -449,6 +449,15 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
     return {str(p.relative_to(root)): (s.st_ino, s.st_mtime_ns, s.st_size) for p in root.rglob("*") if p.is_file() and (s := p.stat())}
 
 
+def tiny_project(tmp: Path) -> tuple[Path, list[str]]:
+    """A project folder under ``tmp`` and the overrides that run it on the tiny raw dataset
+    written beside it (``TINY`` sizes, raw and cache folders in ``tmp``)."""
+    _tiny_dataset(tmp / "raw")
+    root = tmp / "project"
+    root.mkdir()
+    return root, [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}"]
+
+
 def run_stages_recording_writes(root: Path, names: list[str], overrides: list[str]) -> dict[str, set[str]]:
     """Run the dvc.yaml stages ``names`` in order, as their commands do, in project ``root`` with
     ``overrides``: {stage: files it wrote}. No stage may delete a file; torch's thread count is
@@ -476,11 +485,7 @@ def run_stages_recording_writes(root: Path, names: list[str], overrides: list[st
 @pytest.fixture(scope="module")
 def pipeline_writes(tmp_path_factory) -> tuple[Path, dict[str, set[str]]]:
     """Run every dvc.yaml stage, as its command does, on a tiny dataset: (root, {stage: files written})."""
-    tmp = tmp_path_factory.mktemp("pipeline")
-    _tiny_dataset(tmp / "raw")
-    root = tmp / "project"
-    root.mkdir()
-    overrides = [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}"]
+    root, overrides = tiny_project(tmp_path_factory.mktemp("pipeline"))
     return root, run_stages_recording_writes(root, list(load_dvc_yaml()["stages"]), overrides)
 
 

@@ -337,18 +337,16 @@ def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_an
     import json
 
     import polars as pl
-    from test_dvc_dependencies import TINY, _tiny_dataset, load_dvc_yaml, run_stages_recording_writes, undeclared_writes
+    from test_dvc_dependencies import load_dvc_yaml, run_stages_recording_writes, tiny_project, undeclared_writes
 
     from genrec_core.methods.mtgrec import cumulative_influence
     from genrec_core.recommender.checkpoint import load_recommender
     from genrec_core.recommender.data import load_examples
     from genrec_core.recommender.interface import rank_examples
 
-    _tiny_dataset(tmp_path / "raw")
-    root = tmp_path / "project"
-    root.mkdir()
-    overrides = [*TINY, f"data.raw_dir={tmp_path / 'raw'}", f"data.cache_dir={tmp_path / 'cache'}", "recommender.epochs=3", "recommender.method=mtgrec",
-                 'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5,"finetune_epochs":2,"finetune_lr":0.003}']
+    root, overrides = tiny_project(tmp_path)
+    overrides += ["recommender.epochs=3", "recommender.method=mtgrec",
+                  'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5,"finetune_epochs":2,"finetune_lr":0.003}']
     dvc = load_dvc_yaml()
     names = [n for n in dvc["stages"] if n not in ("analyse_ids", "token_weights", "analyse")]
     assert names[-1] == "evaluate" and "finetune@0" in names and "select_tokenizer" in names
