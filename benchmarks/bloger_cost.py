@@ -27,13 +27,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = ("processed", "ids", "tokenizer", "embeddings")
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.runs import UPSTREAM_OUTPUT  # noqa: E402  (the data folders a train run reads, as the runner links them)
+
 METHODS = {"tiger": None, "bloger (bilevel)": "bilevel", "bloger (joint)": "joint"}  # name: BLOGER mode
 
 
 def child(args: argparse.Namespace) -> None:
     """Run ``genrec train`` with timing wrappers; print one JSON line and exit after the steps."""
-    sys.path.insert(0, str(ROOT))
     from genrec_core.methods import bloger
     from genrec_core.recommender import trainer as trainer_module
 
@@ -82,7 +84,7 @@ def scratch_root(data_root: Path) -> Path:
     """A project root whose inputs link to ``data_root``'s and whose outputs are its own."""
     root = Path(tempfile.mkdtemp(prefix="bloger_cost_"))
     (root / "data").mkdir()
-    for name in INPUTS:
+    for name in UPSTREAM_OUTPUT.values():
         source = (data_root / "data" / name).resolve()
         if not source.exists():
             raise SystemExit(f"{source} is missing: run the pipeline up to emit_ids first (dvc repro emit_ids)")
@@ -132,11 +134,11 @@ def main() -> None:
         step = statistics.median(r["step_s"] for r in runs)
         tok = [r["tokenizer_step_s"] for r in runs if r["tokenizer_step_s"] is not None]
         tok_s = statistics.median(tok) if tok else 0.0
-        epoch = runs[0]["steps_per_epoch"] * step + (args.updates_per_epoch * tok_s if tok else 0.0)
+        epoch = runs[0]["steps_per_epoch"] * step + args.updates_per_epoch * tok_s
         base = epoch if base is None else base
         rss = max(r["peak_rss_mb"] for r in runs)
-        print(f"| {name} | {step:.3f} | {tok_s:.2f} | {epoch:.0f} | {epoch / base:.2f} | {rss:.0f} |" if tok else
-              f"| {name} | {step:.3f} | - | {epoch:.0f} | {epoch / base:.2f} | {rss:.0f} |")
+        tok_cell = f"{tok_s:.2f}" if tok else "-"
+        print(f"| {name} | {step:.3f} | {tok_cell} | {epoch:.0f} | {epoch / base:.2f} | {rss:.0f} |")
 
 
 if __name__ == "__main__":
