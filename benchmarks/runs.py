@@ -7,11 +7,14 @@ select-tokenizer: ``stage_commands``). Its workspace ``R = <work dir>/<name>`` g
 
 * ``R/params.yaml``: a copy of the project's params.yaml (so a later edit of it is noticed);
 * ``R/data/processed``, ``R/data/embeddings``, ``R/data/tokenizer``, ``R/data/ids``: symlinks to the
-  project root's (read only), except what the overrides invalidate: an override of ``data.``,
-  ``embed.``, ``tokenizer.`` or ``ids.`` reruns that stage and every later one of
-  ``preprocess -> embed -> train-tokenizer -> emit-ids`` inside R (``upstream_stages``);
+  upstream root's (read only; ``upstream_root``, default the project root), except what the overrides
+  invalidate: an override of ``data.``, ``embed.``, ``tokenizer.`` or ``ids.`` reruns that stage and
+  every later one of ``preprocess -> embed -> train-tokenizer -> emit-ids`` inside R
+  (``upstream_stages``). A run whose stages are upstream stages (``stages=UPSTREAM``: a scratch
+  upstream root of its own, as scripts/reproduction.py builds one per dataset) runs them inside R
+  (``workspace_upstream``);
 * ``R/overrides.json``: the overrides, a digest of the resolved params, the stages and the hashes of the linked
-  project data folders (the reuse key), plus the thread count, the command, the times of the run and
+  upstream data folders (the reuse key), plus the thread count, the command, the times of the run and
   the peak resident memory (MiB) of each stage's process (``peak_rss_mb``);
 * ``R/run.log``: stdout and stderr of every stage, each after a ``$ genrec ...`` line.
 
@@ -48,6 +51,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = ("preprocess", "embed", "train-tokenizer", "emit-ids")
 UPSTREAM_SECTION = {"data": "preprocess", "embed": "embed", "tokenizer": "train-tokenizer", "ids": "emit-ids"}
 UPSTREAM_OUTPUT = {"preprocess": "processed", "embed": "embeddings", "train-tokenizer": "tokenizer", "emit-ids": "ids"}
+#: What an upstream stage run in a workspace leaves when it finished (its ``done_files``).
+UPSTREAM_DONE = {"preprocess": "data/processed/test.parquet", "embed": "data/embeddings/item_vectors.parquet", "train-tokenizer": "data/tokenizer",
+                 "emit-ids": "data/ids/item_ids.parquet"}
 LOG_TAIL_LINES = 30
 _print_lock = threading.Lock()
 
@@ -95,6 +101,19 @@ def upstream_stages(overrides: list[str]) -> list[str]:
     ``tokenizer.levels=4`` -> ``["train-tokenizer", "emit-ids"]``; recommender-only -> ``[]``."""
     touched = [UPSTREAM.index(UPSTREAM_SECTION[s]) for s in (override_key(o).split(".")[0] for o in overrides) if s in UPSTREAM_SECTION]
     return list(UPSTREAM[min(touched) :]) if touched else []
+
+
+def workspace_upstream(spec: RunSpec) -> list[str]:
+    """The upstream stages a run builds inside its own workspace, in pipeline order: those its
+    overrides invalidate (``upstream_stages``) and those it names among its stages (an upstream
+    build: ``stages=UPSTREAM``)."""
+    mine = set(upstream_stages(spec.overrides)) | {s for s in spec.stages if s in UPSTREAM}
+    return [s for s in UPSTREAM if s in mine]
+
+
+def data_root(upstream_root: Path | None = None) -> Path:
+    """The ``data`` folder a workspace links to: ``upstream_root``'s, default the project root's."""
+    return Path(upstream_root if upstream_root is not None else PROJECT_ROOT) / "data"
 
 
 # --------------------------------------------------------------------------- runs
@@ -169,7 +188,7 @@ def stage_commands(stages: tuple[str, ...], params_file: Path, overrides: list[s
 
 
 def done_files(stages: tuple[str, ...]) -> list[str]:
-    files = []
+    files = [UPSTREAM_DONE[s] for s in stages if s in UPSTREAM_DONE]
     if "train" in stages:
         files += ["reports/train/summary.json", "reports/train/valid_curve.csv"]
     if "evaluate" in stages:
@@ -205,17 +224,17 @@ def reads_tokenizer_folder(params_file: Path, overrides: list[str] | tuple[str, 
     return load_params(params_file, list(overrides)).recommender.method == "bloger"
 
 
-def reuse_key(spec: RunSpec, params_file: Path) -> dict[str, Any]:
+def reuse_key(spec: RunSpec, params_file: Path, upstream_root: Path | None = None) -> dict[str, Any]:
     """What must match for a finished workspace to be reused: the params the run resolves to
-    (params file + overrides), the stages, and the contents of the project data folders the
+    (params file + overrides), the stages, and the contents of the upstream data folders the
     workspace links to and reads (``data/tokenizer`` only for BLOGER: a tokenizer folder rebuilt
     with the same IDs, e.g. its kept files now holding the decoder, leaves other runs valid).
     (The overrides themselves are kept in the record for reading.)"""
-    rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
+    rebuilt = {UPSTREAM_OUTPUT[s] for s in workspace_upstream(spec)}
     overrides = absolute_overrides(spec.overrides)
     if not reads_tokenizer_folder(params_file, overrides):
         rebuilt.add("tokenizer")
-    inputs = {sub: tree_digest(PROJECT_ROOT / "data" / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
+    inputs = {sub: tree_digest(data_root(upstream_root) / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
     return {"resolved_params": params_digest(params_file, overrides), "stages": list(spec.stages), "inputs": inputs}
 
 
@@ -276,9 +295,9 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool) -> None:
-    """Create (or wipe and recreate) R: params copy and symlinks to the project's data outputs."""
-    key = reuse_key(spec, params_file)
+def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool, upstream_root: Path | None = None) -> None:
+    """Create (or wipe and recreate) R: params copy and symlinks to the upstream root's data outputs."""
+    key = reuse_key(spec, params_file, upstream_root)
     record = read_json(root / "overrides.json")
     if force or (record is not None and not record_matches(root, record, key)) or (root.exists() and record is None):
         if root.exists() and any(root.iterdir()) and not ((root / "overrides.json").exists() or (root / "run.log").exists()):
@@ -286,15 +305,15 @@ def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool)
         shutil.rmtree(root, ignore_errors=True)
     (root / "data").mkdir(parents=True, exist_ok=True)
     shutil.copy2(params_file, root / "params.yaml")
-    rebuilt = {UPSTREAM_OUTPUT[s] for s in upstream_stages(spec.overrides)}
+    rebuilt = {UPSTREAM_OUTPUT[s] for s in workspace_upstream(spec)}
     for sub in UPSTREAM_OUTPUT.values():
-        link, target = root / "data" / sub, PROJECT_ROOT / "data" / sub
+        link, target = root / "data" / sub, data_root(upstream_root) / sub
         if sub in rebuilt:
             if link.is_symlink():
                 link.unlink()
             continue
         if not target.exists():
-            raise FileNotFoundError(f"{target} missing: run `dvc repro` in {PROJECT_ROOT} first")
+            raise FileNotFoundError(f"{target} missing: " + (f"run `dvc repro` in {PROJECT_ROOT} first" if upstream_root is None else "build that upstream root first"))
         if not link.is_symlink():
             shutil.rmtree(link, ignore_errors=True)
             link.symlink_to(target, target_is_directory=True)
@@ -316,22 +335,23 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], out) -> tuple[i
     return proc.returncode, round(usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, force: bool = False, command: str = "") -> RunResult:
+def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, force: bool = False, command: str = "", upstream_root: Path | None = None) -> RunResult:
     """Prepare the workspace of one run, run its stages (unless reusable) and read its outputs."""
     root = (work_dir / spec.name).resolve()
-    key = reuse_key(spec, params_file)
+    key = reuse_key(spec, params_file, upstream_root)
     reused = not force and is_finished(root, key)
     if reused:
         say(f"[{spec.name}] reused {root} (same resolved params and inputs, outputs present; --force retrains)")
     else:
-        prepare_workspace(root, spec, params_file, force)
-        record = {**key, "overrides": list(spec.overrides), "name": spec.name, "threads": threads, "command": command, "upstream": upstream_stages(spec.overrides),
+        prepare_workspace(root, spec, params_file, force, upstream_root)
+        record = {**key, "overrides": list(spec.overrides), "name": spec.name, "threads": threads, "command": command, "upstream": workspace_upstream(spec),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node()}
         (root / "overrides.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         env, log = stage_env(threads), root / "run.log"
         t0 = time.perf_counter()
         say(f"[{spec.name}] started in {root} ({threads} thread(s)); log: {log}")
-        for stage in [*([u] for u in upstream_stages(spec.overrides)), *stage_commands(spec.stages, root / "params.yaml", spec.overrides)]:
+        later = tuple(s for s in spec.stages if s not in UPSTREAM)
+        for stage in [*([u] for u in workspace_upstream(spec)), *stage_commands(later, root / "params.yaml", spec.overrides)]:
             cmd = [sys.executable, "-m", "genrec_core.cli", *stage, "--root", str(root), "--params", str(root / "params.yaml")]
             for ov in spec.overrides:
                 cmd += ["-S", ov]
@@ -369,8 +389,11 @@ def load_result(spec: RunSpec, root: Path) -> RunResult:
     return res
 
 
-def run_all(specs: list[RunSpec], work_dir: Path, params_file: Path | None = None, jobs: int = 1, threads: int = 1, force: bool = False, command: str = "") -> list[RunResult]:
-    """Every run (``jobs`` at a time), results in ``specs`` order; failures are returned, not raised."""
+def run_all(specs: list[RunSpec], work_dir: Path, params_file: Path | None = None, jobs: int = 1, threads: int = 1, force: bool = False, command: str = "",
+            upstream_root: Path | None = None) -> list[RunResult]:
+    """Every run (``jobs`` at a time), results in ``specs`` order; failures are returned, not raised.
+    ``upstream_root``: the root whose data/{processed,embeddings,tokenizer,ids} the workspaces link to
+    (default the project root)."""
     params_file = Path(params_file or PROJECT_ROOT / "params.yaml").resolve()
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -385,7 +408,7 @@ def run_all(specs: list[RunSpec], work_dir: Path, params_file: Path | None = Non
 
     def one(spec: RunSpec) -> RunResult:
         try:
-            result = run_one(spec, work_dir, params_file, threads, force, command)
+            result = run_one(spec, work_dir, params_file, threads, force, command, upstream_root)
         except Exception as exc:  # a broken workspace must not take the other runs down
             result = RunResult(spec, (work_dir / spec.name).resolve(), ok=False, error=f"{type(exc).__name__}: {exc}")
         return result

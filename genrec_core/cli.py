@@ -9,7 +9,14 @@ params) print one line and exit with status 2.
 
 from __future__ import annotations
 
-import importlib
+# First, before anything imports torch: its OpenMP threads sleep rather than spin while they wait
+# (OMP_WAIT_POLICY=PASSIVE unless the environment sets it), so a run beside other busy processes
+# does not slow to a crawl (genrec_core/runtime.py, reports/benchmarks/oversubscription.md).
+from genrec_core.runtime import set_openmp_env_defaults
+
+set_openmp_env_defaults()
+
+import importlib  # noqa: E402
 import logging
 import sys
 from pathlib import Path

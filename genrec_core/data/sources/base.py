@@ -83,7 +83,7 @@ def register_source(cls: type[Source]) -> type[Source]:
 
 
 #: Modules of ``genrec_core.data.sources`` whose import registers the built-in sources.
-BUILTIN_SOURCE_MODULES = ("movielens", "atomic", "yelp", "amazon2023")
+BUILTIN_SOURCE_MODULES = ("movielens", "atomic", "yelp", "amazon2023", "inter_json", "idgenrec")
 
 
 def get_source(params: DataParams) -> Source:

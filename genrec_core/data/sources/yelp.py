@@ -9,14 +9,13 @@ so only the needed columns are read, lazily, by polars.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
-from genrec_core.data.readers import collect_json, invalid_json_id, locate_json_error, read_json_lines, read_lines, require_file
+from genrec_core.data.readers import collect_json, invalid_json_id, locate_json_error, read_json_document, read_json_lines, read_user_sequences, require_file
 from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 from genrec_core.data.sources.base import RawDataset, Source, register_source
 
@@ -60,34 +59,15 @@ def detect_format(raw_dir: Path, requested: str) -> str:
 # --------------------------------------------------------------------------- P5 release
 
 
+def _p5_id(token: pl.Expr) -> pl.Expr:
+    """The P5 release numbers users and items from 1; anything else is null (an error)."""
+    value = token.cast(pl.Int64, strict=False)
+    return pl.when(value >= 1).then(value)
+
+
 def read_p5_sequences(path: Path) -> pl.DataFrame:
     """One row per interaction; ``order`` is the running position in the file, so it keeps each line's sequence."""
-    lines = read_lines(path)
-    tokens = lines.select("line", pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ").alias("tokens"))
-    short = tokens.filter(pl.col("tokens").list.len() < 2)
-    if short.height:
-        raise InputFormatError(path, "expected a user id followed by at least one item id", short["line"][0])
-    flat = tokens.with_columns(pl.int_ranges(pl.col("tokens").list.len()).alias("pos")).explode("tokens", "pos")
-    flat = flat.with_columns(pl.col("tokens").cast(pl.Int64, strict=False).alias("id"))
-    bad = flat.filter(pl.col("id").is_null() | (pl.col("id") < 1))
-    if bad.height:
-        row = bad.row(0, named=True)
-        raise InputFormatError(path, f"ids must be integers from 1, got {row['tokens']!r}", row["line"])
-    flat = flat.with_columns(pl.col("id").first().over("line").alias("user_id"))
-    users = flat.filter(pl.col("pos") == 0)
-    repeated = users.filter(pl.col("user_id").is_duplicated()).sort("line")
-    if repeated.height:
-        # A second line for a user would splice two sequences together; the release has one per user.
-        first = repeated.row(0, named=True)
-        second = repeated.filter(pl.col("user_id") == first["user_id"])["line"][1]
-        raise InputFormatError(path, f"user {first['user_id']} already has a line ({first['line']})", second)
-    # explode keeps line order and each line's item order, so the running index is the sequence.
-    return flat.filter(pl.col("pos") > 0).select(
-        pl.col("user_id").cast(pl.String).alias("user"),
-        pl.col("id").cast(pl.String).alias("item"),
-        pl.lit(None, dtype=pl.Int64).alias("timestamp"),
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("order"),
-    )
+    return read_user_sequences(path, _p5_id, "ids must be integers from 1")
 
 
 def find_item_text_file(raw_dir: Path) -> Path:
@@ -104,13 +84,7 @@ def find_item_text_file(raw_dir: Path) -> Path:
 
 def read_p5_items(path: Path) -> pl.DataFrame:
     """Item text keyed by ``str(id - 1)`` -> rows (item = str(id), title, categories)."""
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise InputFormatError(path, "bad encoding: bytes that are not valid UTF-8", line) from None
-    except json.JSONDecodeError as err:
-        raise InputFormatError(path, f"malformed JSON: {err.msg}", err.lineno) from None
+    data = read_json_document(path)
     if not isinstance(data, dict):
         raise InputFormatError(path, "expected a JSON object keyed by item index (str(id - 1))")
     items, titles, categories = [], [], []
