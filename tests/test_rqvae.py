@@ -164,8 +164,11 @@ def test_keep_last_files_exist_load_and_stale_ones_go(tmp_path):
 
 def test_ema_mode_trains_and_reduces_loss(tmp_path):
     x = _clustered(400, 32)
-    s = train_rqvae(x, _small(codebook_update="ema", ema_decay=0.9, epochs=20, keep_last=1, batch_size=50, lr=3e-3), 0, tmp_path / "t", tmp_path / "r", progress=False)
+    s = train_rqvae(x, _small(codebook_update="ema", ema_decay=0.9, epochs=40, keep_last=1, batch_size=50, lr=3e-3), 0, tmp_path / "t", tmp_path / "r", progress=False)
     hist = pl.read_csv(tmp_path / "r" / "history.csv")
+    # Measured on an AMD EPYC at 1 and 2 threads: 0.500 of the first epoch's loss after 20 epochs
+    # (the earlier 20-epoch bound of 0.5 had no margin there), 0.310 after 40; the bound keeps a
+    # margin of 0.19 for other CPUs' float sums.
     assert hist["recon_loss"][-1] < 0.5 * hist["recon_loss"][0]
     assert s["usage_share"]["l1"] >= 0.5
     tok = load_kept_tokenizers(tmp_path / "t")[-1][1]
