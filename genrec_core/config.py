@@ -244,7 +244,7 @@ class RecommenderParams:
     min_lr_ratio: float = 0.0  # the cosine's floor as a share of lr, reached on the run's last optimiser step
     grad_clip: float = 1.0
     batch_size: int = 256
-    epochs: int = 200
+    epochs: int | str = 200  # or auto: sized to the dataset's sparsity (recommender/schedule.py; params.yaml's default)
     patience: int = 10  # early stopping: evaluations without a better validation select_metric
     select_metric: str = "ndcg@10"  # validation metric for early stopping and best.pt: hit@K or ndcg@K, K in 1, 5, 10
     eval_every: int = 1  # epochs between validation runs
@@ -268,7 +268,7 @@ class RecommenderParams:
         _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
         _check(bool(self.method), f"{prefix}.method", "must name a training method, e.g. tiger")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
-        for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "epochs", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
+        for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
             _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
         _check(self.optimizer in ("adamw",), f"{prefix}.optimizer", f"must be adamw, got {self.optimizer!r}")
@@ -287,6 +287,8 @@ class RecommenderParams:
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.processes >= 1, f"{prefix}.processes", f"must be >= 1 (1 = no data parallelism), got {self.processes}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+        _check(self.epochs == "auto" or (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1),
+               f"{prefix}.epochs", f"must be auto or a number of epochs >= 1, got {self.epochs!r}")
         _check(self.max_eval_users == "auto" or (isinstance(self.max_eval_users, int) and not isinstance(self.max_eval_users, bool) and self.max_eval_users >= 0),
                f"{prefix}.max_eval_users", f"must be auto, 0 (every validation user) or a positive number of users, got {self.max_eval_users!r}")
         _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")

@@ -40,7 +40,10 @@ def run(params: Params, root: Path, slot: int = 0) -> None:
     from genrec_core.sequential.runner import GENERATIVE_KINDS, model_kind
     from genrec_core.tokenizers.id_table import read_id_table_with_items
 
+    from genrec_core.recommender.schedule import resolve_epochs_from_artifacts
+
     paths = ArtifactPaths(Path(root))
+    params, _ = resolve_epochs_from_artifacts(params, paths)  # recommender.epochs: auto, as the train stage chose it
     rp = params.recommender
     if rp.method != "mtgrec" or model_kind(params) not in GENERATIVE_KINDS:
         _skip(paths, slot, f"recommender.method is {rp.method!r}: nothing to fine-tune (MTGRec only)", planned=0)

@@ -59,7 +59,12 @@ def run(params: Params, root: Path) -> None:
     from genrec_core.sequential.runner import GENERATIVE, GENERATIVE_KINDS, model_kind, train_sequential
     from genrec_core.tokenizers.id_table import read_id_table_with_items
 
+    from genrec_core.recommender.schedule import describe, resolve_epochs_from_artifacts
+
     paths = ArtifactPaths(Path(root))
+    params, epochs_auto = resolve_epochs_from_artifacts(params, paths)  # recommender.epochs: auto -> a number
+    if epochs_auto:
+        log.info(describe(epochs_auto))
     kind = model_kind(params)
     if kind not in GENERATIVE_KINDS:  # SASRec / GRU4Rec over item ids: same trainer, outputs and metrics
         summary = train_sequential(params, paths, kind)
@@ -124,6 +129,7 @@ def run(params: Params, root: Path) -> None:
             "vocab": vocab.to_dict(),
             "tokenizer": chosen,
             "item_tokens": item_tokens,
+            **({"epochs_auto": epochs_auto} if epochs_auto else {}),  # summary.json records what auto chose
             **({} if kind == GENERATIVE else {"model_kind": kind}),  # summary.json names a non-default model
         },
     )

@@ -522,7 +522,7 @@ class Trainer:
             "loss": self.params.loss,
             "resumed": self.resumed_from is not None,
         }
-        summary.update({k: v for k, v in self.checkpoint_meta.items() if k in ("tokenizer", "model_kind")})
+        summary.update({k: v for k, v in self.checkpoint_meta.items() if k in ("tokenizer", "model_kind", "epochs_auto")})
         if not self.is_main:  # the method's summary may write reports (MTGRec's influence.csv)
             return summary
         summary.update(self.method.summary(self))

@@ -1,0 +1,78 @@
+"""recommender.epochs: auto (genrec_core/recommender/schedule.py): the schedule sized to the data."""
+
+import dataclasses
+
+import polars as pl
+import pytest
+
+from genrec_core.config import Params, load_params
+from genrec_core.errors import MissingInputError, ParamError
+from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.schedule import auto_epochs, resolve_epochs, resolve_epochs_from_artifacts
+
+
+@pytest.mark.parametrize(
+    "items, examples, chosen, uncapped",
+    [
+        (1349, 96458, 7, 6.993),  # ml-100k's five-core split: keeps its measured 7-epoch schedule
+        (12101, 131413, 20, 46.042),  # Amazon Beauty: capped at the CPU budget
+        (20033, 225061, 20, 44.506),  # Yelp (paper 001's copy)
+        (1000, 50000, 10, 10.0),  # in between: exactly 500 visits per item
+        (1001, 50000, 11, 10.01),  # a fraction of an epoch rounds up
+        (10, 100000, 7, 0.05),  # dense data: the floor
+    ],
+)
+def test_auto_epochs_by_hand(items, examples, chosen, uncapped):
+    epochs, wanted = auto_epochs(items, examples)
+    assert epochs == chosen
+    assert wanted == pytest.approx(uncapped, abs=5e-4)
+
+
+def test_auto_epochs_needs_data():
+    with pytest.raises(ValueError):
+        auto_epochs(0, 10)
+
+
+def test_a_number_is_kept_and_auto_is_replaced():
+    params = load_params(None, ["recommender.epochs=12"])
+    same, record = resolve_epochs(params, 12101, 131413)
+    assert same is params and record is None
+    auto = load_params(None, ["recommender.epochs=auto"])
+    resolved, record = resolve_epochs(auto, 12101, 131413)
+    assert resolved.recommender.epochs == 20 and record["epochs"] == 20 and record["epochs_uncapped"] == pytest.approx(46.04)
+    # nothing else changes, and the caller's params are left as they were
+    assert dataclasses.replace(resolved.recommender, epochs="auto") == auto.recommender
+    assert auto.recommender.epochs == "auto"
+
+
+def _write_counts(root, items: int, examples: int) -> ArtifactPaths:
+    paths = ArtifactPaths(root)
+    paths.processed_dir.mkdir(parents=True)
+    pl.DataFrame({"item_id": list(range(items))}).write_parquet(paths.items)
+    pl.DataFrame({"user_id": [0] * examples}).write_parquet(paths.examples("train"))
+    return paths
+
+
+def test_counts_come_from_the_processed_data(tmp_path):
+    paths = _write_counts(tmp_path, items=30, examples=1500)  # 500 x 30 / 1500 = 10 epochs
+    params, record = resolve_epochs_from_artifacts(load_params(None, ["recommender.epochs=auto"]), paths)
+    assert params.recommender.epochs == 10 and record["items"] == 30 and record["train_examples"] == 1500
+
+
+def test_auto_without_processed_data_names_the_file(tmp_path):
+    with pytest.raises(MissingInputError, match="items.parquet"):
+        resolve_epochs_from_artifacts(load_params(None, ["recommender.epochs=auto"]), ArtifactPaths(tmp_path))
+    # a number needs no data
+    params = load_params(None, ["recommender.epochs=3"])
+    assert resolve_epochs_from_artifacts(params, ArtifactPaths(tmp_path)) == (params, None)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "soon", "true", "2.5"])
+def test_bad_epochs_name_the_param(value):
+    with pytest.raises(ParamError, match="recommender.epochs"):
+        load_params(None, [f"recommender.epochs={value}"])
+
+
+def test_params_yaml_default_is_auto():
+    assert load_params("params.yaml").recommender.epochs == "auto"
+    assert Params().recommender.epochs == 200  # the dataclass default (the SPEC's GPU schedule) stays a number
