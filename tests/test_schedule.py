@@ -76,3 +76,21 @@ def test_bad_epochs_name_the_param(value):
 def test_params_yaml_default_is_auto():
     assert load_params("params.yaml").recommender.epochs == "auto"
     assert Params().recommender.epochs == 200  # the dataclass default (the SPEC's GPU schedule) stays a number
+
+
+def test_progress_lines_without_a_terminal(caplog, monkeypatch):
+    """Training logged to a file gets a progress line (step, examples/s, time left) instead of a bar."""
+    import logging
+
+    from genrec_core.recommender import trainer
+
+    monkeypatch.setattr(trainer, "PROGRESS_EVERY_S", 0.0)
+    lines = trainer.ProgressLines(epoch=2, epochs=20, batches=10, done=4)  # resumed after 4 batches
+    with caplog.at_level(logging.INFO, logger=trainer.log.name):
+        assert lines.due()
+        lines.step(150, 3.25)
+        lines.step(100, None)  # not due: no line
+    assert len(caplog.records) == 1
+    text = caplog.records[0].getMessage()
+    assert text.startswith("epoch 2/20: step 5/10,") and "loss 3.2500" in text and "examples/s" in text and "s left in the epoch" in text
+    assert lines.done == 6 and lines.examples == 250

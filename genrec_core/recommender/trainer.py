@@ -227,6 +227,36 @@ def _truncate_live_plots(live_dir: Path, step: int) -> None:
 # --------------------------------------------------------------------------- trainer
 
 
+#: Seconds between progress lines when training logs to a file (no progress bar).
+PROGRESS_EVERY_S = 60.0
+
+
+class ProgressLines:
+    """Training progress as log lines when no progress bar is shown (output to a file or a pipe):
+    about every ``PROGRESS_EVERY_S`` seconds, the epoch's step, examples/s, the last batch's loss
+    and the time the epoch still needs at that rate."""
+
+    def __init__(self, epoch: int, epochs: int, batches: int, done: int):
+        self.epoch, self.epochs, self.batches, self.done = epoch, epochs, batches, done
+        self.timed = self.examples = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.last >= PROGRESS_EVERY_S
+
+    def step(self, examples: int, loss: float | None) -> None:
+        """One batch of ``examples`` done; ``loss`` only when a line is due (``due()``)."""
+        self.done += 1
+        self.timed += 1
+        self.examples += examples
+        if loss is None:
+            return
+        self.last = time.perf_counter()
+        elapsed = max(self.last - self.t0, 1e-9)
+        log.info("epoch %d/%d: step %d/%d, %.0f examples/s, loss %.4f, about %.0f s left in the epoch",
+                 self.epoch, self.epochs, self.done, self.batches, self.examples / elapsed, loss, (self.batches - self.done) * elapsed / self.timed)
+
+
 class Trainer:
     """The loop around a method: early stopping on validation ``select_metric``, resumable checkpoints.
 
@@ -575,12 +605,15 @@ class Trainer:
             self.method.on_epoch_start(self, epoch)
             self.model.train()
             bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False)
+            progress = ProgressLines(epoch + 1, p.epochs, len(self.sampler), self.sampler.batches_done) if bar.disable and self.is_main else None
             for index in self.sampler:
                 part = self.shard(index)
                 batch = self.method.collate(self, self.train_examples, index, part).to(self.device)
                 out = self.train_step(batch)
                 window.append(out.loss.detach() * (self.loss_scale / self.world))  # summed over ranks: the global mean
                 bar.update(1)
+                if progress is not None:
+                    progress.step(len(index), float(out.loss.detach()) if progress.due() else None)
                 if s.step % p.log_every == 0:
                     mean_loss = distributed.all_reduce_sum(float(torch.stack(window).mean()), self.device)
                     window.clear()
@@ -612,7 +645,8 @@ class Trainer:
                     self.save_best(metrics)
                 else:
                     s.bad_evals += 1
-                log.info("epoch %d (%.0f s): valid %s", s.epoch, elapsed, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                log.info("epoch %d/%d: train %.0f s, valid %.0f s (%.0f s so far): valid %s", s.epoch, p.epochs, train_seconds, elapsed - s.seconds - train_seconds,
+                         elapsed, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 self.write_curve()  # the learning curve so far, readable while training runs
                 if s.bad_evals >= p.patience:
                     s.stopped_early = True
