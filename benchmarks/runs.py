@@ -204,15 +204,18 @@ def tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = ()) -> str:
+def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = (), sections: tuple[str, ...] | None = None) -> str:
     """sha256 of the params a run resolves to (the file, then its overrides; every key, defaults
     filled in): comments, key order, keys added at their default values and an override that
-    restates the file's value do not change it; any effective value does."""
+    restates the file's value do not change it; any effective value does. ``sections``: only
+    these params sections (a build of the upstream stages reads no other)."""
     import dataclasses
 
     from genrec_core.config import load_params
 
     resolved = dataclasses.asdict(load_params(params_file, list(overrides)))
+    if sections is not None:
+        resolved = {k: v for k, v in resolved.items() if k in sections}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -235,7 +238,14 @@ def reuse_key(spec: RunSpec, params_file: Path, upstream_root: Path | None = Non
     if not reads_tokenizer_folder(params_file, overrides):
         rebuilt.add("tokenizer")
     inputs = {sub: tree_digest(data_root(upstream_root) / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
-    return {"resolved_params": params_digest(params_file, overrides), "stages": list(spec.stages), "inputs": inputs}
+    return {"resolved_params": params_digest(params_file, overrides, digest_sections(spec.stages)), "stages": list(spec.stages), "inputs": inputs}
+
+
+def digest_sections(stages: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
+    """The params sections a workspace's reuse digest covers: an upstream build (``UPSTREAM``)
+    only its stages' sections, so a recommender param added or changed leaves it reusable;
+    every other run all of them."""
+    return tuple(UPSTREAM_SECTION) if tuple(stages) == UPSTREAM else None
 
 
 def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any]) -> bool:
@@ -247,7 +257,7 @@ def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any
         return False
     if record.get("resolved_params") != key.get("resolved_params") and (root / "params.yaml").exists():
         try:
-            record = {**record, "resolved_params": params_digest(root / "params.yaml", absolute_overrides(record.get("overrides", [])))}
+            record = {**record, "resolved_params": params_digest(root / "params.yaml", absolute_overrides(record.get("overrides", [])), digest_sections(record.get("stages", [])))}
         except Exception:  # a copy today's code rejects cannot match
             return False
     recorded_inputs = record.get("inputs") or {}

@@ -232,6 +232,7 @@ class RecommenderParams:
     user_tokens: int = 0  # TIGER's user token: hash buckets of the user id, prepended to the encoder input (0 = off)
     history_dropout: float = 0.0  # training only: each history item but the most recent is left out with this probability
     pack_examples: int = 0  # decoder_only (items input): train up to n consecutive examples of a user as one sequence that holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
+    pack_order: str = "random"  # packed batches: random | length (chunks of one size together) | auto (length when random ones are > 25% padding; params.yaml)
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
     method: str = "tiger"  # a registered training method (genrec_core.methods): tiger = plain training with `loss`
@@ -283,6 +284,7 @@ class RecommenderParams:
         if self.pack_examples and self.model == "decoder_only":  # the other models have no packed forward and ignore it
             _check(self.encoder_input == "items", f"{prefix}.pack_examples", f"needs encoder_input: items (one position per history item), got {self.encoder_input!r}")
             _check(self.user_tokens == 0, f"{prefix}.pack_examples", "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)")
+        _check(self.pack_order in ("auto", "random", "length"), f"{prefix}.pack_order", f"must be auto, random or length, got {self.pack_order!r}")
         _check(self.precision in ("auto", "float32", "bfloat16"), f"{prefix}.precision", f"must be auto, float32 or bfloat16, got {self.precision!r}")
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.processes >= 1, f"{prefix}.processes", f"must be >= 1 (1 = no data parallelism), got {self.processes}")

@@ -108,6 +108,18 @@ def test_only_bloger_runs_depend_on_the_tokenizer_folder(tmp_path, fake_project)
     assert not runs.is_finished(roots["b"], runs.reuse_key(bloger, params))
 
 
+def test_an_upstream_build_digest_covers_only_the_upstream_sections(tmp_path):
+    """A recommender param (added or changed) leaves an upstream build reusable, not a training run."""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("recommender:\n  lr: 0.002\n")
+    b.write_text("recommender:\n  lr: 0.003\n  pack_order: length\n")
+    up = runs.digest_sections(runs.UPSTREAM)
+    assert set(up) == {"data", "embed", "tokenizer", "ids"} and runs.digest_sections(("train", "evaluate")) is None
+    assert runs.params_digest(a, [], up) == runs.params_digest(b, [], up)
+    assert runs.params_digest(a) != runs.params_digest(b)
+    assert runs.params_digest(a, ["tokenizer.levels=4"], up) != runs.params_digest(b, [], up)
+
+
 def test_reuse_of_a_workspace_recorded_with_the_old_file_hash(tmp_path, fake_project):
     """Records from before the params digest hold the file's sha256; the workspace's params copy decides."""
     params = fake_project / "params.yaml"

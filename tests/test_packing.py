@@ -107,6 +107,49 @@ def test_sampler_deals_whole_chunks_the_same_way_every_time():
         s.load_state_dict({**s.state_dict(), "pack_examples": 4})
 
 
+def _users_of_lengths(sizes: list[int]):
+    rows = sum((windows(u, list(range(100 * u, 100 * u + n)), 20) for u, n in enumerate(sizes)), [])
+    return examples_from_frame(frame(rows))
+
+
+def test_padding_share_by_hand():
+    # users of 3 and 6 items: 2 and 5 examples, one chunk each; first histories of 1 item
+    ex = _users_of_lengths([3, 6])
+    s = PackedBatchSampler(ex, pack_examples=10, batch_size=20, seed=0, segment=4)  # both chunks in one batch
+    assert s.chunk_examples.tolist() == [2, 5] and s.chunk_items.tolist() == [3, 6]
+    # padded: 2 chunks x (6 items + 4 x 5 segments) = 52; needed: (3 + 8) + (6 + 20) = 37
+    assert s.padding_share(s.batches(0)) == pytest.approx(1 - 37 / 52)
+    assert s.random_padding == pytest.approx(1 - 37 / 52)
+
+
+def test_length_order_groups_chunks_of_one_size_and_keeps_every_example():
+    sizes = [3, 12, 4, 12, 3, 12, 4, 12] * 3  # 2, 10, 3 and 10 examples: short and full chunks
+    ex = _users_of_lengths(sizes)
+    rand = PackedBatchSampler(ex, pack_examples=10, batch_size=20, seed=3, order="random")  # 2 chunks a batch
+    length = PackedBatchSampler(ex, pack_examples=10, batch_size=20, seed=3, order="length")
+    assert len(length) == len(rand)  # the cosine's length does not change
+    for epoch in (0, 1):
+        batches = length.batches(epoch)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(ex)))
+        for b in batches:  # two chunks of one size: 2, 3 or 10 examples, or the 1-example rests of 12-item users
+            assert len(b) in (2, 4, 6, 20)
+            assert np.all(np.diff(b) > 0)  # examples in increasing order, as random batches have them
+    assert length.padding_share(length.batches(0)) < rand.padding_share(rand.batches(0))
+    assert length.padding_share(length.batches(0)) == pytest.approx(0.0)  # equal chunks: no padding left
+    assert [b.tolist() for b in length.batches(0)] != [b.tolist() for b in length.batches(1)]  # reshuffled each epoch
+    # auto: length above 25% padding, random below (and then the same batches as random)
+    auto = PackedBatchSampler(ex, pack_examples=10, batch_size=20, seed=3, order="auto")
+    assert rand.random_padding > 0.25 and auto.order == "length"
+    even = _users_of_lengths([11] * 8)  # 10 examples each: one full chunk per user
+    auto_even = PackedBatchSampler(even, pack_examples=10, batch_size=20, seed=3, order="auto")
+    assert auto_even.order == "random" and auto_even.random_padding == pytest.approx(0.0)
+    plain = PackedBatchSampler(even, pack_examples=10, batch_size=20, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(auto_even.batches(0), plain.batches(0)))
+    # a resumed run must have been written with the same order
+    with pytest.raises(ValueError, match="pack_order"):
+        length.load_state_dict(rand.state_dict())
+
+
 @pytest.mark.parametrize("kw", [dict(encoder_input="tokens"), dict(user_tokens=10)])
 def test_packing_needs_the_decoder_only_items_model(kw):
     params = dict(model="decoder_only", encoder_input="items", pack_examples=20)

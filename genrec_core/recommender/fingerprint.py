@@ -29,6 +29,8 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
         rec.pop("method_params")
     if rec.get("pack_examples") == 0 or rec.get("model", "tiger") != "decoder_only":  # unpacked training (before the param; the only kind but decoder_only's)
         rec.pop("pack_examples")
+    if rec.get("pack_order") == "random" or "pack_examples" not in rec:  # random packed batches (before the param), or unpacked
+        rec.pop("pack_order", None)
     if rec.get("precision") == "auto":  # and the default autocast (float32 on a CPU, as before the param)
         rec.pop("precision")
     info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}

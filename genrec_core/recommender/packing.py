@@ -72,6 +72,12 @@ def chunk_starts(linked: np.ndarray, pack_examples: int) -> np.ndarray:
     return (offset_in_run % pack_examples) == 0
 
 
+#: ``recommender.pack_order``: how chunks are dealt into batches.
+PACK_ORDERS = ("auto", "random", "length")
+#: ``pack_order: auto`` sorts by length when random batches would be more than this share padding.
+AUTO_LENGTH_PADDING = 0.25
+
+
 class PackedBatchSampler(SeededBatchSampler):
     """Seeded, resumable training batches made of whole chunks (``BucketBatchSampler``'s interface).
 
@@ -79,11 +85,22 @@ class PackedBatchSampler(SeededBatchSampler):
     permutation from ``(seed, epoch)`` deals them into batches of ``batch_size // pack_examples``
     chunks (at least one), so the number of batches per epoch, and with it the cosine's length,
     does not depend on the epoch. State: ``(epoch, batches_done)``.
+
+    ``order``: ``random`` batches follow the permutation; ``length`` sorts the permuted chunks by
+    size (examples, then items; stable, so chunks of one size stay shuffled), cuts the batches there
+    and shuffles their order, as ``BucketBatchSampler`` does for unpacked examples: a batch pads
+    every chunk to its largest, and on short-sequence data (Amazon Beauty: users of 5-10 items,
+    so chunks of 2-10 examples) random batches are ~60% padding. ``auto`` takes ``length`` when
+    epoch 0's random batches would be more than ``AUTO_LENGTH_PADDING`` padding (``padding_share``,
+    with segments of ``segment`` positions per example) and ``random`` otherwise (ml-100k: 7%, so
+    its runs are unchanged); ``self.order`` is the resolved choice.
     """
 
-    def __init__(self, examples: ExampleArrays, pack_examples: int, batch_size: int, seed: int):
+    def __init__(self, examples: ExampleArrays, pack_examples: int, batch_size: int, seed: int, order: str = "random", segment: int = 4):
         if pack_examples < 1 or batch_size < 1:
             raise ValueError(f"pack_examples and batch_size must be >= 1, got {pack_examples} and {batch_size}")
+        if order not in PACK_ORDERS:
+            raise ValueError(f"order must be one of {', '.join(PACK_ORDERS)}, got {order!r}")
         self.linked = linked_examples(examples)
         starts = np.flatnonzero(chunk_starts(self.linked, pack_examples))
         self.chunks = np.stack([starts, np.append(starts[1:], len(examples))], axis=1)  # [n, 2]: [first, end)
@@ -93,20 +110,40 @@ class PackedBatchSampler(SeededBatchSampler):
         self.seed = int(seed)
         self.epoch = 0
         self.batches_done = 0
+        self.chunk_examples = self.chunks[:, 1] - self.chunks[:, 0]
+        self.chunk_items = examples.lengths[self.chunks[:, 0]] + self.chunk_examples  # the first history, then every target
+        self.segment = int(segment)
+        self.order = "random"
+        self.random_padding = self.padding_share(self.batches(0))
+        self.order = order if order != "auto" else ("length" if self.random_padding > AUTO_LENGTH_PADDING else "random")
 
     def __len__(self) -> int:
         return -(-self.chunks.shape[0] // self.chunks_per_batch)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        perm = np.random.default_rng([self.seed, epoch, 1]).permutation(self.chunks.shape[0])
-        out = []
-        for i in range(0, perm.shape[0], self.chunks_per_batch):
-            chosen = self.chunks[np.sort(perm[i : i + self.chunks_per_batch])]
-            out.append(np.concatenate([np.arange(a, b) for a, b in chosen]))
-        return out
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        perm = rng.permutation(self.chunks.shape[0])
+        if self.order == "length":
+            perm = perm[np.lexsort((self.chunk_items[perm], self.chunk_examples[perm]))]
+        cuts = [np.sort(perm[i : i + self.chunks_per_batch]) for i in range(0, perm.shape[0], self.chunks_per_batch)]
+        if self.order == "length":
+            cuts = [cuts[i] for i in rng.permutation(len(cuts))]
+        return [np.concatenate([np.arange(a, b) for a, b in self.chunks[chosen]]) for chosen in cuts]
+
+    def padding_share(self, batches: list[np.ndarray]) -> float:
+        """Share of a packed batch's positions that are padding (chunk items plus ``segment``
+        positions per example, every chunk padded to the batch's longest items and most examples)."""
+        first = {int(a): k for k, a in enumerate(self.chunks[:, 0])}
+        padded = needed = 0
+        for batch in batches:
+            ks = np.array([first[int(e)] for e in batch if int(e) in first])
+            items, examples = self.chunk_items[ks], self.chunk_examples[ks]
+            padded += ks.shape[0] * (int(items.max()) + self.segment * int(examples.max()))
+            needed += int(items.sum() + self.segment * examples.sum())
+        return 1.0 - needed / padded if padded else 0.0
 
     def identity(self) -> dict:
-        return {**super().identity(), "pack_examples": self.pack_examples}
+        return {**super().identity(), "pack_examples": self.pack_examples, **({"pack_order": self.order} if self.order != "random" else {})}
 
 
 @dataclass

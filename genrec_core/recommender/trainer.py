@@ -53,7 +53,7 @@ from genrec_core.errors import GenrecError
 from genrec_core.io import save_torch, write_json, write_text
 from genrec_core.recommender import distributed
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
-from genrec_core.recommender.packing import PackedBatchSampler
+from genrec_core.recommender.packing import AUTO_LENGTH_PADDING, PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
 from genrec_core.runtime import resolve_device, shared_cpu_warning
 
@@ -309,7 +309,10 @@ class Trainer:
         self.progress = progress
         self.use_dvclive = use_dvclive
         pack = int(getattr(params, "pack_examples", 0)) if getattr(params, "model", "tiger") == "decoder_only" else 0  # the other models ignore it
-        self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
+        self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed, order=getattr(params, "pack_order", "random")) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
+        if pack:
+            log.info("packed batches: %s order (%s; random batches would be %.0f%% padding)", self.sampler.order,
+                     f"pack_order {params.pack_order}" if getattr(params, "pack_order", "random") != "auto" else f"auto: length above {AUTO_LENGTH_PADDING:.0%}", 100 * self.sampler.random_padding)
         self.state = TrainState(total_steps=params.epochs * len(self.sampler))
         self.train_model = self.model  # the module training forward passes run through
         if self.world > 1:
