@@ -214,6 +214,7 @@ def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = ()
     from genrec_core.config import load_params
 
     resolved = dataclasses.asdict(load_params(params_file, list(overrides)))
+    resolved["data"].pop("cache_dir", None)  # where verified downloads are cached: not what a run computes (a clone elsewhere shares its runs)
     if sections is not None:
         resolved = {k: v for k, v in resolved.items() if k in sections}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()

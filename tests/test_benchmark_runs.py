@@ -118,6 +118,8 @@ def test_an_upstream_build_digest_covers_only_the_upstream_sections(tmp_path):
     assert runs.params_digest(a, [], up) == runs.params_digest(b, [], up)
     assert runs.params_digest(a) != runs.params_digest(b)
     assert runs.params_digest(a, ["tokenizer.levels=4"], up) != runs.params_digest(b, [], up)
+    # the download cache's folder is not what a run computes: a clone elsewhere keeps its runs
+    assert runs.params_digest(a, ["data.cache_dir=/elsewhere/raw"]) == runs.params_digest(a)
 
 
 def test_reuse_of_a_workspace_recorded_with_the_old_file_hash(tmp_path, fake_project):
