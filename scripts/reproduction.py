@@ -463,7 +463,7 @@ def data_line(upstream: Path) -> str:
 
 
 def dataset_section(ds: Dataset, records: list[dict[str, Any]], upstream: Path, transitions: dict[str, Any] | None, notes: list[str]) -> list[str]:
-    lines = [f"## {ds.name}: {ds.label}", "", f"Dataset overrides: `{' '.join(ds.resolved) or '(params.yaml as is)'}`.", "", data_line(upstream), ""]
+    lines = [f"## {ds.name}: {ds.label}", "", f"Dataset overrides: `{' '.join(dict.fromkeys(ds.resolved)) or '(params.yaml as is)'}`.", "", data_line(upstream), ""]
     lines += markdown_table(records)
     lines += ["", *transition_lines(transitions), ""]
     todo = [r for r in records if r["command"]]

@@ -4,6 +4,9 @@
 * ``purity_gains``: paper 001 Figure 1, how much each token raises prefix purity.
 * ``codebook_usage``: share of codes used and perplexity per level (collapse check).
 * ``change_shares``: MTGRec Table 5, how many items' IDs change between tokenizers t epochs apart.
+* ``transition_information``: how much of the next item's code a user's current item's code tells
+  (mutual information over training transitions): IDs quantised from text can carry none of the
+  sequential signal a recommender must learn, IDs built from co-occurrence carry some.
 
 All functions take IDs as int arrays [N, L] (row = item) and do not require the IDs to be unique,
 so they apply to raw codes as well as to final IDs.
@@ -156,6 +159,59 @@ def codebook_usage(ids: np.ndarray, codebook_sizes: int | Sequence[int | None]) 
                 "used_share": used / size,
                 "perplexity": perplexity,
                 "perplexity_share": perplexity / size,
+            }
+        )
+    return out
+
+
+def _plugin_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
+    """Plug-in I(A; B) in bits of paired non-negative integer samples."""
+    pairs = a.astype(np.int64) * (int(b.max()) + 1) + b.astype(np.int64)
+    _, joint = np.unique(pairs, return_counts=True)
+    _, pa = np.unique(a, return_counts=True)
+    _, pb = np.unique(b, return_counts=True)
+
+    def entropy(counts: np.ndarray) -> float:
+        p = counts / counts.sum()
+        return float(-(p * np.log2(p)).sum())
+
+    return entropy(pa) + entropy(pb) - entropy(joint)
+
+
+def transition_information(ids: np.ndarray, pairs: np.ndarray, seed: int = 0) -> list[dict]:
+    """Per level l: what the code of a transition's source item says about its target's code.
+
+    ``pairs`` [M, 2] holds (current item, next item) rows, e.g. consecutive training items. For
+    level l, the prefixes c_<=l of both items are compared: ``same_prefix`` is the share of
+    transitions that stay inside the source's prefix group, ``mutual_information`` the plug-in
+    I(c_<=l(next); c_<=l(cur)) in bits, ``shuffled`` the same with the targets permuted (the
+    plug-in estimate's bias on this many pairs and groups, seeded), and ``information_share`` the
+    excess (MI - shuffled) over H(c_<=l(next)): 0 = the code is noise for the next item, 1 = it
+    determines it."""
+    ids = np.asarray(ids)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+        raise ValueError(f"pairs must be a non-empty [M, 2] array of item indices, got shape {pairs.shape}")
+    rng = np.random.default_rng(seed)
+    shuffled_next = rng.permutation(pairs[:, 1])
+    out = []
+    for level in range(1, ids.shape[1] + 1):
+        gid, _ = _prefix_groups(ids, level)
+        cur, nxt, shuf = gid[pairs[:, 0]], gid[pairs[:, 1]], gid[shuffled_next]
+        _, counts = np.unique(nxt, return_counts=True)
+        p = counts / counts.sum()
+        h_next = float(-(p * np.log2(p)).sum())
+        mi = _plugin_mutual_information(cur, nxt)
+        mi_shuffled = _plugin_mutual_information(cur, shuf)
+        out.append(
+            {
+                "level": level,
+                "same_prefix": float((cur == nxt).mean()),
+                "same_prefix_shuffled": float((cur == shuf).mean()),
+                "entropy_next": h_next,
+                "mutual_information": mi,
+                "shuffled": mi_shuffled,
+                "information_share": (mi - mi_shuffled) / h_next if h_next > 0 else 0.0,
             }
         )
     return out
