@@ -37,6 +37,9 @@ from genrec_core.analysis.id_analysis import codebook_usage, transition_informat
 from genrec_core.tokenizers.id_table import read_id_table_with_items  # noqa: E402
 
 
+ITEM_ID_MODELS = ("sasrec", "gru4rec")  # their row's "IDs" are the items themselves (one level)
+
+
 def training_transitions(sequences: Path) -> np.ndarray:
     """(current, next) item pairs of every user's training part (the sequence without its validation
     and test items), in item-index space."""
@@ -59,9 +62,13 @@ def run_ids(root: Path, tokenizer: str | None) -> np.ndarray:
 def diagnose(root: Path) -> dict:
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
-    ids = run_ids(root, metrics.get("tokenizer"))
+    if metrics.get("model") in ITEM_ID_MODELS:  # ranks item IDs: no semantic IDs to diagnose
+        ids = np.arange(pl.read_parquet(root / "data" / "processed" / "items.parquet")["item_id"].max() + 1)[:, None]
+    else:
+        ids = run_ids(root, metrics.get("tokenizer"))
     codebook = [int(ids[:, k].max()) + 1 for k in range(ids.shape[1])]
-    usage = codebook_usage(ids, [max(c, 2 ** int(np.ceil(np.log2(c)))) for c in codebook])
+    item_ids = metrics.get("model") in ITEM_ID_MODELS
+    usage = codebook_usage(ids, codebook if item_ids else [2 ** int(np.ceil(np.log2(c))) for c in codebook])  # K: a power of two
     info = transition_information(ids, training_transitions(root / "data" / "processed" / "sequences.parquet"))
     valid = summary.get("best_valid_ndcg@10")
     return {
@@ -78,7 +85,23 @@ def diagnose(root: Path) -> dict:
     }
 
 
-def render(rows: list[dict], command: str) -> str:
+def markov_valid_test(root: Path, width: int = 20) -> dict[str, float]:
+    """The first-order Markov floor's N@10 on the validation and the test split of ``root``'s data: its
+    test/valid ratio is the gap a model with no selection bias and no training at all shows."""
+    from genrec_core.evaluation.baselines import baseline_predictions
+    from genrec_core.evaluation.metrics import evaluation_summary
+
+    processed = root / "data" / "processed"
+    n_items = int(pl.read_parquet(processed / "items.parquet")["item_id"].max()) + 1
+    sequences = pl.read_parquet(processed / "sequences.parquet")
+    out = {}
+    for split in ("valid", "test"):
+        frame = pl.read_parquet(processed / f"{split}.parquet").select("user_id", "history", "target")
+        out[split] = evaluation_summary(baseline_predictions(sequences, frame, split, n_items, width)["markov"], [10])["ndcg@10"]
+    return out
+
+
+def render(rows: list[dict], command: str, markov: dict[str, float] | None = None) -> str:
     f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
     lines = [
         "# What the semantic IDs carry, beside what the runs reached",
@@ -109,6 +132,14 @@ def render(rows: list[dict], command: str) -> str:
             f"{f(t['hit@10'])} | {f(t['ndcg@10'])} | {f(t['prefix1_ndcg@5'])} | {f(t['prefix2_ndcg@5'])} | "
             f"{f(r['best_valid_ndcg@10'])} ({r['best_epoch']}) | {f(r['test_over_valid'])} |"
         )
+    if markov:
+        lines += [
+            "",
+            f"Markov floor on the first run's data (all users): validation N@10 {markov['valid']:.4f}, test N@10 {markov['test']:.4f}, "
+            f"test / valid {markov['test'] / markov['valid']:.2f}: the part of a run's test/valid ratio that the split itself explains "
+            "(the rest: selecting the best of many epochs on validation, and the validation transition that the test input "
+            "holds but training never saw).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +150,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = [diagnose(r) for r in args.runs]
     command = "python benchmarks/id_diagnostics.py --runs " + " ".join(str(r) for r in args.runs) + (f" --out {args.out}" if args.out else "")
-    text = render(rows, command)
+    text = render(rows, command, markov_valid_test(args.runs[0]))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
