@@ -258,7 +258,7 @@ def export(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the bundle to (created; must be empty unless --force).")],
     root: RootOpt = Path("."),
     params: Annotated[Path | None, typer.Option("--params", "-p", help="params.yaml the model came from (default ROOT/params.yaml).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder (only a genrec bundle or an empty folder; anything else is refused).")] = False,
 ) -> None:
     """Export the trained model of a workspace as a self-contained bundle (serve it without DVC).
 
@@ -278,15 +278,36 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long the micro-batcher waits for more requests.")] = 5.0,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most requests ranked in one model call.")] = 64,
     device: DeviceOpt = "cpu",
+    allow_writes: Annotated[bool, typer.Option("--allow-writes", help="Turn on POST /items (adding items, saving the bundle); needs a token from GENREC_TOKEN or --token-file, sent as `Authorization: Bearer <token>`.")] = False,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the write token (default: the GENREC_TOKEN environment variable).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="Host name a request may name in its Host header (repeatable; '*' = any; default: 127.0.0.1, localhost, ::1 and --host). Others get 400.")] = None,
+    forwarded_allow_ips: Annotated[str | None, typer.Option("--forwarded-allow-ips", help="Behind a reverse proxy: the proxy's IPs (comma-separated) whose X-Forwarded-For/-Proto headers are trusted (uvicorn's default: 127.0.0.1).")] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Limit: largest request body in bytes; more answers 413.")] = 1_000_000,
+    max_history: Annotated[int, typer.Option("--max-history", help="Limit: longest history accepted (422 beyond); a history longer than the model's window (within this cap) is cut to its last items, as in training.")] = 10_000,
+    max_k: Annotated[int, typer.Option("--max-k", help="Limit: largest k (422 beyond); beam search keeps max(k, beam size) beams.")] = 100,
+    max_new_items: Annotated[int, typer.Option("--max-new-items", help="Limit: most items in one POST /items (413 beyond).")] = 1_000,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars", help="Limit: longest text of a new item's field, in characters (422 beyond).")] = 10_000,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Limit: most requests waiting for the micro-batcher (503 beyond).")] = 1_000,
+    request_timeout_s: Annotated[float, typer.Option("--request-timeout-s", help="Limit: seconds a /recommend request may wait and rank (503 beyond).")] = 30.0,
 ) -> None:
-    """Serve recommendations over HTTP: POST /recommend, GET /health, docs at /docs."""
+    """Serve recommendations over HTTP: POST /recommend, GET /health, docs at /docs.
+
+    Reads are open; POST /items only with --allow-writes and a token. Each limit is answered
+    with 413 / 422 / 503 naming its option. Listens on 127.0.0.1 by default; see the README for
+    running behind a reverse proxy (TLS, --allowed-host, --forwarded-allow-ips).
+    """
     from genrec_core.serving.commands import serve_command
 
-    serve_command(bundle, host, port, max_wait_ms, max_batch, device)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
+    limits = {
+        "max_body_bytes": max_body_bytes,
+        "max_history": max_history,
+        "max_k": max_k,
+        "max_new_items": max_new_items,
+        "max_text_chars": max_text_chars,
+        "max_queue": max_queue,
+        "request_timeout_s": request_timeout_s,
+    }
+    serve_command(bundle, host, port, max_wait_ms, max_batch, device, limits=limits, allow_writes=allow_writes, token_file=token_file, allowed_hosts=allowed_host, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @app.command("add-items")
@@ -304,3 +325,7 @@ def add_items(
     from genrec_core.serving.commands import add_items_command
 
     add_items_command(file, bundle, out, device)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -398,7 +398,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ParamError(text, "override must look like section.key=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    key = key.strip()
+    if not value.strip():
+        return key, None
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:  # one line naming the param, not a parser traceback
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamError(key or text, f"value {value!r} is not valid YAML ({problem}); quote it, e.g. {key}='\"...\"'") from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -248,7 +248,8 @@ def test_http_post_items_adds_recommendable_items_and_names_bad_fields(bundle, s
     target = _copy(bundle, tmp_path / "b")
     rec = Recommender.load(target)
     n = rec.num_items
-    with TestClient(create_app(rec)) as client:
+    token = "t" * 32
+    with TestClient(create_app(rec, write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}) as client:
         r = client.post("/items", json={"items": [{"item_id": "h1", "text": "A film about glass gardens"}]})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -269,7 +270,7 @@ def test_http_post_items_adds_recommendable_items_and_names_bad_fields(bundle, s
         r = client.post("/items", json={"items": [{"item_id": "h3", "text": "Saved item"}], "save": True})
         assert r.status_code == 200 and r.json()["saved"] == str(target)
     assert Recommender.load(target).num_items == n + 2
-    with TestClient(create_app(Recommender.load(spaces["sasrec"]))) as client:
+    with TestClient(create_app(Recommender.load(spaces["sasrec"]), write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}) as client:
         r = client.post("/items", json={"items": [{"item_id": "s1", "text": "x"}]})
         assert r.status_code == 409 and "cannot rank an unseen item" in r.json()["error"]
 

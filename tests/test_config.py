@@ -122,6 +122,21 @@ def test_the_cli_exits_2_with_one_line_naming_an_unknown_section(tmp_path):
     assert not list(tmp_path.glob("data")) and not list(tmp_path.glob("reports"))  # nothing ran
 
 
+def test_a_set_value_that_is_not_yaml_is_one_line_naming_the_param(tmp_path):
+    for value in ("[1,", "{a", "a: b: c", '"x'):
+        with pytest.raises(ParamError) as err:
+            parse_override(f"data.max_items={value}")
+        assert err.value.param == "data.max_items" and "not valid YAML" in str(err.value) and "\n" not in str(err.value)
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 1\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "genrec_core.cli", "preprocess", "-S", "data.max_items=[1,", "--params", str(params), "--root", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: param data.max_items: value '[1,' is not valid YAML"), proc.stderr
+
+
 def test_select_metric_default_and_choices():
     from genrec_core.config import SELECT_METRICS
 

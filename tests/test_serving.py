@@ -357,7 +357,8 @@ def test_http_bad_inputs_are_4xx_json_naming_the_field_and_the_server_survives(s
         (post(json={"history": known, "colour": "red"}), 422, "colour", "Extra"),
         (post(json=[1, 2]), 422, "body", "object"),
         (post(content=b'{"history": [', headers={"content-type": "application/json"}), 400, "body", "malformed JSON"),
-        (post(), 422, "body", "required"),
+        (post(), 415, "content-type", "must be JSON"),
+        (post(json={"history": known, "k": 101}), 422, "k", "--max-k"),
     ]
     for response, status, field, words in cases:
         assert response.status_code == status, response.text
@@ -367,11 +368,9 @@ def test_http_bad_inputs_are_4xx_json_naming_the_field_and_the_server_survives(s
     assert empty["fallback"] == "most_popular" and len(empty["items"]) == 4
     skipped = post(json={"history": ["no-such-item", known[0]], "k": 4, "skip_unknown": True}).json()
     assert skipped["skipped"] == ["no-such-item"] and [i["item_id"] for i in skipped["items"]] == [i.item_id for i in rec.recommend_one([known[0]], 4).items]
-    missing = httpx.post(f"{server}/items", json={}, timeout=30)
-    assert missing.status_code == 422 and missing.json()["field"] == "items"
-    # this tiny model's item vectors are collaborative: a new item cannot be embedded like them (tests/test_cold_start.py adds items)
+    # writes are off: the server was started without --allow-writes (tests/test_serving_guard.py, tests/test_cold_start.py add items)
     refused = httpx.post(f"{server}/items", json={"items": [{"item_id": "new", "text": "x"}]}, timeout=30)
-    assert refused.status_code == 409 and "embed.source='collaborative'" in refused.json()["error"]
+    assert refused.status_code == 403 and "--allow-writes" in refused.json()["error"]
     assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
     assert "/recommend" in httpx.get(f"{server}/openapi.json", timeout=30).json()["paths"]
     assert httpx.get(f"{server}/health", timeout=30).json()["status"] == "ok"

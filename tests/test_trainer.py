@@ -148,6 +148,28 @@ def test_fingerprint_mismatch_starts_fresh(tmp_path, caplog):
     assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["fingerprint"] == "new"
 
 
+class _Payload:
+    """Stands for whatever a tampered last.pt could make ``pickle`` construct (or run)."""
+
+    loaded = False
+
+    def __setstate__(self, state):
+        _Payload.loaded = True
+
+
+def test_a_last_pt_holding_other_objects_is_refused_not_unpickled(tmp_path):
+    """last.pt is loaded with weights_only=True: a pickle of arbitrary objects (a shared DVC
+    remote can supply one) is one clear error and none of its objects is built."""
+    from genrec_core.errors import GenrecError
+
+    trainer = make_trainer(tmp_path, small_params(epochs=1))
+    trainer.last_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": 2, "fingerprint": "fp", "model": {}, "payload": _Payload()}, trainer.last_path)
+    with pytest.raises(GenrecError, match="weights_only"):
+        trainer.try_resume()
+    assert not _Payload.loaded
+
+
 def test_dvclive_logs_and_summary(tmp_path):
     trainer = make_trainer(tmp_path, small_params(epochs=2, encoder_input="items", eval_every=1), use_dvclive=True)
     trainer.fit()

@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import pickle
 import random
 import signal
 import threading
@@ -495,7 +496,14 @@ class Trainer:
         if not self.last_path.exists():
             return False
         try:
-            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
+            # weights_only: last.pt may come from a shared remote; a pickle of arbitrary objects
+            # would run code on load. Everything it holds is tensors and plain containers.
+            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:  # a pickle that needs more than weights_only allows
+            raise GenrecError(
+                f"{self.last_path}: holds objects other than tensors and plain values, which are not loaded (weights_only); "
+                f"delete it to start training afresh ({str(exc).splitlines()[0]})"
+            ) from None
         except Exception as exc:  # a foreign or damaged file must not block a fresh run
             log.warning("cannot read %s (%s); starting fresh", self.last_path, exc)
             return False

@@ -5,6 +5,9 @@
 - ``bundle``: ``export_bundle`` / ``read_bundle`` (weights as safetensors, manifest with sha256
   per file and a format version);
 - ``http.create_app``: the FastAPI service (``genrec serve``) with an async micro-batcher;
+  ``guard`` (write token, JSON-only bodies, body size) and ``limits`` (the request limits) keep it
+  safe to put in front of other people;
+- ``durable``: the writer lock and the fsynced, verified, atomic folder swap every bundle write uses;
 - ``batch_io``: many users from CSV / Parquet / JSONL into one Parquet (``genrec recommend --input``).
 
 None of this is a DVC stage; nothing here imports ``stages``.

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -133,12 +133,22 @@ class Prepared:
 # --------------------------------------------------------------------------- recommender
 
 
+class View(NamedTuple):
+    """What one ranking reads: the model's item table, the catalogue and the batch encoder.
+
+    ``add_items`` builds a new view beside the live one and swaps it in with one assignment under
+    the ranking lock, so a ranking never sees the model of one catalogue and the rows of another."""
+
+    loaded: Any  # checkpoint.LoadedRecommender
+    catalog: Catalog
+    collate: Any
+    frame: pl.DataFrame | None  # the catalogue as a table (items.parquet of a bundle)
+
+
 class Recommender:
     """A trained model ready to rank histories of source item ids (see the module docstring)."""
 
     def __init__(self, loaded: Any, catalog: Catalog, *, max_len: int, beam_size: int, batch_size: int, params: dict[str, Any], users: dict[str, int] | None = None, source: str = "", meta: dict[str, Any] | None = None):
-        self.loaded = loaded  # checkpoint.LoadedRecommender
-        self.catalog = catalog
         self.max_len = int(max_len)
         self.beam_size = int(beam_size)
         self.batch_size = int(batch_size)
@@ -147,10 +157,10 @@ class Recommender:
         self.source = source
         self.meta = meta or {}
         self._lock = threading.Lock()
+        self._view = View(loaded, catalog, self._make_collate(loaded), self.meta.pop("catalogue", None))
         n = self.num_items
         if len(catalog) != n:
             raise ValueError(f"the items table has {len(catalog)} items but the model ranks {n}")
-        self._collate = self._make_collate()
 
     # -- loading
 
@@ -215,6 +225,19 @@ class Recommender:
     # -- properties
 
     @property
+    def loaded(self) -> Any:
+        """The model (checkpoint.LoadedRecommender) of the live view."""
+        return self._view.loaded
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._view.catalog
+
+    def snapshot(self) -> View:
+        """The live view, consistent in itself (a writer saves from one, never from two reads)."""
+        return self._view
+
+    @property
     def kind(self) -> str:
         return self.loaded.kind
 
@@ -228,15 +251,16 @@ class Recommender:
     def needs_user(self) -> bool:
         return bool(self.loaded.params.user_tokens)
 
-    def _make_collate(self):
-        if self.loaded.item_tokens is not None:
+    @staticmethod
+    def _make_collate(loaded: Any):
+        if loaded.item_tokens is not None:
             from genrec_core.recommender.data import SequenceEncoder
 
-            p = self.loaded.params
-            return SequenceEncoder(self.loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=self.loaded.vocab.size).collate
+            p = loaded.params
+            return SequenceEncoder(loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=loaded.vocab.size).collate
         from genrec_core.sequential.training import ItemIdEncoder
 
-        return ItemIdEncoder(self.num_items).collate
+        return ItemIdEncoder(int(loaded.model.num_items)).collate
 
     # -- checking requests
 
@@ -258,18 +282,23 @@ class Recommender:
             history = []
         if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
             raise RequestError("history", f"must be a list of item ids, got {type(history).__name__}")
+        from genrec_core.serving.new_items import quote_id
+
         ids: list[str] = []
         for pos, item in enumerate(history):
             if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
-                raise RequestError(f"history[{pos}]", f"an item id must be a string or an integer, got {item!r}")
-            ids.append(str(item).strip())
+                raise RequestError(f"history[{pos}]", f"an item id must be a string or an integer, got {quote_id(repr(item))}")
+            text = str(item).strip()
+            if not text.isprintable():  # control characters, lone surrogates: never an id, and unprintable in an answer
+                raise RequestError(f"history[{pos}]", f"item id {quote_id(text)} holds unprintable characters")
+            ids.append(text)
         index = self.catalog.index
         missing = [i for i in ids if i not in index]
         if missing and unknown == "error":
-            quoted = ", ".join(repr(m) for m in missing[:_QUOTED]) + (f" and {len(missing) - _QUOTED} more" if len(missing) > _QUOTED else "")
-            raise RequestError("history", f"unknown item id(s) {quoted}: not among the model's {self.num_items} items (skip them with unknown='skip' / --skip-unknown / \"skip_unknown\": true)")
+            quoted = ", ".join(quote_id(m) for m in missing[:_QUOTED]) + (f" and {len(missing) - _QUOTED} more" if len(missing) > _QUOTED else "")
+            raise RequestError("history", f"unknown item id(s) {quoted}: not among the model's {len(index)} items (skip them with unknown='skip' / --skip-unknown / \"skip_unknown\": true)")
         if missing:
-            log.warning("skipping %d unknown item id(s): %s", len(missing), ", ".join(missing[:_QUOTED]))
+            log.warning("skipping %d unknown item id(s): %s", len(missing), ", ".join(quote_id(m) for m in missing[:_QUOTED]))
         known = [index[i] for i in ids if i in index][-self.max_len :]
         return Prepared(known, k, self._user_index(user, bool(known)), missing)
 
@@ -313,15 +342,17 @@ class Recommender:
             else:
                 out[row] = self._popular(p)
         for width, rows in groups.items():
-            items, scores = self._rank([prepared[r] for r in rows], width, progress)
+            items, scores, view = self._rank([prepared[r] for r in rows], width, progress)
             for j, row in enumerate(rows):
                 p = prepared[row]
                 keep = items[j] >= 0
-                got = [self._item(rank, int(i), float(s)) for rank, (i, s) in enumerate(zip(items[j][keep][: p.k], scores[j][keep][: p.k]), start=1)]
+                got = [self._item(view.catalog, rank, int(i), float(s)) for rank, (i, s) in enumerate(zip(items[j][keep][: p.k], scores[j][keep][: p.k]), start=1)]
                 out[row] = Recommendation(got, None, list(p.skipped))
         return out  # type: ignore[return-value]
 
-    def _rank(self, prepared: Sequence[Prepared], width: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, prepared: Sequence[Prepared], width: int, progress: bool) -> tuple[np.ndarray, np.ndarray, View]:
+        """Item indices and scores, and the view they index (histories' indices stay valid in a
+        later view: adding items only appends)."""
         from genrec_core.recommender.data import ExampleArrays
         from genrec_core.recommender.interface import rank_examples
 
@@ -330,7 +361,9 @@ class Recommender:
         history = np.array([i for p in prepared for i in p.history], dtype=np.int32)
         examples = ExampleArrays(np.array([p.user for p in prepared], dtype=np.int32), offsets, history, np.zeros(len(prepared), dtype=np.int32))
         with self._lock, torch.inference_mode():
-            return rank_examples(self.loaded.model, examples, self._collate, width, self.batch_size, progress=progress)
+            view = self._view
+            items, scores = rank_examples(view.loaded.model, examples, view.collate, width, self.batch_size, progress=progress)
+        return items, scores, view
 
     # -- new items (cold start)
 
@@ -344,18 +377,23 @@ class Recommender:
         table, whose IDs do not change), the trie is extended; afterwards they are ranked and may
         appear in histories like any item. Raises ``RequestError`` naming the bad field (nothing is
         changed then) and ``GenrecError`` when this model cannot add items. Returns ``AddedItems``.
+
+        All or nothing: everything that can fail (checking, embedding, IDs, the catalogue rows)
+        builds a new ``View`` beside the live one; only then, under the ranking lock, the model's
+        trie is extended and the view swapped in (one assignment).
         """
         from genrec_core.errors import GenrecError
         from genrec_core.serving.new_items import AddedItems, UnassignableItem, assign_new_ids, check_encoder_spec, check_new_items, embed_texts, render_new_texts
 
-        if self.loaded.item_tokens is None:
+        view = self._view
+        if view.loaded.item_tokens is None:
             raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model (tiger, decoder_only)")
         spec = self.meta.get("encoder")
         check_encoder_spec(spec, self.source)
         tok_path = self.meta.get("tokenizer_path")
         if tok_path is None or not Path(tok_path).is_file():
             raise GenrecError(f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace that keeps it")
-        new = check_new_items(items, self.catalog.index, spec["text_fields"])
+        new = check_new_items(items, view.catalog.index, spec["text_fields"])
         texts = render_new_texts(new, spec)
         if self.meta.get("_encoder") is None:
             from genrec_core.serving.new_items import build_text_encoder
@@ -370,34 +408,44 @@ class Recommender:
             result = self.meta["_tokenizer"].quantize(vectors)
         except ValueError as exc:  # the encoder does not make vectors of the tokenizer's input size
             raise GenrecError(f"{self.source}: the encoder's vectors do not fit the tokenizer ({exc})") from None
-        vocab = self.loaded.vocab
+        vocab = view.loaded.vocab
         mode = (self.params.get("ids") or {}).get("collision", "reassign_last")
-        existing = vocab.tokens_to_codes(self.loaded.item_tokens.cpu().numpy())
+        existing = vocab.tokens_to_codes(view.loaded.item_tokens.cpu().numpy())
         try:
             codes, moved = assign_new_ids(result.codes, result.last_residual, result.last_codebook, existing, mode, vocab.level_sizes)
         except UnassignableItem as exc:
             raise RequestError(f"items[{exc.row}]", f"item {new[exc.row].source_id!r} cannot be given an ID: {exc.reason}") from None
-        tokens = torch.as_tensor(vocab.codes_to_tokens(codes), dtype=self.loaded.item_tokens.dtype)
-        start = self.num_items
-        with self._lock:
-            table = torch.cat([self.loaded.item_tokens.cpu(), tokens]).to(self.loaded.item_tokens.device)
-            self.loaded.model.set_items(table)  # the trie of old + new IDs (a duplicate would fail here, before any change)
-            self.loaded = self.loaded._replace(item_tokens=table)
-            self._collate = self._make_collate()
-            frame = _extend_catalogue(self.meta.get("catalogue"), self.catalog, new, start)
-            self.meta["catalogue"] = frame
-            self.catalog = Catalog.from_frame(frame)
+        tokens = torch.as_tensor(vocab.codes_to_tokens(codes), dtype=view.loaded.item_tokens.dtype)
+        start = len(view.catalog)
+        table = torch.cat([view.loaded.item_tokens.cpu(), tokens]).to(view.loaded.item_tokens.device)
+        frame = _extend_catalogue(view.frame, view.catalog, new, start)
+        catalog = Catalog.from_frame(frame)
+        if len(catalog) != table.shape[0] or catalog.source_ids[start:] != [it.source_id for it in new]:
+            raise GenrecError(f"internal error: {len(catalog)} catalogue rows for {table.shape[0]} item IDs")  # never half a catalogue
+        loaded = view.loaded._replace(item_tokens=table)
+        new_view = View(loaded, catalog, self._make_collate(loaded), frame)
         added = AddedItems([it.source_id for it in new], list(range(start, start + len(new))), codes, np.asarray(result.codes), [bool(m) for m in moved], texts)
-        self.meta.setdefault("added", []).append(added)
+        with self._lock:
+            if self._view is not view:
+                raise GenrecError("the catalogue changed while these items were prepared; add them again")
+            try:
+                view.loaded.model.set_items(table)  # the trie of old + new IDs (a duplicate ID fails here)
+            except Exception:
+                view.loaded.model.set_items(view.loaded.item_tokens)  # the old trie back: nothing changed
+                raise
+            self._view = new_view
+            self.meta.setdefault("added", []).append(added)
         log.info("added %d items (%d moved off a taken ID)", len(new), int(np.sum(moved)))
         return added
 
-    def _item(self, rank: int, index: int, score: float) -> RecommendedItem:
-        return RecommendedItem(rank, self.catalog.source_ids[index], self.catalog.titles[index], score, index)
+    @staticmethod
+    def _item(catalog: Catalog, rank: int, index: int, score: float) -> RecommendedItem:
+        return RecommendedItem(rank, catalog.source_ids[index], catalog.titles[index], score, index)
 
     def _popular(self, p: Prepared) -> Recommendation:
-        top = self.catalog.popular[: p.k]
-        return Recommendation([self._item(r, int(i), float(self.catalog.train_count[i])) for r, i in enumerate(top, start=1)], FALLBACK_POPULAR, list(p.skipped))
+        catalog = self.catalog
+        top = catalog.popular[: p.k]
+        return Recommendation([self._item(catalog, r, int(i), float(catalog.train_count[i])) for r, i in enumerate(top, start=1)], FALLBACK_POPULAR, list(p.skipped))
 
 
 def _max_len(loaded: Any, max_items: int) -> int:

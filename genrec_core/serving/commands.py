@@ -77,15 +77,31 @@ def export_command(out_dir: Path, root: Path, params: Path | None, force: bool) 
     typer.echo(f"exported {path}")
 
 
-def serve_command(bundle: Path, host: str, port: int, max_wait_ms: float, max_batch: int, device: str) -> None:
+def serve_command(bundle: Path, host: str, port: int, max_wait_ms: float, max_batch: int, device: str, *, limits: dict, allow_writes: bool = False, token_file: Path | None = None, allowed_hosts: list[str] | None = None, forwarded_allow_ips: str | None = None) -> None:
+    """Check the options (limits, token, hosts) before loading the model, then serve."""
     _log_warnings()
+    from genrec_core.serving.guard import TOKEN_ENV, read_token
+    from genrec_core.serving.http import LOOPBACK_HOSTS
+    from genrec_core.serving.limits import ServeLimits
+
     try:
+        try:
+            serve_limits = ServeLimits(**limits)
+        except ValueError as exc:
+            raise GenrecError(str(exc)) from None
+        token = read_token(token_file)
+        if allow_writes and token is None:
+            raise GenrecError(f"--allow-writes needs a token: set {TOKEN_ENV} or pass --token-file FILE (clients then send `Authorization: Bearer <token>`)")
+        if token is not None and not allow_writes:
+            logging.getLogger(__name__).warning("a token is set but --allow-writes is not: POST /items stays off")
+            token = None
+        hosts = list(allowed_hosts) if allowed_hosts else [*LOOPBACK_HOSTS, *([host] if host not in (*LOOPBACK_HOSTS, "0.0.0.0", "::", "") else [])]
         rec = _load(bundle, None, device)
     except GenrecError as exc:
         raise _fail(exc) from None
     from genrec_core.serving.http import serve
 
-    serve(rec, host=host, port=port, max_wait_ms=max_wait_ms, max_batch=max_batch)
+    serve(rec, host=host, port=port, max_wait_ms=max_wait_ms, max_batch=max_batch, limits=serve_limits, write_token=token, allowed_hosts=hosts, forwarded_allow_ips=forwarded_allow_ips)
 
 
 def add_items_command(file: Path, bundle: Path, out: Path | None, device: str) -> None:

@@ -8,7 +8,19 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
   "save": false}`` (new items, cold start; generative models) -> ``{"added": [{"item_id", "index",
   "semantic_id", "raw_codes", "moved"}], "items": N}``; the items are recommendable at once. With
   ``"save": true`` (and a bundle served) the bundle on disk is rewritten with them (atomically).
-  An item-ID model (sasrec, gru4rec) or a bundle that cannot add items answers 409.
+  An item-ID model (sasrec, gru4rec) or a bundle that cannot add items answers 409; so does a save
+  when the bundle on disk changed since the server loaded it (another writer saved: the items stay
+  added in memory, nothing on disk is overwritten) or another writer holds its lock.
+
+Who may call what (``serving.guard``): reads are open; ``POST /items`` is refused (403) unless the
+server runs with writes allowed and a token, and then needs ``Authorization: Bearer <token>`` (401
+otherwise). Every request's ``Host`` must be an allowed host name (400 otherwise; default the
+loopback names), and every body must be JSON (415 otherwise).
+
+Limits (``serving.limits``): body bytes (413), history length (422; histories longer than the
+model's window are cut to it, as training does), ``k`` (422), items per POST /items (413), text
+length (422), waiting requests (503) and time per request (503), each answer naming the option.
+A client that disconnects while its request waits is dropped before ranking.
 
 Batching: each checked request goes to a queue; one worker takes the first waiting request, waits
 up to ``max_wait_ms`` for more (at most ``max_batch``), ranks them in one model call in a thread
@@ -17,7 +29,8 @@ skip the queue.
 
 Errors: every bad input is a 4xx with ``{"error": message, "field": name}``: a malformed JSON body
 400 (field ``body``); a missing / mistyped field, an unknown item id, a bad ``k`` or user 422. A
-failure inside the model answers 500 with the same shape and the server keeps running.
+failure inside the server answers 500 with a generic message and a request id (``X-Request-ID``
+too); the exception goes to the server's log under that id, never to the client.
 """
 
 from __future__ import annotations
@@ -25,16 +38,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from genrec_core.serving.api import Prepared, Recommender
 from genrec_core.serving.errors import RequestError
+from genrec_core.serving.guard import JsonBodyGuard, token_matches
+from genrec_core.serving.limits import ServeLimits
+
+#: Host names a request may name by default (the service listens on loopback by default).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +98,24 @@ class ErrorBody(BaseModel):
 
 
 class MicroBatcher:
-    """Collects concurrent requests for up to ``max_wait_s`` and ranks them in one call."""
+    """Collects concurrent requests for up to ``max_wait_s`` and ranks them in one call.
 
-    def __init__(self, rec: Recommender, max_wait_s: float = 0.005, max_batch: int = 64):
+    At most ``max_queue`` requests wait (``enqueue`` refuses more with a 503); a request whose
+    future was cancelled meanwhile (its client went, or its time ran out) is dropped before ranking."""
+
+    def __init__(self, rec: Recommender, max_wait_s: float = 0.005, max_batch: int = 64, max_queue: int = 1000, limits: ServeLimits | None = None):
         self.rec = rec
         self.max_wait_s = float(max_wait_s)
         self.max_batch = max(1, int(max_batch))
+        self.limits = limits or ServeLimits(max_queue=max_queue)
+        self.max_queue = int(self.limits.max_queue)
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.batches = 0
         self.requests = 0
         self.largest_batch = 0
+        self.dropped = 0  # requests cancelled before they were ranked
+        self.refused = 0  # requests refused because the queue was full
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -99,11 +127,18 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    async def submit(self, prepared: Prepared):
+    def enqueue(self, prepared: Prepared) -> asyncio.Future:
+        """Queue a request; its future gets the ``Recommendation``. Raises the 503 when full."""
         assert self.queue is not None, "the batcher is not started"
+        if self.queue.qsize() >= self.max_queue:
+            self.refused += 1
+            raise self.limits.queue_full(self.queue.qsize())
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((prepared, future))
-        return await future
+        self.queue.put_nowait((prepared, future))
+        return future
+
+    async def submit(self, prepared: Prepared):
+        return await self.enqueue(prepared)
 
     async def _collect(self) -> list[tuple[Prepared, asyncio.Future]]:
         assert self.queue is not None
@@ -123,6 +158,11 @@ class MicroBatcher:
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
+            live = [(p, f) for p, f in batch if not f.done()]  # cancelled: client gone or timed out
+            self.dropped += len(batch) - len(live)
+            batch = live
+            if not batch:
+                continue
             self.batches += 1
             self.requests += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
@@ -139,8 +179,17 @@ class MicroBatcher:
                     future.set_result(result)
 
 
-def _error(status: int, message: str, field: str | None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message, "field": field})
+def _error(status: int, message: str, field: str | None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "field": field}, headers=headers)
+
+
+async def _disconnected(receive) -> None:
+    """Return when the client has gone (the body was read already, so the next message is the disconnect)."""
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            return
+        await asyncio.sleep(0.05)  # not expected after the body; never spin
 
 
 #: Union members pydantic appends to an error's location (``history.0.str``): not part of the field name.
@@ -154,8 +203,18 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) if parts else "body"
 
 
-def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) -> FastAPI:
-    batcher = MicroBatcher(rec, max_wait_ms / 1000.0, max_batch)
+def create_app(
+    rec: Recommender,
+    max_wait_ms: float = 5.0,
+    max_batch: int = 64,
+    *,
+    limits: ServeLimits | None = None,
+    write_token: str | None = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+) -> FastAPI:
+    """The service over ``rec``. ``write_token`` None: POST /items is refused (writes off)."""
+    limits = limits or ServeLimits()
+    batcher = MicroBatcher(rec, max_wait_ms / 1000.0, max_batch, limits=limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -167,6 +226,9 @@ def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) 
     app = FastAPI(title="genrec recommender", version="1", description=f"Recommendations of a trained {rec.kind} model over {rec.num_items} items.", lifespan=lifespan)
     app.state.recommender = rec
     app.state.batcher = batcher
+    app.state.limits = limits
+    app.add_middleware(JsonBodyGuard, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))  # outermost: checked first
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,18 +250,38 @@ def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) 
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.field)
+        return _error(exc.status, str(exc), exc.field, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug, not bad input
-        log.exception("internal error")
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", None)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        """A bug, not bad input: a generic answer with an id; the details go to the log only."""
+        request_id = uuid.uuid4().hex
+        log.error("internal error, request %s (%s %s)", request_id, request.method, request.url.path, exc_info=exc)
+        return _error(500, f"internal error; the server's log has the details under request id {request_id}", None, {"X-Request-ID": request_id})
 
-    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
-    async def recommend(body: RecommendRequest) -> dict[str, Any]:
+    async def rank(prepared: Prepared, request: Request):
+        """Queue for the batcher; drop the request when its client goes or its time runs out."""
+        future = batcher.enqueue(prepared)
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        try:
+            done, _ = await asyncio.wait({future, gone}, timeout=limits.request_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if future in done:
+            return future.result()
+        future.cancel()  # the batcher skips it
+        if gone in done:
+            return None
+        raise limits.timed_out()
+
+    @app.post("/recommend", response_model=RecommendResponse, responses={**errors, 413: {"model": ErrorBody, "description": "Body over --max-body-bytes"}, 415: {"model": ErrorBody, "description": "Body is not JSON"}, 503: {"model": ErrorBody, "description": "Queue full (--max-queue) or not ranked in time (--request-timeout-s)"}})
+    async def recommend(body: RecommendRequest, request: Request) -> Any:
         """Rank the catalogue for one history (concurrent requests are batched on the server)."""
+        limits.check_recommend(body.history, body.k)
         prepared = rec.prepare(body.history, body.k, body.user_id, "skip" if body.skip_unknown else "error")
-        result = rec.rank_prepared([prepared])[0] if not prepared.history else await batcher.submit(prepared)
+        result = rec.rank_prepared([prepared])[0] if not prepared.history else await rank(prepared, request)
+        if result is None:  # the client went; nobody reads this answer
+            return JSONResponse(status_code=499, content={"error": "client closed the request", "field": None})
         return {**result.to_dict(), "k": prepared.k, "model": rec.kind}
 
     @app.get("/health")
@@ -213,15 +295,35 @@ def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) 
             "batches": batcher.batches,
             "requests": batcher.requests,
             "largest_batch": batcher.largest_batch,
+            "dropped": batcher.dropped,
+            "refused": batcher.refused,
+            "writes": write_token is not None,
         }
 
     add_lock = asyncio.Lock()
 
-    @app.post("/items", responses={**errors, 409: {"model": ErrorBody, "description": "This model cannot add items (item-ID model, or no text encoder / tokenizer)"}})
-    async def add_items(body: AddItemsRequest) -> dict[str, Any]:
+    async def writer(request: Request) -> None:
+        """Writes need the server's --allow-writes and the bearer token (checked in constant time)."""
+        if write_token is None:
+            raise RequestError("authorization", "writes are off on this server; start it with `genrec serve BUNDLE --allow-writes` and a token (GENREC_TOKEN or --token-file)", 403)
+        if not token_matches(request.headers.get("authorization"), write_token):
+            raise RequestError("authorization", "POST /items needs the header `Authorization: Bearer <token>` with the server's token", 401)
+
+    write_errors = {
+        **errors,
+        401: {"model": ErrorBody, "description": "No or wrong bearer token"},
+        403: {"model": ErrorBody, "description": "Writes are off (server started without --allow-writes)"},
+        409: {"model": ErrorBody, "description": "This model cannot add items (item-ID model, or no text encoder / tokenizer); or the save found the bundle changed on disk or locked by another writer"},
+        413: {"model": ErrorBody, "description": "Body over --max-body-bytes, or more items than --max-new-items"},
+        415: {"model": ErrorBody, "description": "Body is not JSON"},
+    }
+
+    @app.post("/items", responses=write_errors, dependencies=[Depends(writer)])
+    async def add_items(body: AddItemsRequest) -> Any:
         """Add new items (cold start): embed their text, give them IDs with the trained tokenizer, extend the trie."""
         from genrec_core.errors import GenrecError
 
+        limits.check_new_items(body.items)
         async with add_lock:  # one addition at a time; ranking goes on meanwhile
             try:
                 added = await asyncio.to_thread(rec.add_items, body.items)
@@ -235,13 +337,32 @@ def create_app(rec: Recommender, max_wait_ms: float = 5.0, max_batch: int = 64) 
 
                 if not (Path(rec.source) / MANIFEST).exists():
                     return _error(409, "save: the service does not serve a bundle (nothing to rewrite); the items were added in memory", "save")
-                saved = str(await asyncio.to_thread(write_added_items, rec, rec.source))
+                try:
+                    saved = str(await asyncio.to_thread(write_added_items, rec, rec.source))
+                except GenrecError as exc:  # changed on disk since load, or locked by another writer
+                    return _error(409, f"save: {exc}; the items were added in memory only", "save")
         return {**added.to_dict(), "items": rec.num_items, "saved": saved}
 
     return app
 
 
-def serve(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0, max_batch: int = 64, log_level: str = "info") -> None:
+def serve(
+    rec: Recommender,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_wait_ms: float = 5.0,
+    max_batch: int = 64,
+    log_level: str = "info",
+    *,
+    limits: ServeLimits | None = None,
+    write_token: str | None = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    forwarded_allow_ips: str | None = None,
+) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(rec, max_wait_ms, max_batch), host=host, port=port, log_level=log_level)
+    app = create_app(rec, max_wait_ms, max_batch, limits=limits, write_token=write_token, allowed_hosts=allowed_hosts)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
+    if forwarded_allow_ips is not None:
+        options.update(proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips)
+    uvicorn.run(app, **options)

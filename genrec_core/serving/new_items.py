@@ -45,6 +45,24 @@ from genrec_core.serving.errors import RequestError
 ID_KEY = "item_id"
 TEXT_KEY = "text"
 MAX_NEW_ITEMS = 100_000
+#: Longest item id accepted for a new item (ids are keys, quoted in messages and stored in Parquet).
+MAX_ID_CHARS = 256
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an item id (None when it can): only printable text, so that it
+    encodes as UTF-8 (no lone surrogates), prints on one line (no control characters) and stays short."""
+    if len(value) > MAX_ID_CHARS:
+        return f"is {len(value)} characters long; at most {MAX_ID_CHARS}"
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        return f"holds the unprintable character U+{ord(bad):04X} (control characters, lone surrogates and line breaks are refused)"
+    return None
+
+
+def quote_id(value: str, limit: int = 40) -> str:
+    """``repr`` of an id cut to ``limit`` characters (error messages never echo unbounded input)."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
 
 
 @dataclass(frozen=True)
@@ -111,15 +129,19 @@ def check_new_items(records: Any, known: Mapping[str, int], text_fields: Sequenc
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, np.integer)):
             raise bad(ID_KEY, f"must be a string or an integer, got {raw_id!r}")
         sid = str(raw_id).strip()
+        problem = id_problem(sid)
+        if problem is not None:
+            raise bad(ID_KEY, f"{quote_id(sid)} {problem}")
         if sid in known:
-            raise bad(ID_KEY, f"{sid!r} is already in the catalogue (item index {known[sid]}); new items need new ids")
+            raise bad(ID_KEY, f"{quote_id(sid)} is already in the catalogue (item index {known[sid]}); new items need new ids")
         if sid in seen:
-            raise bad(ID_KEY, f"duplicate id {sid!r} (also {_where(prefix, seen[sid], lines)})")
+            raise bad(ID_KEY, f"duplicate id {quote_id(sid)} (also {_where(prefix, seen[sid], lines)})")
         seen[sid] = row
         unknown = [k for k in rec if k not in (ID_KEY, TEXT_KEY) and k not in fields_allowed]
         if unknown:
             allowed = ", ".join([TEXT_KEY, *text_fields])
-            raise bad(str(unknown[0]), f"unknown field; an item has {ID_KEY!r} and {allowed}")
+            name = str(unknown[0])
+            raise bad(name if len(name) <= 40 and id_problem(name) is None else quote_id(name), f"unknown field; an item has {ID_KEY!r} and {allowed}")
         values: dict[str, str] = {}
         for k, v in rec.items():
             if k == ID_KEY:
@@ -130,7 +152,11 @@ def check_new_items(records: Any, known: Mapping[str, int], text_fields: Sequenc
                 continue
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 raise bad(k, f"must be a string, got {type(v).__name__}")
-            values[k] = str(v).strip()
+            text_value = str(v).strip()
+            surrogate = next((c for c in text_value if 0xD800 <= ord(c) <= 0xDFFF), None)
+            if surrogate is not None:  # cannot be encoded (embedding, Parquet, the JSON answer)
+                raise bad(k, f"holds a lone surrogate U+{ord(surrogate):04X}: not valid Unicode text")
+            values[k] = text_value
         text = values.pop(TEXT_KEY, None)
         if text is not None and values:
             raise bad(TEXT_KEY, f"give either {TEXT_KEY!r} or text fields ({', '.join(values)}), not both")
