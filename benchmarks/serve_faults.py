@@ -371,7 +371,7 @@ def report(args, load: list[dict], load_check: dict, adds: dict, exports: dict, 
     for r in load:
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
-    rows = ["| Clients | Run | /recommend completed | Seconds | p50 ms | p99 ms | serve.md p50 / p99 ms | Answers by status | Dropped (client gone) |", "|---:|---|---:|---:|---:|---:|---|---|---:|"]
+    rows = ["| Clients | Run | /recommend completed | Seconds | p50 ms | p99 ms | serve.md p50 / p99 ms | Answers by status | Dropped (client gone; running total since the server started) |", "|---:|---|---:|---:|---:|---:|---|---|---:|"]
     for r in load:
         ref = reference.get(r["clients"])
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
