@@ -47,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.runs import command_line, machine_line  # noqa: E402
+from benchmarks.serve_load import wait_until_healthy  # noqa: E402
 from genrec_core.io import atomic_path  # noqa: E402
 
 TOKEN = "serve-faults-benchmark-token-0123456789"
@@ -131,24 +132,11 @@ def free_port() -> int:
 
 
 def start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
     port = free_port()
     proc = subprocess.Popen(_genrec("serve", str(bundle), "--port", str(port), "--allow-writes"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: genrec serve exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise SystemExit("error: genrec serve did not answer within 300 s")
-        time.sleep(0.3)
+    wait_until_healthy(proc, url, 300.0)
+    return proc, url
 
 
 KILLED_CLIENT = """

@@ -56,24 +56,31 @@ def _histories(bundle: Path, n: int, length: int, seed: int) -> list[list[str]]:
 
 
 def start_server(bundle: Path, max_wait_ms: float, max_batch: int, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    import httpx
-
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     cmd = [sys.executable, "-m", "genrec_core.cli", "serve", str(bundle), "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", str(max_wait_ms), "--max-batch", str(max_batch)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(proc, url, timeout)
+    return proc, url
+
+
+def wait_until_healthy(proc: subprocess.Popen, url: str, timeout: float) -> None:
+    """Poll ``url``/health until it answers 200; exit with the server's stderr if it died, kill it
+    after ``timeout`` seconds."""
+    import httpx
+
     deadline = time.time() + timeout
     while True:
         if proc.poll() is not None:
             raise SystemExit(f"error: genrec serve exited: {proc.stderr.read()[-2000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
+                return
         except httpx.TransportError:
             pass
         if time.time() > deadline:
-            proc.terminate()
+            proc.kill()
             raise SystemExit(f"error: genrec serve did not answer within {timeout:.0f} s")
         time.sleep(0.3)
 
