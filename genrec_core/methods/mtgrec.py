@@ -385,7 +385,13 @@ class MTGRecMethod(Method):
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "mtgrec": {"p": self.p.copy(), "cumulative": self.cumulative.copy(), "records": [dict(r) for r in self.records], "counts": self.counts.copy()},
+            # tensors and plain Python values only: last.pt is read with weights_only=True
+            "mtgrec": {
+                "p": torch.from_numpy(self.p.copy()),
+                "cumulative": torch.from_numpy(self.cumulative.copy()),
+                "records": [{k: _plain(v) for k, v in r.items()} for r in self.records],
+                "counts": torch.from_numpy(self.counts.copy()),
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -395,6 +401,15 @@ class MTGRecMethod(Method):
         self.cumulative = np.asarray(own["cumulative"], dtype=np.float64).copy()
         self.records = [dict(r) for r in own["records"]]
         self.counts = np.asarray(own["counts"], dtype=np.int64).copy()
+
+
+def _plain(value: Any) -> Any:
+    """A record value as plain Python (numpy scalars become floats/ints), for a weights-only checkpoint."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- fine-tuning and selection

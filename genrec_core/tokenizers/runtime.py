@@ -233,13 +233,14 @@ class RuntimeItemTokenizer(nn.Module):
             self.trie(name)
         return report
 
-    def ids_state(self, name: str | None = None) -> dict[str, np.ndarray]:
+    def ids_state(self, name: str | None = None) -> dict[str, torch.Tensor]:
         """The current raw codes and IDs of ``name`` (copies), for a training checkpoint: a resumed
-        run restores them with ``load_ids_state`` instead of re-deriving them."""
+        run restores them with ``load_ids_state`` instead of re-deriving them. Tensors, not numpy
+        arrays: last.pt is read with ``weights_only=True``, which refuses numpy objects."""
         name = self._name(name)
-        return {"codes": self._codes[name].copy(), "ids": self._ids[name].copy()}
+        return {"codes": torch.from_numpy(self._codes[name].copy()), "ids": torch.from_numpy(self._ids[name].copy())}
 
-    def load_ids_state(self, state: dict[str, np.ndarray], name: str | None = None) -> None:
+    def load_ids_state(self, state: dict[str, torch.Tensor | np.ndarray], name: str | None = None) -> None:
         """Restore ``ids_state``'s tables for ``name`` (the trie is rebuilt from them)."""
         name = self._name(name)
         ids = np.asarray(state["ids"], dtype=np.int64).copy()
