@@ -164,18 +164,17 @@ def codebook_usage(ids: np.ndarray, codebook_sizes: int | Sequence[int | None]) 
     return out
 
 
+def _entropy_bits(values: np.ndarray) -> float:
+    """Plug-in entropy in bits of the empirical distribution of ``values``."""
+    _, counts = np.unique(values, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
 def _plugin_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     """Plug-in I(A; B) in bits of paired non-negative integer samples."""
-    pairs = a.astype(np.int64) * (int(b.max()) + 1) + b.astype(np.int64)
-    _, joint = np.unique(pairs, return_counts=True)
-    _, pa = np.unique(a, return_counts=True)
-    _, pb = np.unique(b, return_counts=True)
-
-    def entropy(counts: np.ndarray) -> float:
-        p = counts / counts.sum()
-        return float(-(p * np.log2(p)).sum())
-
-    return entropy(pa) + entropy(pb) - entropy(joint)
+    joint = a.astype(np.int64) * (int(b.max()) + 1) + b.astype(np.int64)
+    return _entropy_bits(a) + _entropy_bits(b) - _entropy_bits(joint)
 
 
 def transition_information(ids: np.ndarray, pairs: np.ndarray, seed: int = 0) -> list[dict]:
@@ -198,9 +197,7 @@ def transition_information(ids: np.ndarray, pairs: np.ndarray, seed: int = 0) ->
     for level in range(1, ids.shape[1] + 1):
         gid, _ = _prefix_groups(ids, level)
         cur, nxt, shuf = gid[pairs[:, 0]], gid[pairs[:, 1]], gid[shuffled_next]
-        _, counts = np.unique(nxt, return_counts=True)
-        p = counts / counts.sum()
-        h_next = float(-(p * np.log2(p)).sum())
+        h_next = _entropy_bits(nxt)
         mi = _plugin_mutual_information(cur, nxt)
         mi_shuffled = _plugin_mutual_information(cur, shuf)
         out.append(
