@@ -318,7 +318,7 @@ def step_beam(args, work: Path) -> dict:
     t0 = time.perf_counter()
     model = build_generative_model(rp, vocab, tokens).eval()  # builds the 1M-item trie (set_items)
     build_seconds = time.perf_counter() - t0
-    encoder = SequenceEncoder(tokens, rp.encoder_input, user_buckets=rp.user_tokens, user_token_offset=vocab.size)
+    encoder = SequenceEncoder.for_recommender(tokens, rp, vocab)
     beam, bs = params.evaluate.beam_size, params.evaluate.batch_size
     t0 = time.perf_counter()
     got, _ = rank_examples(model, examples, encoder.collate, beam, bs, progress=True)

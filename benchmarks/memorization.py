@@ -78,7 +78,7 @@ def probe_run(workspace: Path, beam_size: int, batch_size: int) -> dict[str, dic
     params = load_params(workspace / "params.yaml")
     loaded = load_recommender(workspace / "data" / "recommender" / "best.pt", "cpu")
     p = loaded.params
-    encoder = SequenceEncoder(loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=loaded.vocab.size)
+    encoder = SequenceEncoder.for_recommender(loaded.item_tokens, p, loaded.vocab)
     sequences = pl.read_parquet(workspace / "data" / "processed" / "sequences.parquet")
     out = {}
     for case, examples in probe_examples(sequences, params.data.max_items).items():

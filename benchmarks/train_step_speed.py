@@ -126,7 +126,7 @@ def model_trainer(name: str, base: RecommenderParams, vocab, tokens, examples, t
     params.validate()
     torch.manual_seed(seed)
     model = build_generative_model(params, vocab, tokens)
-    method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, encoder_input), build_loss(params.loss, params.loss_params, LossContext(vocab, tokens))))
+    method = build_method("plain", {}, MethodContext(SequenceEncoder(tokens, encoder_input), build_loss(params.loss, params.loss_params, LossContext(vocab, tokens))))
     return Trainer(model, params, method, examples, examples.subset(np.arange(8)), checkpoint_dir=tmp, reports_dir=tmp, seed=seed, fingerprint="bench", device="cpu", progress=False, use_dvclive=False)
 
 
@@ -182,7 +182,7 @@ def time_variant(name: str, args, vocab, tokens, examples, tmp: str) -> dict:
     params, fused, compile_model = variant_params(name, args)
     torch.manual_seed(0)
     model = GenerativeRecommender(params, vocab)
-    method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("ce", {}, LossContext(vocab, tokens))))
+    method = build_method("plain", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("ce", {}, LossContext(vocab, tokens))))
     trainer = Trainer(model, params, method, examples, examples.subset(np.arange(8)),
                       checkpoint_dir=tmp, reports_dir=tmp, seed=0, fingerprint="bench", device="cpu", progress=False, use_dvclive=False)
     if not fused:  # the step as it was: AdamW's for-each implementation

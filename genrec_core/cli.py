@@ -170,7 +170,7 @@ def finetune(
     """MTGRec: fine-tune the pre-trained model on one tokenizer (a no-op for other methods).
 
     From data/recommender/best.pt, AdamW at method_params.finetune_lr, cosine without warm-up,
-    early stopping on validation. Writes data/finetune/SLOT/ and reports/mtgrec/finetune/SLOT/.
+    early stopping on validation. Writes data/finetune/SLOT/ and reports/method/finetune/SLOT/.
     """
     _run_stage("finetune", params, set_, root, slot=slot)
 
@@ -179,8 +179,8 @@ def finetune(
 def select_tokenizer(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
     """MTGRec: select the fine-tuned tokenizer best on validation; the evaluate stage tests only it.
 
-    Writes reports/mtgrec/selected.json (for other methods: data/recommender/best.pt) and
-    reports/mtgrec/finetune.csv (validation metrics of every fine-tuned tokenizer, selected).
+    Writes reports/method/selected.json (for other methods: data/recommender/best.pt) and
+    reports/method/finetune.csv (validation metrics of every fine-tuned tokenizer, selected).
     """
     _run_stage("select_tokenizer", params, set_, root)
 
@@ -189,7 +189,7 @@ def select_tokenizer(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = Non
 def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
     """Selected checkpoint -> beam search over every test user -> Hit@K, NDCG@K.
 
-    The checkpoint is reports/mtgrec/selected.json's (data/recommender/best.pt unless MTGRec);
+    The checkpoint is reports/method/selected.json's (data/recommender/best.pt unless MTGRec);
     evaluate.trie false decodes without the trie, invalid IDs dropped.
 
     Writes data/predictions/test.parquet (user_id, target_item, items, scores) and

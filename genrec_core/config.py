@@ -24,6 +24,12 @@ DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic", "inter_json", "i
 SELECT_METRICS = tuple(f"{m}@{k}" for k in (1, 5, 10) for m in ("hit", "ndcg"))
 
 
+#: Old names of training methods, still accepted (params files, ``-S``, checkpoints' stored params):
+#: old -> current. The plain method was called after the paper whose training it is (TIGER), which
+#: is also a model and the family's name.
+METHOD_ALIASES = {"tiger": "plain"}
+
+
 def _check(cond: bool, param: str, message: str) -> None:
     if not cond:
         raise ParamError(param, message)
@@ -235,7 +241,7 @@ class RecommenderParams:
     pack_order: str = "random"  # packed batches: random | length (chunks of one size together) | auto (length when random ones are > 25% padding; params.yaml)
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
-    method: str = "tiger"  # a registered training method (genrec_core.methods): tiger = plain training with `loss`
+    method: str = "plain"  # a registered training method (genrec_core.methods): plain = training with `loss` (alias: tiger)
     method_params: dict[str, Any] = field(default_factory=dict)  # checked against the method's param_defaults
     optimizer: str = "adamw"
     lr: float = 0.001
@@ -263,11 +269,14 @@ class RecommenderParams:
     processes: int = 1  # data-parallel training processes (> 1: `genrec train` relaunches itself under torchrun; recommender/distributed.py)
     log_every: int = 50  # optimiser steps between logged training losses
 
+    def __post_init__(self) -> None:
+        self.method = METHOD_ALIASES.get(self.method, self.method)  # old names load as the current ones
+
     def validate(self, prefix: str = "recommender") -> None:
         _check(self.model in ("tiger", "decoder_only", "sasrec", "gru4rec"), f"{prefix}.model", f"must be tiger, decoder_only, sasrec or gru4rec, got {self.model!r}")
         _check(self.model != "decoder_only" or self.d_kv % 2 == 0, f"{prefix}.d_kv", f"decoder_only rotates pairs of head dimensions (RoPE): must be even, got {self.d_kv}")
         _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
-        _check(bool(self.method), f"{prefix}.method", "must name a training method, e.g. tiger")
+        _check(bool(self.method), f"{prefix}.method", "must name a training method, e.g. plain")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
         for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
             _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")

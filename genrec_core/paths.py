@@ -74,7 +74,7 @@ class ArtifactPaths:
 
     @property
     def final_id_table(self) -> Path:
-        """BLOGER: the IDs of the selected model (best.pt), with data/ids/item_ids.parquet's schema."""
+        """The IDs of the selected model (best.pt) when the method moved them during training, with data/ids/item_ids.parquet's schema."""
         return self.recommender_dir / "item_ids.parquet"
 
     @property
@@ -87,22 +87,23 @@ class ArtifactPaths:
         """What experiments are compared on from training: best validation metrics, epoch, seconds."""
         return self.train_reports_dir / "best_valid.json"
 
-    # MTGRec (SPEC 7): influence of pre-training, fine-tuning per slot, selection
+    # what a training method reports besides training (Method hooks): the influence of its data groups,
+    # fine-tuning per slot, which model the evaluate stage tests
     @property
-    def mtgrec_reports_dir(self) -> Path:
-        return self.reports_dir / "mtgrec"
+    def method_reports_dir(self) -> Path:
+        return self.reports_dir / "method"
 
     @property
     def influence_csv(self) -> Path:
-        """Per stage end and tokenizer: influence, cumulative influence, p (header only: no MTGRec)."""
-        return self.mtgrec_reports_dir / "influence.csv"
+        """Per stage end and data group (tokenizer): influence, cumulative influence, p (header only when the method computes none)."""
+        return self.method_reports_dir / "influence.csv"
 
     def finetune_dir(self, slot: int) -> Path:
         """Checkpoints of fine-tuning slot ``slot`` (or ``skipped.json`` for a no-op slot)."""
         return self.root / "data" / "finetune" / str(slot)
 
     def finetune_reports_dir(self, slot: int) -> Path:
-        return self.mtgrec_reports_dir / "finetune" / str(slot)
+        return self.method_reports_dir / "finetune" / str(slot)
 
     def finetune_result(self, slot: int) -> Path:
         """JSON: the slot's tokenizer and best validation metrics, or why it was skipped."""
@@ -111,12 +112,12 @@ class ArtifactPaths:
     @property
     def finetune_table(self) -> Path:
         """CSV: pre-training and every fine-tuned tokenizer, validation metrics, selected."""
-        return self.mtgrec_reports_dir / "finetune.csv"
+        return self.method_reports_dir / "finetune.csv"
 
     @property
     def selected_model(self) -> Path:
-        """JSON: the checkpoint the evaluate stage tests (tiger: data/recommender/best.pt)."""
-        return self.mtgrec_reports_dir / "selected.json"
+        """JSON: the checkpoint the evaluate stage tests (data/recommender/best.pt unless the method fine-tunes)."""
+        return self.method_reports_dir / "selected.json"
 
     # evaluate
     @property

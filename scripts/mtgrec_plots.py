@@ -1,7 +1,7 @@
 """MTGRec's figures in reports/mtgrec/ (issue 12): thin wrappers over tested computations.
 
     # p and cumulative influence per tokenizer per stage end (a finished mtgrec train stage)
-    python scripts/mtgrec_plots.py influence --csv reports/mtgrec/influence.csv --out reports/mtgrec/influence.png
+    python scripts/mtgrec_plots.py influence --csv reports/method/influence.csv --out reports/mtgrec/influence.png
     # paper 002 Figure 5: Hit@10 gain over TIGER by item-frequency group (two evaluate outputs)
     python scripts/mtgrec_plots.py long-tail --method MTGREC_WS/data/predictions/test.parquet \\
         --baseline TIGER_WS/data/predictions/test.parquet --out reports/mtgrec/long_tail
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     a = sub.add_parser("influence")
-    a.add_argument("--csv", type=Path, default=Path("reports/mtgrec/influence.csv"))
+    a.add_argument("--csv", type=Path, default=Path("reports/method/influence.csv"))
     a.add_argument("--out", type=Path, default=Path("reports/mtgrec/influence.png"))
     b = sub.add_parser("long-tail")
     b.add_argument("--method", type=Path, required=True, help="MTGRec's data/predictions/test.parquet")

@@ -2,7 +2,7 @@
 
 Reads ``data/predictions/test.parquet`` (stage evaluate), ``data/processed/{items,sequences,
 test}.parquet``, ``reports/metrics.json`` and ``data/ids/item_ids.parquet`` when present (relaxed
-prefix metrics; BLOGER's final IDs ``data/recommender/item_ids.parquet`` instead when that exists), ``reports/data_stats.md`` and ``reports/ids/analysis/`` when present. Writes to
+prefix metrics; the final IDs ``data/recommender/item_ids.parquet`` instead when a method moved them), ``reports/data_stats.md`` and ``reports/ids/analysis/`` when present. Writes to
 ``reports/analysis/``: ``baselines.json``, ``head_tail.{json,md,png}``,
 ``popularity_deciles.{json,png}``, ``examples.md``; and ``reports/README.md``.
 """
@@ -86,7 +86,7 @@ def run(params: Params, root: Path) -> None:
     stored = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.exists() else {}
     stored_relaxed = {k: float(v) for k, v in stored.items() if k.startswith("prefix") and k.endswith(f"_ndcg@{RELAXED_K}")}
     codes_lookup = None
-    # BLOGER's IDs moved during training: its final table (the train stage writes it for bloger only)
+    # a method whose IDs moved during training (BLOGER) left its final table: the tested model's IDs
     id_table = paths.final_id_table if paths.final_id_table.exists() else paths.id_table
     if id_table.exists():
         item_ids, tables = read_id_table_with_items(id_table)

@@ -1,9 +1,10 @@
 """evaluate stage: selected checkpoint -> constrained beam search on every test user -> metrics.
 
-The checkpoint is the one ``reports/mtgrec/selected.json`` names (the select_tokenizer stage):
-``data/recommender/best.pt`` for every method but MTGRec, whose selected fine-tuned model lies in
-``data/finetune/<slot>/best.pt``; without that file, ``data/recommender/best.pt`` (not for MTGRec).
-``evaluate.trie: false`` decodes without the trie, invalid IDs dropped (MTGRec paper).
+The checkpoint is the one ``reports/method/selected.json`` names (the select_tokenizer stage):
+``data/recommender/best.pt``, or for a method tested after fine-tuning per table
+(``Method.tests_selected_model``) the selected ``data/finetune/<slot>/best.pt``; without that file,
+``data/recommender/best.pt`` (refused for such a method). ``evaluate.trie: false`` decodes without
+the trie, invalid IDs dropped (as the MTGRec paper's evaluation).
 
 Ranks with the same routine as validation (``interface.rank_examples`` over the model's
 ``rank``: trie-constrained beam search), writes the ranked lists as
@@ -50,7 +51,9 @@ def selected_checkpoint(params: Params, paths: ArtifactPaths) -> Path:
     import json
 
     if not paths.selected_model.exists():
-        if params.recommender.method == "mtgrec":
+        from genrec_core.methods import method_class
+
+        if method_class(params.recommender.method).tests_selected_model:
             raise MissingInputError(paths.selected_model, "the fine-tuned model to test; run the finetune and select_tokenizer stages")
         return paths.recommender_dir / "best.pt"
     name = json.loads(paths.selected_model.read_text(encoding="utf-8"))["checkpoint"]
@@ -72,7 +75,7 @@ def _evaluate_generative(params: Params, paths: ArtifactPaths, checkpoint: Path)
     loaded.model.decode_with_trie = params.evaluate.trie
     item_tokens = loaded.item_tokens
     test = load_examples(paths.examples("test"), num_items=item_tokens.shape[0])
-    encoder = SequenceEncoder(item_tokens, encoder_input=loaded.params.encoder_input, user_buckets=loaded.params.user_tokens, user_token_offset=loaded.vocab.size)
+    encoder = SequenceEncoder.for_recommender(item_tokens, loaded.params, loaded.vocab)
 
     start = time.perf_counter()
     items, scores = rank_examples(loaded.model, test, encoder.collate, params.evaluate.beam_size, params.evaluate.batch_size, progress=True)

@@ -26,7 +26,7 @@ from helpers import next_item_pattern_splits  # noqa: E402
 
 from genrec_core.config import RecommenderParams  # noqa: E402
 from genrec_core.methods import MethodContext  # noqa: E402
-from genrec_core.methods.tiger import TigerMethod  # noqa: E402
+from genrec_core.methods.plain import PlainMethod  # noqa: E402
 from genrec_core.recommender import distributed  # noqa: E402
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame  # noqa: E402
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted  # noqa: E402
@@ -38,7 +38,7 @@ MTGREC_STAGES = {"warmup": 1.0, "stage_length": 1.0, "schedule_unit": "epochs"}
 STOP_AT = int(os.environ.get("DDP_TEST_STOP_AT", "0"))
 
 
-class StopAt(TigerMethod):
+class StopAt(PlainMethod):
     """The default method; the last rank gets a SIGTERM after step ``STOP_AT`` (the others must follow)."""
 
     def on_step_end(self, trainer, batch, out):

@@ -80,7 +80,7 @@ def to_plain(value: Any) -> Any:
 def _run(name: str, tmp: Path) -> dict[str, Any]:
     from genrec_core.config import RecommenderParams
     from genrec_core.methods import MethodContext
-    from genrec_core.methods.tiger import TigerMethod
+    from genrec_core.methods.plain import PlainMethod
     from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
     from genrec_core.recommender.interface import rank_examples
     from genrec_core.recommender.losses import LossContext, build_loss
@@ -96,7 +96,7 @@ def _run(name: str, tmp: Path) -> dict[str, Any]:
     data = {k: examples_from_frame(v) for k, v in frames().items()}
     steps: list[dict[str, Any]] = []
 
-    class Recorder(TigerMethod):  # the default method, recording each step's loss and logs
+    class Recorder(PlainMethod):  # the default method, recording each step's loss and logs
         def on_step_end(self, trainer, batch, out):
             super().on_step_end(trainer, batch, out)
             steps.append({"loss": to_plain(out.loss), **{k: to_plain(v) for k, v in sorted(out.logs.items())}})

@@ -516,9 +516,9 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     moved = [r["changed"] for r in summary["bloger_updates"] if r["epoch"] <= summary["best_epoch"]]
     assert moved and max(moved) > 0 and not np.array_equal(ids, start[name])  # the selected model's IDs moved
     # fine-tuning on the frozen final IDs: plain training from BLOGER's best, kept only if better on validation
-    ft = summary["bloger_finetune"]
+    ft = summary["final_ids_finetune"]
     tuned = torch.load(root / "data" / "recommender" / "finetune" / "best.pt", weights_only=True)
-    assert ft["epochs"] == 2 and tuned["params"]["method"] == "tiger" and tuned["params"]["lr"] == 0.003 and torch.equal(tuned["item_tokens"], best["item_tokens"])
+    assert ft["epochs"] == 2 and tuned["params"]["method"] == "plain" and tuned["params"]["lr"] == 0.003 and torch.equal(tuned["item_tokens"], best["item_tokens"])
     ft_summary = json.loads((root / "data" / "recommender" / "finetune" / "summary.json").read_text())
     bloger_best = max(e["ndcg@10"] for e in summary_evals(root))
     assert ft["selected"] == (ft_summary["best_valid_ndcg@10"] > bloger_best)
@@ -568,7 +568,7 @@ def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
     assert list(rows) == ["decoder-only-packed", "bloger-joint", "bloger-joint-surgery", "bloger-no-surgery", "bloger"]
     params = {name: load_params(root / "params.yaml", m.overrides) for name, m in rows.items()}
     fixed = params["decoder-only-packed"].recommender
-    assert fixed.method == "tiger" and (fixed.model, fixed.pack_examples, fixed.epochs, fixed.history_dropout) == ("decoder_only", 10, 7, 0.2)  # the packed CPU default
+    assert fixed.method == "plain" and (fixed.model, fixed.pack_examples, fixed.epochs, fixed.history_dropout) == ("decoder_only", 10, 7, 0.2)  # the packed CPU default
     expected = {"bloger-joint": ("joint", "none"), "bloger-joint-surgery": ("joint", "projection"), "bloger-no-surgery": ("bilevel", "none"), "bloger": ("bilevel", "projection")}
     for name, (mode, surgery) in expected.items():
         rp = params[name].recommender

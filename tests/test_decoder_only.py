@@ -31,7 +31,7 @@ from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import build_generative_model
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.interface import rank_examples
 from genrec_core.recommender.trainer import Trainer
 from genrec_core.recommender.trie import ItemTrie
@@ -57,7 +57,7 @@ def small_params(**kw) -> RecommenderParams:
     return RecommenderParams(**base)
 
 
-class LossRecorder(TigerMethod):
+class LossRecorder(PlainMethod):
     """The default method, keeping every step's loss."""
 
     def __init__(self, context):

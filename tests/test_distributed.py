@@ -160,7 +160,7 @@ def test_mtgrec_two_processes_match_one(tmp_path):
     assert not np.allclose(reference[:3], 1 / 3)  # the stage end moved p
     for r in range(2):
         np.testing.assert_allclose(np.load(tmp_path / "two" / f"p_rank{r}.npy"), reference, rtol=1e-6, atol=1e-8)
-    assert (tmp_path / "two" / "mtgrec" / "influence.csv").exists()
+    assert (tmp_path / "two" / "method" / "influence.csv").exists()
 
 
 def test_cft_second_forward_through_ddp_matches_one(tmp_path):

@@ -351,7 +351,7 @@ def test_the_finetune_fan_out_is_one_stage_per_slot():
     assert [n for n in stages if n.startswith("finetune@")] == [f"finetune@{s}" for s in slots]
     for s in slots:
         assert stage_options(stages[f"finetune@{s}"]["cmd"]) == {"slot": s}
-        assert entry_paths(stages[f"finetune@{s}"]["outs"]) == [f"data/finetune/{s}", f"reports/mtgrec/finetune/{s}"]
+        assert entry_paths(stages[f"finetune@{s}"]["outs"]) == [f"data/finetune/{s}", f"reports/method/finetune/{s}"]
 
 
 def test_the_import_resolver_follows_function_level_relative_and_registry_imports():

@@ -10,7 +10,7 @@ import torch
 from genrec_core.config import RecommenderParams
 from genrec_core.recommender.data import examples_from_frame
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.trainer import Trainer
 from genrec_core.runtime import seed_everything
 from helpers import next_item_pattern_splits
@@ -68,7 +68,7 @@ def test_training_lowers_the_loss_and_learns_the_pattern(tmp_path, loss):
     train = examples_from_frame(FRAMES["train"])
     losses = []
 
-    class LossRecorder(TigerMethod):
+    class LossRecorder(PlainMethod):
         def on_step_end(self, trainer, batch, out):
             super().on_step_end(trainer, batch, out)
             losses.append(float(out.loss.detach()))

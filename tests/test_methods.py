@@ -24,7 +24,7 @@ from torch import nn
 from genrec_core.config import RecommenderParams, flatten_overlay, load_params
 from genrec_core.errors import ParamError
 from genrec_core.methods import METHODS, Method, MethodContext, StepOutput, build_method, check_method_params, method_class, register_method
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LOSSES, LossContext, LossOutput, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
@@ -217,7 +217,7 @@ def test_per_example_terms_take_gradients_over_any_subset(tmp_path):
     assert method.aux_vector.grad is not None and method.aux_vector.grad.abs().sum() > 0
 
 
-class TigerStoppedAt13(TigerMethod):
+class TigerStoppedAt13(PlainMethod):
     def on_step_end(self, trainer, batch, out):
         super().on_step_end(trainer, batch, out)
         if trainer.state.step == 13:
@@ -227,7 +227,7 @@ class TigerStoppedAt13(TigerMethod):
 def test_a_last_pt_from_before_methods_still_resumes(tmp_path):
     """Format 1 (before methods) kept the plain method's optimizer, scheduler and loss strategy at
     the top level of last.pt, beside an unused ``hooks``: the default method resumes from it."""
-    reference = make_trainer(tmp_path / "ref", TigerMethod)
+    reference = make_trainer(tmp_path / "ref", PlainMethod)
     reference.fit()
     with pytest.raises(TrainingInterrupted):
         make_trainer(tmp_path / "run", TigerStoppedAt13).fit()
@@ -235,7 +235,7 @@ def test_a_last_pt_from_before_methods_still_resumes(tmp_path):
     ckpt = torch.load(path, weights_only=False)
     ckpt.update(ckpt.pop("method"), hooks={}, format=1)
     torch.save(ckpt, path)
-    resumed = make_trainer(tmp_path / "run", TigerMethod, init_seed=5)
+    resumed = make_trainer(tmp_path / "run", PlainMethod, init_seed=5)
     resumed.fit()
     assert resumed.resumed_from is not None and resumed.state.evals == reference.state.evals
     a, b = reference.model.state_dict(), resumed.model.state_dict()
@@ -246,8 +246,8 @@ def test_a_last_pt_from_before_methods_still_resumes(tmp_path):
 
 
 def test_the_registry_finds_methods_by_name():
-    assert method_class("tiger") is TigerMethod and METHODS["toy"] is ToyMethod
-    assert isinstance(build_method("tiger", {}, context()), TigerMethod)
+    assert method_class("tiger") is PlainMethod and METHODS["toy"] is ToyMethod
+    assert isinstance(build_method("tiger", {}, context()), PlainMethod)
     with pytest.raises(ParamError, match="recommender.method.*unknown method 'mtgrec_typo'"):
         build_method("mtgrec_typo", {}, context())
     with pytest.raises(ValueError, match="registered twice"):
@@ -278,7 +278,7 @@ def test_method_params_fill_defaults_and_accept_ints_for_floats():
 def test_method_and_method_params_in_params_yaml_and_overlays(tmp_path):
     params = load_params(None, ['recommender.method=toy', 'recommender.method_params={"aux_weight":0.5}'])
     assert params.recommender.method == "toy" and params.recommender.method_params == {"aux_weight": 0.5}
-    assert load_params(None).recommender.method == "tiger" and load_params(None).recommender.method_params == {}
+    assert load_params(None).recommender.method == "plain" and load_params(None).recommender.method_params == {}
     with pytest.raises(ParamError, match="recommender.method_params"):
         load_params(None, ["recommender.method_params=3"])
     overlay = tmp_path / "overlay.yaml"

@@ -14,7 +14,7 @@ import torch
 
 from genrec_core.config import RecommenderParams
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.beam_search import constrained_beam_search
 from genrec_core.recommender.checkpoint import load_recommender
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
@@ -104,7 +104,7 @@ def test_one_loader_rebuilds_every_model(tmp_path, kind):
     else:
         meta = {"model_kind": kind, "config": dict(model.config), "params": dataclasses.asdict(p)}
     trainer = Trainer(
-        model, p, TigerMethod(MethodContext(encoder, strategy)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
+        model, p, PlainMethod(MethodContext(encoder, strategy)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
         checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", checkpoint_meta=meta, device="cpu", progress=False, use_dvclive=False,
     )
     trainer.fit()  # one epoch: best.pt holds the final weights

@@ -226,8 +226,8 @@ def test_p_after_each_stage_is_the_softmax_of_the_cumulative_influence(tmp_path)
     assert not np.allclose(method.p, 1 / 3)  # a sharp tau moved p away from uniform
     # the draws of the last stage follow p (and every tokenizer was drawn in the first)
     assert method.counts.sum() == 3 * len(trainer.train_examples) and method.counts.min() > 0
-    # reports/mtgrec/influence.csv: per stage and tokenizer; p = softmax(cumulative / tau) per stage
-    path = tmp_path / "reports" / "mtgrec" / "influence.csv"
+    # reports/method/influence.csv: per stage and tokenizer; p = softmax(cumulative / tau) per stage
+    path = tmp_path / "reports" / "method" / "influence.csv"
     rows = list(csv.DictReader(path.open()))
     assert list(rows[0]) == ["stage", "epoch", "step", "tokenizer", "influence", "cumulative", "p"] and len(rows) == 6
     for stage in ("1", "2"):
@@ -278,7 +278,7 @@ def test_resumed_between_two_stage_ends_is_bit_identical(tmp_path, influence):
     sa, sb = reference.method.optimizer.state_dict()["state"], resumed.method.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
     assert reference.state.evals == resumed.state.evals
-    assert (tmp_path / "ref" / "reports" / "mtgrec" / "influence.csv").read_text() == (tmp_path / "run" / "reports" / "mtgrec" / "influence.csv").read_text()
+    assert (tmp_path / "ref" / "reports" / "method" / "influence.csv").read_text() == (tmp_path / "run" / "reports" / "method" / "influence.csv").read_text()
 
 
 def test_projected_scores_converge_to_the_full_ones(tmp_path):
@@ -300,7 +300,7 @@ def test_projected_scores_converge_to_the_full_ones(tmp_path):
 
 def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_selects_on_validation(tmp_path):
     from genrec_core.methods.mtgrec import finetune_recommender_params, finetune_tokenizers, select_tokenizer
-    from genrec_core.methods.tiger import TigerMethod
+    from genrec_core.methods.plain import PlainMethod
 
     pre = make_trainer(tmp_path / "pre", method_params={**STAGES, "finetune_top_m": 2, "finetune_epochs": 1})
     pre.fit()
@@ -309,13 +309,13 @@ def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_sele
     assert len(chosen) == 2 and pre.method.cumulative[chosen[0]] >= pre.method.cumulative[chosen[1]] >= pre.method.cumulative.min()
     assert finetune_tokenizers([0.1, 0.3, 0.2]) == [1, 2, 0] and finetune_tokenizers([0.1, 0.3, 0.2], 1) == [1]
     rp = finetune_recommender_params(pre.params)
-    assert (rp.method, rp.method_params, rp.lr, rp.warmup_steps, rp.lr_schedule, rp.epochs) == ("tiger", {}, 2e-4, 0, "cosine", 1)
+    assert (rp.method, rp.method_params, rp.lr, rp.warmup_steps, rp.lr_schedule, rp.epochs) == ("plain", {}, 2e-4, 0, "cosine", 1)
     valid = {}
     for t in chosen:
         model = GenerativeRecommender(rp, VOCAB)
         model.load_state_dict(pretrained)
         context = MethodContext(SequenceEncoder(TABLES, "items", default_tokenizer=t), build_loss("ce", {}, LossContext(VOCAB, TABLES[t])))
-        trainer = Trainer(model, rp, TigerMethod(context), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), checkpoint_dir=tmp_path / f"ft{t}",
+        trainer = Trainer(model, rp, PlainMethod(context), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), checkpoint_dir=tmp_path / f"ft{t}",
                           reports_dir=tmp_path / f"ft{t}" / "reports", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False)
         assert all(torch.equal(model.state_dict()[k], pretrained[k]) for k in pretrained)  # from the pre-trained weights
         assert trainer.method.scheduler.get_last_lr()[0] == pytest.approx(2e-4)  # no warm-up
@@ -331,7 +331,7 @@ def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_sele
 def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_and_tests_only_that_one(tmp_path):
     """Every dvc.yaml stage up to evaluate on the tiny dataset of tests/test_dvc_dependencies.py
     with ``recommender.method: mtgrec``: pre-training on both kept tokenizers (keep_last = 2,
-    reports/mtgrec/influence.csv: one row per stage end and tokenizer), finetune@0 and @1 on one
+    reports/method/influence.csv: one row per stage end and tokenizer), finetune@0 and @1 on one
     tokenizer each (by cumulative influence; finetune@2.. are no-ops), select_tokenizer takes the
     argmax of validation, evaluate tests that fine-tuned model; every written file is declared."""
     import json
@@ -353,34 +353,34 @@ def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_an
     written = run_stages_recording_writes(root, names, overrides)
     assert undeclared_writes(dvc, written) == {}
     # pre-training: influence per stage end and tokenizer, p = softmax(cumulative / tau)
-    rows = list(csv.DictReader((root / "reports" / "mtgrec" / "influence.csv").open()))
+    rows = list(csv.DictReader((root / "reports" / "method" / "influence.csv").open()))
     assert [(r["stage"], r["tokenizer"]) for r in rows] == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
     for stage in ("1", "2"):
         group = [r for r in rows if r["stage"] == stage]
         np.testing.assert_allclose([float(r["p"]) for r in group], softmax(np.array([float(r["cumulative"]) for r in group]), 0.5), rtol=1e-9)
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert len(summary["mtgrec_p"]) == 2 and sum(summary["mtgrec_counts"]) > 0
-    cumulative = cumulative_influence(root / "reports" / "mtgrec" / "influence.csv", 2)
+    cumulative = cumulative_influence(root / "reports" / "method" / "influence.csv", 2)
     np.testing.assert_allclose(cumulative, summary["mtgrec_cumulative_influence"])
     # fine-tuning: slot r on the r-th tokenizer by cumulative influence, from the pre-trained weights
-    results = {s: json.loads((root / "reports" / "mtgrec" / "finetune" / str(s) / "result.json").read_text()) for s in range(5)}
+    results = {s: json.loads((root / "reports" / "method" / "finetune" / str(s) / "result.json").read_text()) for s in range(5)}
     order = sorted(range(2), key=lambda i: (-cumulative[i], i))
     assert [results[s]["tokenizer_index"] for s in (0, 1)] == order
     assert all(results[s]["tokenizer"] is None and "only 2 tokenizers" in results[s]["skipped"] for s in (2, 3, 4))
     pretrained = torch.load(root / "data" / "recommender" / "best.pt", weights_only=True)
     for s in (0, 1):
         ckpt = torch.load(root / "data" / "finetune" / str(s) / "best.pt", weights_only=True)
-        assert ckpt["tokenizer"] == results[s]["tokenizer"] and ckpt["params"]["method"] == "tiger" and ckpt["params"]["lr"] == 0.003
+        assert ckpt["tokenizer"] == results[s]["tokenizer"] and ckpt["params"]["method"] == "plain" and ckpt["params"]["lr"] == 0.003
         assert not all(torch.equal(ckpt["model"][k], pretrained["model"][k]) for k in pretrained["model"])  # it trained
-        ft_summary = json.loads((root / "reports" / "mtgrec" / "finetune" / str(s) / "summary.json").read_text())
+        ft_summary = json.loads((root / "reports" / "method" / "finetune" / str(s) / "summary.json").read_text())
         assert ft_summary["tokenizer"] == results[s]["tokenizer"] and ft_summary["epochs"] <= 2
     assert results[0]["tokenizer"] != results[1]["tokenizer"]
     # selection: the argmax of validation NDCG@10 (ties: the lower slot)
-    selected = json.loads((root / "reports" / "mtgrec" / "selected.json").read_text())
+    selected = json.loads((root / "reports" / "method" / "selected.json").read_text())
     valid = [results[s]["best_valid"]["ndcg@10"] for s in (0, 1)]
     best = int(np.argmax(valid))
     assert selected["slot"] == best and selected["tokenizer"] == results[best]["tokenizer"] and selected["checkpoint"] == f"data/finetune/{best}/best.pt"
-    table = list(csv.DictReader((root / "reports" / "mtgrec" / "finetune.csv").open()))
+    table = list(csv.DictReader((root / "reports" / "method" / "finetune.csv").open()))
     assert [r["stage"] for r in table] == ["pretrain", "finetune", "finetune"]
     assert [r["selected"] for r in table] == ["False", str(best == 0), str(best == 1)]
     assert [float(r["ndcg@10"]) for r in table[1:]] == valid
@@ -409,7 +409,7 @@ def test_the_default_method_has_nothing_to_finetune_and_tests_the_pretrained_mod
     (tmp_path / "reports" / "train").mkdir(parents=True)
     (tmp_path / "reports" / "train" / "best_valid.json").write_text(json.dumps({"best_epoch": 2, "best_valid_ndcg@10": 0.25}))
     finetune.run(params, tmp_path, slot=0)  # no ID table, no model: nothing is read
-    assert json.loads(paths.finetune_result(0).read_text())["skipped"].startswith("recommender.method is 'tiger'")
+    assert json.loads(paths.finetune_result(0).read_text())["skipped"].startswith("recommender.method is 'plain'")
     assert sorted(p.name for p in paths.finetune_dir(0).iterdir()) == ["skipped.json"]
     select_tokenizer.run(params, tmp_path)
     assert json.loads(paths.selected_model.read_text())["checkpoint"] == "data/recommender/best.pt"

@@ -23,7 +23,7 @@ from genrec_core.io import write_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.data import examples_from_frame
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.interface import rank_examples
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.runtime import seed_everything
@@ -48,7 +48,7 @@ def small_params(**kw) -> RecommenderParams:
     return RecommenderParams(**base)
 
 
-def make_trainer(tmp_path, params, loss="ce", method=TigerMethod, init_seed=0):
+def make_trainer(tmp_path, params, loss="ce", method=PlainMethod, init_seed=0):
     seed_everything(init_seed)
     model = SASRec(N_ITEMS, MAX_LEN, d_model=params.d_model, num_layers=params.num_layers, num_heads=params.num_heads, d_ff=params.d_ff, dropout=params.dropout)
     return Trainer(
@@ -93,7 +93,7 @@ def test_learns_a_deterministic_pattern(tmp_path, loss):
     assert (tmp_path / "ckpt" / "best.pt").exists()
 
 
-class SignalAt(TigerMethod):
+class SignalAt(PlainMethod):
     """The default method, plus a SIGTERM after optimiser step 13."""
 
     def on_step_end(self, trainer, batch, out):

@@ -22,7 +22,7 @@ import torch
 
 from genrec_core.config import RecommenderParams
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.beam_search import constrained_beam_search
 from genrec_core.recommender.checkpoint import load_recommender
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
@@ -127,7 +127,7 @@ def test_straight_through_value_and_gradient():
 # --------------------------------------------------------------------------- IDs that change
 
 
-def make_trainer(tmp_path, method=TigerMethod, epochs=1):
+def make_trainer(tmp_path, method=PlainMethod, epochs=1):
     seed_everything(0)
     p = params("tiger", epochs=epochs)
     model = build_generative_model(p, VOCAB, TOKENS)
@@ -190,7 +190,7 @@ def test_trainer_decodes_and_saves_the_new_ids(tmp_path):
     assert torch.equal(resumed.method.encoder.tables[0], SHIFTED) and torch.equal(resumed.checkpoint_meta["item_tokens"], SHIFTED)
 
 
-class ChangeIdsAtEpochEnd(TigerMethod):
+class ChangeIdsAtEpochEnd(PlainMethod):
     """What a runtime tokenizer's method does after a refresh: hand the new IDs to the trainer."""
 
     def on_epoch_end(self, trainer, epoch):

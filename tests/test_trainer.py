@@ -21,7 +21,7 @@ from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
@@ -47,7 +47,7 @@ def small_params(**kw) -> RecommenderParams:
     return RecommenderParams(**base)
 
 
-def make_trainer(tmp_path, params, method=TigerMethod, fingerprint="fp", init_seed=0, use_dvclive=False):
+def make_trainer(tmp_path, params, method=PlainMethod, fingerprint="fp", init_seed=0, use_dvclive=False):
     """``method``: the class of the method (built over this data's encoder and the ce loss)."""
     seed_everything(init_seed)  # a resumed run must not depend on its fresh initialisation
     model = GenerativeRecommender(params, VOCAB)
@@ -62,7 +62,7 @@ def make_trainer(tmp_path, params, method=TigerMethod, fingerprint="fp", init_se
 def signal_at(step=None, epoch=None):
     """The default method, plus a SIGTERM arriving after optimiser step ``step`` (or at the end of epoch ``epoch``)."""
 
-    class SignalAt(TigerMethod):
+    class SignalAt(PlainMethod):
         def on_step_end(self, trainer, batch, out):
             super().on_step_end(trainer, batch, out)
             if trainer.state.step == step:

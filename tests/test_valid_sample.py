@@ -20,7 +20,7 @@ from genrec_core.recommender import trainer as trainer_mod
 from genrec_core.recommender.data import examples_from_frame, seeded_subset
 from genrec_core.recommender.trainer import AUTO_EVAL_USERS, eval_user_index
 from genrec_core.methods import MethodContext
-from genrec_core.methods.tiger import TigerMethod
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.data import SequenceEncoder
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
@@ -95,7 +95,7 @@ def test_valid_values_load():
 
 def seeded_trainer(tmp_path, params, seed):
     """test_trainer's trainer, with the run seed ``seed``."""
-    method = TigerMethod(MethodContext(SequenceEncoder(TOKENS, params.encoder_input), build_loss("ce", {}, LossContext(VOCAB, TOKENS))))
+    method = PlainMethod(MethodContext(SequenceEncoder(TOKENS, params.encoder_input), build_loss("ce", {}, LossContext(VOCAB, TOKENS))))
     return trainer_mod.Trainer(GenerativeRecommender(params, VOCAB), params, method, examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
                                checkpoint_dir=tmp_path / "c", reports_dir=tmp_path / "r", seed=seed, fingerprint="fp", progress=False, use_dvclive=False)
 

@@ -7,12 +7,14 @@ example (``compute_losses``), the optimisation step and its optimisers (``step``
 (``genrec_core.recommender.trainer``) runs the loop, evaluation, checkpoints, early stopping and
 signals around it and knows nothing method-specific.
 
-Registered: ``tiger`` (``tiger.py``): plain training with the token-weighting strategy
-``recommender.loss``; the default. ``mtgrec`` (``mtgrec.py``): MTGRec pre-training (paper 002,
+Registered: ``plain`` (``plain.py``; ``tiger`` is an accepted alias, ``config.METHOD_ALIASES``):
+plain training with the token-weighting strategy ``recommender.loss``; the default. ``mtgrec`` (``mtgrec.py``): MTGRec pre-training (paper 002,
 SPEC 7): per-example tokenizer sampling from p, influence-driven p updates at stage ends.
 ``bloger`` (``bloger.py``): BLOGER (paper 003, SPEC 8): a runtime RQ-VAE trained beside the
 recommender by a one-step look-ahead meta-gradient with gradient surgery; the IDs move. A new method is one module here with a class decorated
-``@register_method("<name>")`` plus its module name in ``BUILTIN_METHOD_MODULES``;
+``@register_method("<name>")`` plus its module name in ``BUILTIN_METHOD_MODULES`` (or, outside
+the package, any module imported before the params are checked); what the stages ask of it
+(IDs, outputs, fine-tuning, the tested checkpoint) are ``Method``'s pipeline hooks;
 ``recommender.method_params`` is checked against the class's ``param_defaults`` (an unknown key
 is a ParamError naming ``recommender.method_params.<key>``).
 """
@@ -22,12 +24,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from genrec_core.config import METHOD_ALIASES
 from genrec_core.errors import ParamError
-from genrec_core.methods.base import Method, MethodContext, StepOutput
+from genrec_core.methods.base import Method, MethodContext, PreparedIds, StepOutput
 from genrec_core.registry import registrar
 
 #: Modules of ``genrec_core.methods`` whose import registers the built-in methods.
-BUILTIN_METHOD_MODULES = ("tiger", "mtgrec", "bloger")
+BUILTIN_METHOD_MODULES = ("plain", "mtgrec", "bloger")
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -40,6 +43,7 @@ def method_class(name: str) -> type[Method]:
     """The class registered as ``name`` (the built-in methods are imported first)."""
     for module in BUILTIN_METHOD_MODULES:
         importlib.import_module(f"genrec_core.methods.{module}")
+    name = METHOD_ALIASES.get(name, name)
     if name not in METHODS:
         raise ParamError("recommender.method", f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
@@ -55,4 +59,4 @@ def build_method(name: str, method_params: dict[str, Any] | None, context: Metho
     return method_class(name)(context, **(method_params or {}))
 
 
-__all__ = ["BUILTIN_METHOD_MODULES", "METHODS", "Method", "MethodContext", "StepOutput", "build_method", "check_method_params", "method_class", "register_method"]
+__all__ = ["BUILTIN_METHOD_MODULES", "METHODS", "Method", "MethodContext", "PreparedIds", "StepOutput", "build_method", "check_method_params", "method_class", "register_method"]

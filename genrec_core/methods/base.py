@@ -26,21 +26,21 @@ passes run through), ``params``, ``device``, ``seed``, ``state`` with the step a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from genrec_core.config import check_param_dict
+from genrec_core.io import write_text
 from genrec_core.recommender.data import Batch, ExampleArrays
 from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.losses import LossOutput
 from genrec_core.recommender.packing import chunk_groups, linked_examples, pack_batch
-from genrec_core.recommender.trainer import fused_adamw_kwargs, warmup_cosine
-
-if TYPE_CHECKING:
-    from genrec_core.recommender.trainer import Trainer
+from genrec_core.recommender.optim import fused_adamw_kwargs, warmup_cosine
+from genrec_core.methods.trainer_view import TrainerView as Trainer  # what a method may use of the trainer
+from genrec_core.paths import ArtifactPaths
 
 
 @dataclass
@@ -50,6 +50,39 @@ class MethodContext:
     encoder: Any  # SequenceEncoder (semantic IDs, one or several tables) or ItemIdEncoder: collate(examples, index, ...)
     loss: nn.Module  # the token-weighting strategy (recommender.loss) or SequentialLoss (item-ID models)
     extra: dict[str, Any] = field(default_factory=dict)  # whatever else a method needs (e.g. tokenizers)
+
+
+@dataclass
+class PreparedIds:
+    """The semantic IDs a generative run trains on (``Method.prepare_ids`` makes them)."""
+
+    vocab: Any  # SemanticIdVocab
+    tables: torch.Tensor  # [T, N, L] token ids of every table the run may use
+    names: list[str]  # the tables' tokenizer names
+    default: int  # the table validation, checkpoints and the trie use
+    extra: dict[str, Any] = field(default_factory=dict)  # MethodContext.extra (e.g. a runtime tokenizer)
+    inputs: dict[str, Any] = field(default_factory=dict)  # further files (Paths) the fingerprint hashes
+
+    @property
+    def item_tokens(self) -> torch.Tensor:
+        """[N, L] the default table (a copy: the model and checkpoints keep their own)."""
+        return self.tables[self.default].clone()
+
+    @property
+    def tokenizer(self) -> str:
+        return self.names[self.default]
+
+
+#: header of ``influence.csv``: the influence of a method's data groups per stage end (MTGRec's
+#: tokenizers); a method that computes none writes the header alone, so the output always exists
+INFLUENCE_COLUMNS = "stage,epoch,step,tokenizer,influence,cumulative,p"
+
+
+def finetune_recipe(rp: Any, lr: float, epochs: int) -> Any:
+    """The recommender params of a fine-tuning run (MTGRec per tokenizer, SPEC 7; BLOGER on its
+    final IDs): plain training, no method params, AdamW at ``lr`` with a cosine schedule to 0 and
+    no warm-up, ``epochs`` epochs, early stopping and everything else as ``rp``."""
+    return replace(rp, method="plain", method_params={}, lr=lr, warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.0, epochs=epochs)
 
 
 @dataclass
@@ -87,6 +120,51 @@ class Method:
     @classmethod
     def validate_params(cls, params: dict[str, Any], prefix: str) -> None:
         """Value checks of a subclass (ranges); raise ParamError."""
+
+    # ------------------------------------------------------------------ pipeline hooks
+    # What the stages ask of a method (class-level where asked before a run exists), so no stage
+    # names a method: how the IDs are prepared, what runs after fit, which outputs it writes,
+    # what the finetune stage's slots do and which checkpoint the evaluate stage tests.
+
+    @classmethod
+    def prepare_ids(cls, params: Any, paths: ArtifactPaths, item_ids: np.ndarray, tables: dict[str, np.ndarray], chosen: str) -> PreparedIds:
+        """The IDs to train on: every table of the ID table (one shared vocabulary), ``chosen``
+        the default (validation, checkpoints, trie)."""
+        from genrec_core.recommender.vocab import SemanticIdVocab
+
+        names = list(tables)
+        vocab = SemanticIdVocab.from_codes(tables.values())  # shared by every tokenizer
+        stacked = torch.from_numpy(np.stack([vocab.codes_to_tokens(tables[n]) for n in names]))  # [T, N, L]
+        return PreparedIds(vocab, stacked, names, names.index(chosen), extra={"reports_dir": paths.method_reports_dir})
+
+    #: True: the method's model is tested only after fine-tuning per table (``finetune_plan``) and
+    #: selection (the finetune and select_tokenizer stages must have run: evaluate refuses
+    #: ``data/recommender/best.pt`` alone); False: the finetune slots are no-ops
+    tests_selected_model: ClassVar[bool] = False
+
+    @classmethod
+    def finetune_plan(cls, params: Any, paths: ArtifactPaths, names: list[str]) -> list[tuple[int, float]]:
+        """The tables (indices into ``names``) the finetune stage fine-tunes, slot 0 first, each with
+        the score the order comes from; empty: every slot is a no-op and the pre-trained model is
+        tested (the default)."""
+        return []
+
+    @classmethod
+    def finetune_params(cls, rp: Any) -> Any:
+        """The recommender params of the finetune stage's runs (``finetune_recipe``)."""
+        raise NotImplementedError(f"method {cls.name!r} fine-tunes nothing (finetune_plan is empty)")
+
+    def final_finetune_params(self, rp: Any) -> Any | None:
+        """Params of a fine-tuning on the final IDs after fit (``best.pt``'s, kept only if it beats
+        the run on validation), or None (the default: none)."""
+        return None
+
+    def write_outputs(self, trainer: Trainer, paths: ArtifactPaths, ids: PreparedIds) -> None:
+        """The train stage's outputs besides the trainer's (rank 0, after fit): ``influence.csv``
+        (header only unless the method computes influence) and no final ID table (a table left by
+        an earlier run in this workspace would not describe this model)."""
+        write_text(INFLUENCE_COLUMNS + "\n", paths.influence_csv)
+        paths.final_id_table.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Trainer) -> None:
@@ -158,8 +236,8 @@ class Method:
         index = np.asarray(index, dtype=np.int64)
         whole = part is None or (part.start in (0, None) and part.stop in (len(index), None))
         tokenizer_index = self.tokenizer_index(trainer, examples, index)
-        prob = float(getattr(trainer.params, "history_dropout", 0.0))
-        pack = int(getattr(trainer.sampler, "pack_examples", 0))  # the trainer packs (decoder_only with pack_examples)
+        prob = float(trainer.params.history_dropout)
+        pack = trainer.pack_examples  # the trainer packs (a model that supports it, with pack_examples)
         if not whole:
             return self.collate_part(trainer, examples, index, part, tokenizer_index, prob, pack)
         kwargs: dict[str, Any] = {}
@@ -216,14 +294,14 @@ class Method:
     @staticmethod
     def linked(trainer: Trainer, examples: ExampleArrays) -> np.ndarray:
         """[E] ``packing.linked_examples`` of ``examples`` (the packed sampler's, for the training split)."""
-        linked = getattr(trainer.sampler, "linked", None) if examples is trainer.train_examples else None
+        linked = trainer.linked_examples if examples is trainer.train_examples else None
         return linked_examples(examples) if linked is None else linked
 
     def chunk_of_examples(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray) -> np.ndarray | None:
         """[B] the packed chunk of each example of the training batch ``index`` (``chunk_groups``),
         or None when the trainer does not pack: what a method that draws per example must draw
         per chunk instead."""
-        pack = int(getattr(trainer.sampler, "pack_examples", 0))
+        pack = trainer.pack_examples
         if not pack:
             return None
         return chunk_groups(np.asarray(index, dtype=np.int64), self.linked(trainer, examples), pack)
@@ -252,7 +330,7 @@ class Method:
         """One optimisation step: losses (under ``recommender.precision``'s autocast), backward, clipping, AdamW, scheduler."""
         with autocast_for(trainer.device, training_precision(trainer.params)):
             out = self.compute_losses(trainer, batch)
-        scale = getattr(trainer, "loss_scale", 1.0)  # DDP: this rank's share of the global batch x world
+        scale = trainer.loss_scale  # DDP: this rank's share of the global batch x world
         (out.loss * scale if scale != 1.0 else out.loss).backward()
         grad_norm = self.clip_gradients(trainer)
         self.optimizer.step()
@@ -309,3 +387,25 @@ class Method:
         if "encoder_tables" in state:
             self.encoder.tables = state["encoder_tables"].clone()
             self.tables_changed = True
+
+
+# --------------------------------------------------------------------------- selection among fine-tuned models
+
+
+def select_tokenizer(valid: dict[Any, dict[str, float]], metric: str = "ndcg@10") -> Any:
+    """The fine-tuned tokenizer best on validation ``metric`` (ties: the first given); only that
+    one is tested (the released script's per-metric maximum over tokenizers on test is not done)."""
+    if not valid:
+        raise ValueError("no fine-tuned tokenizer to select from")
+    best = max(valid.items(), key=lambda kv: kv[1].get(metric, float("-inf")))  # max keeps the first of ties
+    return best[0]
+
+
+def finetune_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
+    """``finetune.csv``: one row per model (stage ``pretrain``, then ``finetune`` per slot) with
+    its validation ``metrics`` at its best epoch and whether it is the selected one."""
+    columns = ["stage", "slot", "tokenizer", "cumulative_influence", "best_epoch", *metrics, "selected"]
+    lines = [",".join(columns)]
+    for r in rows:
+        lines.append(",".join("" if r.get(c) is None else str(r.get(c)) for c in columns))
+    return "\n".join(lines) + "\n"

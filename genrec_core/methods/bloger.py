@@ -57,8 +57,8 @@ two tokenizer steps ends bit-identical.
 
 Fine-tuning on the frozen final IDs (``finetune_epochs`` > 0; ``finetune_lr``, 2e-4): after BLOGER,
 the train stage trains the selected model on its final IDs with plain training
-(``finetune_recommender_params``) and keeps the result only when it beats BLOGER's best on
-validation (``stages/train.py``, ``bloger_finetune``).
+(``final_finetune_params``) and keeps the result only when it beats BLOGER's best on
+validation (``genrec_core.training.finetune_final_ids``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from __future__ import annotations
 import logging
 import math
 import resource
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,15 +74,17 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from genrec_core.errors import GenrecError, ParamError
+from genrec_core.errors import GenrecError, InputFormatError, MissingInputError, ParamError
+from genrec_core.io import write_text
 from genrec_core.methods import register_method
-from genrec_core.methods.base import Method, MethodContext, StepOutput
+from genrec_core.methods.base import INFLUENCE_COLUMNS, Method, MethodContext, PreparedIds, StepOutput, finetune_recipe
 from genrec_core.recommender.data import Batch
 from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.soft_inputs import decoder_inputs_embeds, history_inputs_embeds, packed_items_embeds
+from genrec_core.methods.trainer_view import TrainerView as Trainer
+from genrec_core.paths import ArtifactPaths
 
 if TYPE_CHECKING:
-    from genrec_core.recommender.trainer import Trainer
     from genrec_core.tokenizers.runtime import RuntimeItemTokenizer
 
 log = logging.getLogger(__name__)
@@ -207,6 +210,37 @@ class BlogerMethod(Method):
         self.update_steps: set[int] = set()  # batches of an epoch (1-based) after which the tokenizer steps
         self.embedding_name = ""
 
+    # ------------------------------------------------------------------ pipeline hooks
+    @classmethod
+    def prepare_ids(cls, params: Any, paths: ArtifactPaths, item_ids: np.ndarray, tables: dict[str, np.ndarray], chosen: str) -> PreparedIds:
+        """The IDs come from a tokenizer that trains along (SPEC 8): the runtime tokenizer over the
+        kept RQ-VAE ``chosen``; one table, a codebook-sized vocabulary (every ID a tokenizer update
+        can produce has tokens); the kept tokenizer and the item vectors join the fingerprint."""
+        runtime = runtime_tokenizer(paths, item_ids, tables[chosen], chosen)
+        tokens = runtime.item_tokens(chosen).cpu()[None]  # [1, N, L]
+        extra = {"reports_dir": paths.method_reports_dir, "runtime_tokenizer": runtime, "tokenizer_name": chosen}
+        return PreparedIds(runtime.vocab, tokens, [chosen], 0, extra=extra, inputs={"kept_tokenizer": kept_tokenizer_path(paths, chosen), "embeddings": paths.embeddings})
+
+    def final_finetune_params(self, rp: Any) -> Any | None:
+        """With ``finetune_epochs`` > 0: plain training on the frozen final IDs at ``finetune_lr``
+        (MTGRec's fine-tuning recipe, SPEC 7; the BLOGER sources give none), packed as BLOGER itself."""
+        p = self.params
+        return finetune_recipe(rp, p["finetune_lr"], p["finetune_epochs"]) if p["finetune_epochs"] else None
+
+    def write_outputs(self, trainer: Trainer, paths: ArtifactPaths, ids: PreparedIds) -> None:
+        """No influence (header only); the final IDs, those of the model selected on validation
+        (``best.pt``'s item tokens), as an ID table with emit-ids' schema: what evaluate decodes to
+        (it reads them from best.pt) and what the analyses of this model's IDs should read."""
+        from genrec_core.io import write_parquet
+        from genrec_core.tokenizers.id_table import build_id_table, validate_id_table
+
+        write_text(INFLUENCE_COLUMNS + "\n", paths.influence_csv)
+        tokens = torch.load(paths.recommender_dir / "best.pt", map_location="cpu", weights_only=True)["item_tokens"]
+        item_ids = np.arange(tokens.shape[0])
+        table = build_id_table(item_ids, {ids.tokenizer: self.vocab.tokens_to_codes(torch.as_tensor(tokens).numpy())})
+        validate_id_table(table, paths.final_id_table, item_ids)
+        write_parquet(table, paths.final_id_table)
+
     # ------------------------------------------------------------------ set-up
     @property
     def tokenizer(self) -> nn.Module:
@@ -216,7 +250,7 @@ class BlogerMethod(Method):
         return list(self.tokenizer.parameters())
 
     def setup(self, trainer: Trainer) -> None:
-        if getattr(trainer, "world", 1) > 1:
+        if trainer.world > 1:
             raise ParamError("recommender.processes", "bloger trains in one process (its tokenizer step is not data-parallel); set processes: 1")
         self.runtime.to(trainer.device)
         tok = self.tokenizer.eval()
@@ -226,7 +260,7 @@ class BlogerMethod(Method):
         self.embedding_name = next(n for n, p in trainer.model.named_parameters() if p is weight)
         super().setup(trainer)
         self.tokenizer_optimizer = torch.optim.AdamW(self.tokenizer_parameters(), lr=self.params["tokenizer_lr"], weight_decay=self.params["tokenizer_weight_decay"])
-        steps = len(trainer.sampler)
+        steps = trainer.steps_per_epoch
         m = min(self.params["updates_per_epoch"], steps)
         self.update_steps = {max(1, round(k * steps / m)) for k in range(1, m + 1)}
 
@@ -326,7 +360,7 @@ class BlogerMethod(Method):
         rec_norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in g_rec if g is not None))
         record = {
             "update": len(self.records) + 1,
-            "epoch": trainer.state.step / len(trainer.sampler),
+            "epoch": trainer.state.step / trainer.steps_per_epoch,
             "step": trainer.state.step,
             "changed": report.changed,
             "first_changed": report.first_changed,
@@ -343,7 +377,7 @@ class BlogerMethod(Method):
 
     def on_step_end(self, trainer: Trainer, batch: Batch, out: StepOutput) -> None:
         super().on_step_end(trainer, batch, out)
-        in_epoch = (trainer.state.step - 1) % len(trainer.sampler) + 1
+        in_epoch = (trainer.state.step - 1) % trainer.steps_per_epoch + 1
         if in_epoch in self.update_steps:
             self.tokenizer_step(trainer, batch)
 
@@ -397,12 +431,30 @@ class BlogerMethod(Method):
         self.before = (list(own["before"][0]), list(own["before"][1]))
 
 
-def finetune_recommender_params(rp: Any) -> Any:
-    """The recommender params of the optional fine-tuning on BLOGER's frozen final IDs: plain
-    training (``tiger``) for ``finetune_epochs`` at ``finetune_lr`` with a cosine schedule and no
-    warm-up (MTGRec's fine-tuning recipe, SPEC 7; the BLOGER sources give none), early stopping as
-    configured; packed (``pack_examples``) as BLOGER itself."""
-    import dataclasses
+def kept_tokenizer_path(paths: ArtifactPaths, name: str) -> Path:
+    """The kept tokenizer file of ``name`` (data/tokenizer/kept/<name>.pt) BLOGER trains on."""
+    path = paths.tokenizer_dir / "kept" / f"{name}.pt"
+    if not path.exists():
+        raise MissingInputError(path, f"the kept tokenizer {name!r} BLOGER trains on; rerun the train-tokenizer stage")
+    return path
 
-    p = BlogerMethod.check_params(rp.method_params)
-    return dataclasses.replace(rp, method="tiger", method_params={}, lr=p["finetune_lr"], warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.0, epochs=p["finetune_epochs"])
+
+def runtime_tokenizer(paths: ArtifactPaths, item_ids: np.ndarray, table_ids: np.ndarray, name: str) -> RuntimeItemTokenizer:
+    """The runtime tokenizer BLOGER trains: the kept RQ-VAE ``name`` over the item vectors, with
+    the collision handling the ID table was made with (``ids.collision``: read off the table, one
+    token longer than the codebook levels under ``dedup_level``), so it starts from the table's IDs."""
+    from genrec_core.artifacts import load_item_vectors
+    from genrec_core.tokenizers.runtime import DEFAULT_DEDUP_SIZE, RuntimeItemTokenizer
+    from genrec_core.tokenizers.training import load_tokenizer
+
+    tokenizer = load_tokenizer(kept_tokenizer_path(paths, name))
+    vec_ids, vectors = load_item_vectors(paths.embeddings)
+    if not np.array_equal(vec_ids, item_ids):
+        raise InputFormatError(paths.embeddings, "the item vectors do not list the ID table's items")
+    dedup = table_ids.shape[1] == int(tokenizer.levels) + 1
+    dedup_size = max(DEFAULT_DEDUP_SIZE, 2 * int(table_ids[:, -1].max()) + 2) if dedup else None
+    runtime = RuntimeItemTokenizer([(name, tokenizer)], vectors.copy(), "dedup_level" if dedup else "reassign_last", dedup_size=dedup_size)
+    if not np.array_equal(runtime.hard_ids(name).cpu().numpy(), table_ids):
+        log.warning("tokenizer %s: the runtime IDs differ from %s for %.2f%% of the items (float rounding); BLOGER starts from the runtime ones",
+                    name, paths.id_table, 100 * float(np.any(runtime.hard_ids(name).cpu().numpy() != table_ids, axis=1).mean()))
+    return runtime

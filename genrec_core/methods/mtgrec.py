@@ -81,7 +81,7 @@ import contextlib
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,12 +89,12 @@ import torch
 from genrec_core.errors import ParamError
 from genrec_core.io import write_text
 from genrec_core.methods import register_method
-from genrec_core.methods.base import Method, MethodContext
+from genrec_core.methods.base import INFLUENCE_COLUMNS, Method, MethodContext, finetune_recipe, finetune_table, select_tokenizer  # noqa: F401 - the last two re-exported
 from genrec_core.recommender.data import ExampleArrays
 from genrec_core.recommender.interface import autocast_for, training_precision
 
-if TYPE_CHECKING:
-    from genrec_core.recommender.trainer import Trainer
+from genrec_core.methods.trainer_view import TrainerView as Trainer
+from genrec_core.paths import ArtifactPaths
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +189,32 @@ class MTGRecMethod(Method):
         self.counts = np.zeros(self.n, dtype=np.int64)  # training examples drawn per tokenizer
         self.stage_ends: list[int] = []
 
+    # ------------------------------------------------------------------ pipeline hooks
+    tests_selected_model = True  # pre-training alone is not MTGRec: evaluate tests the selected fine-tuned model
+
+    @classmethod
+    def finetune_plan(cls, params: Any, paths: ArtifactPaths, names: list[str]) -> list[tuple[int, float]]:
+        """The kept tokenizers by cumulative influence at the last stage end (``influence.csv``),
+        best first: all of them or the top ``finetune_top_m``."""
+        top_m = cls.check_params(params.recommender.method_params)["finetune_top_m"]
+        cumulative = cumulative_influence(paths.influence_csv, len(names))
+        return [(t, float(cumulative[t])) for t in finetune_tokenizers(cumulative, top_m)]
+
+    @classmethod
+    def finetune_params(cls, rp: Any) -> Any:
+        return finetune_recommender_params(rp)
+
+    def write_outputs(self, trainer: Trainer, paths: ArtifactPaths, ids: Any) -> None:
+        """``influence.csv`` was written at the end of training (``summary``); the IDs never moved."""
+        paths.final_id_table.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Trainer) -> None:
         super().setup(trainer)
         p = self.params
-        self.stage_ends = stage_end_steps(trainer.state.total_steps, len(trainer.sampler), p["warmup"], p["stage_length"], p["schedule_unit"])
+        self.stage_ends = stage_end_steps(trainer.state.total_steps, trainer.steps_per_epoch, p["warmup"], p["stage_length"], p["schedule_unit"])
         if self.reports_dir is None:
-            self.reports_dir = Path(trainer.reports_dir).parent / "mtgrec"
+            self.reports_dir = Path(trainer.reports_dir).parent / "method"
 
     @property
     def influence_path(self) -> Path:
@@ -341,7 +360,7 @@ class MTGRecMethod(Method):
         """Influence of every group, cumulative influence and the new p (one record)."""
         s = trainer.state
         res = self.influence_scores(trainer)
-        record: dict[str, Any] = {"stage": len(self.records) + 1, "epoch": s.step / len(trainer.sampler), "step": s.step, "lr": res["lr"], "score": res["score"].tolist()}
+        record: dict[str, Any] = {"stage": len(self.records) + 1, "epoch": s.step / trainer.steps_per_epoch, "step": s.step, "lr": res["lr"], "score": res["score"].tolist()}
         if self.params["influence"] == "paper":
             influence = res["score"]
             self.cumulative = self.cumulative + influence
@@ -424,32 +443,11 @@ def finetune_tokenizers(cumulative: np.ndarray | list[float], top_m: int = 0) ->
 
 
 def finetune_recommender_params(rp: Any, method_params: dict[str, Any] | None = None) -> Any:
-    """The recommender params of one fine-tuning run from MTGRec's (SPEC 7): plain training
-    (``tiger``, no method params), AdamW at ``finetune_lr`` with a cosine schedule and no warm-up,
-    ``finetune_epochs`` (0: the pre-training's), early stopping as configured. Which tokenizer it
-    trains on is the encoder's default table (the caller's choice)."""
-    import dataclasses
-
+    """The recommender params of one fine-tuning run from MTGRec's (SPEC 7): ``finetune_recipe``
+    at ``finetune_lr`` for ``finetune_epochs`` (0: the pre-training's). Which tokenizer it trains
+    on is the encoder's default table (the caller's choice)."""
     p = MTGRecMethod.check_params(method_params if method_params is not None else rp.method_params)
-    return dataclasses.replace(rp, method="tiger", method_params={}, lr=p["finetune_lr"], warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.0, epochs=p["finetune_epochs"] or rp.epochs)
-
-
-def select_tokenizer(valid: dict[Any, dict[str, float]], metric: str = "ndcg@10") -> Any:
-    """The fine-tuned tokenizer best on validation ``metric`` (ties: the first given); only that
-    one is tested (the released script's per-metric maximum over tokenizers on test is not done)."""
-    if not valid:
-        raise ValueError("no fine-tuned tokenizer to select from")
-    best = max(valid.items(), key=lambda kv: kv[1].get(metric, float("-inf")))  # max keeps the first of ties
-    return best[0]
-
-
-#: header of ``influence.csv`` (a method other than MTGRec writes it with no rows)
-INFLUENCE_COLUMNS = "stage,epoch,step,tokenizer,influence,cumulative,p"
-
-
-def empty_influence_csv() -> str:
-    """``influence.csv`` of a run without MTGRec: the header, no rows (no influence computed)."""
-    return INFLUENCE_COLUMNS + "\n"
+    return finetune_recipe(rp, p["finetune_lr"], p["finetune_epochs"] or rp.epochs)
 
 
 def cumulative_influence(path: str | Path, n: int) -> np.ndarray:
@@ -466,13 +464,3 @@ def cumulative_influence(path: str | Path, n: int) -> np.ndarray:
             if int(r["stage"]) == last and int(r["tokenizer"]) < n:
                 out[int(r["tokenizer"])] = float(r["cumulative"])
     return out
-
-
-def finetune_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
-    """``finetune.csv``: one row per model (stage ``pretrain``, then ``finetune`` per slot) with
-    its validation ``metrics`` at its best epoch and whether it is the selected one."""
-    columns = ["stage", "slot", "tokenizer", "cumulative_influence", "best_epoch", *metrics, "selected"]
-    lines = [",".join(columns)]
-    for r in rows:
-        lines.append(",".join("" if r.get(c) is None else str(r.get(c)) for c in columns))
-    return "\n".join(lines) + "\n"

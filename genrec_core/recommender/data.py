@@ -203,6 +203,12 @@ class SequenceEncoder:
     .. ``user_token_offset + user_buckets - 1``; as a group ``[user, pad, ...]`` for ``items``).
     """
 
+    @classmethod
+    def for_recommender(cls, item_tokens: torch.Tensor, params: Any, vocab: Any, default_tokenizer: int = 0) -> SequenceEncoder:
+        """The encoder a model trained with recommender ``params`` over ``vocab`` reads: its
+        ``encoder_input``, its user tokens (``user_tokens`` buckets after the vocabulary's ids)."""
+        return cls(item_tokens, params.encoder_input, default_tokenizer=default_tokenizer, user_buckets=params.user_tokens, user_token_offset=vocab.size)
+
     def __init__(self, item_tokens: torch.Tensor, encoder_input: str = "tokens", default_tokenizer: int = 0, user_buckets: int = 0, user_token_offset: int = 0):
         if encoder_input not in ENCODER_INPUTS:
             raise ValueError(f"encoder_input must be one of {ENCODER_INPUTS}, got {encoder_input!r}")

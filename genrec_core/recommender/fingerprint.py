@@ -23,7 +23,7 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
         rec.pop("model")
     if rec.get("select_metric") == "ndcg@10":  # likewise the default selection metric
         rec.pop("select_metric")
-    if rec.get("method") == "tiger":  # and the default training method and its (empty) params
+    if rec.get("method") in ("tiger", "plain"):  # and the default training method (either name) and its (empty) params
         rec.pop("method")
     if rec.get("method_params") == {}:
         rec.pop("method_params")

@@ -7,7 +7,7 @@ therefore a small ``LossStrategy`` subclass that mostly says how to weight token
 so the losses stay comparable. Hooks cover the rest of SPEC 6:
 
 - ``extra_forward_needed`` + ``extra_inputs``: a second forward pass (CFT's counterfactual input
-  with the history removed); the training method (``genrec_core.methods.tiger``) runs it and
+  with the history removed); the training method (``genrec_core.methods.plain``) runs it and
   passes ``extra_logits``;
 - learnable parameters (multi_target's lambdas): a strategy is an ``nn.Module``, the method adds
   ``strategy.parameters()`` to the optimiser and saves ``state_dict()`` in checkpoints;

@@ -56,6 +56,7 @@ from genrec_core.recommender import distributed
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
 from genrec_core.recommender.packing import AUTO_LENGTH_PADDING, PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
+from genrec_core.recommender.optim import fused_adamw_kwargs, warmup_cosine  # noqa: F401 - re-exported for older imports
 from genrec_core.runtime import resolve_device, shared_cpu_warning
 
 if TYPE_CHECKING:
@@ -138,40 +139,6 @@ class TrainState:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0, schedule: str = "cosine"):
-    """LR multiplier for the optimiser step with index ``step`` (0-based).
-
-    Linear warm-up to 1 over ``warmup_steps``; then ``cosine`` decays to ``min_ratio`` exactly on
-    the last step of the run (index ``total_steps - 1``), so a run that is given its real length
-    spends its last steps at the floor instead of stopping halfway down the curve; ``constant``
-    stays at 1. ``total_steps`` is the run's planned length (``epochs`` x batches per epoch):
-    early stopping can end a run before the floor, which is why short CPU runs set ``epochs`` to
-    the length they actually train (params.yaml).
-    """
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
-
-    def fn(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        span = max(1, total_steps - 1 - warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / span)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return fn
-
-
-def fused_adamw_kwargs(device: str) -> dict[str, Any]:
-    """AdamW's fused kernel (one pass over all parameters instead of a loop of small ops), on
-    CPU and CUDA where this torch build has it; the plain loop elsewhere."""
-    kind = torch.device(device).type
-    if kind in ("cpu", "cuda"):
-        return {"fused": True}
-    return {}
 
 
 def rng_state() -> dict[str, Any]:
@@ -310,6 +277,7 @@ class Trainer:
         self.progress = progress
         self.use_dvclive = use_dvclive
         pack = int(getattr(params, "pack_examples", 0)) if getattr(params, "model", "tiger") == "decoder_only" else 0  # the other models ignore it
+        self.pack_examples = pack  # Method.collate packs when > 0 (methods.trainer_view)
         self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed, order=getattr(params, "pack_order", "random")) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
         if pack:
             log.info("packed batches: %s order (%s; random batches would be %.0f%% padding)", self.sampler.order,
@@ -324,6 +292,15 @@ class Trainer:
         self.stop_signal: int | None = None
         self.resumed_from: str | None = None
         self.item_tokens_changed = False  # set_item_tokens was called: last.pt keeps the new IDs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def linked_examples(self) -> np.ndarray | None:
+        """The packed sampler's ``linked_examples`` of the training split (None when not packing)."""
+        return getattr(self.sampler, "linked", None)
 
     # ------------------------------------------------------------------ data parallel
     def ddp_wrapper(self) -> nn.Module:

@@ -1,5 +1,6 @@
-"""Training and evaluating SASRec / GRU4Rec from the pipeline's artifacts (the train and evaluate
-stages call ``train_sequential`` and ``evaluate_sequential`` when ``recommender.model`` is not
+"""Evaluating SASRec / GRU4Rec from the pipeline's artifacts, and the checks and fingerprint their
+training uses (``genrec_core.training.build_training`` assembles it; the evaluate stage calls
+``evaluate_sequential`` when ``recommender.model`` is not
 ``tiger`` or ``decoder_only``, the generative models). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
 about stages.
 
@@ -8,7 +9,7 @@ section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec bloc
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
 ``max_eval_users``; ``loss``: ``ce`` (full softmax) or ``bce`` (one sampled negative); the
-training method ``recommender.method`` (default ``tiger``: plain training). The
+training method ``recommender.method`` (default ``plain``). The
 validation list length is ``eval_beam_size`` (>= 10: validation computes Hit/NDCG up to @10 and
 selects on ``select_metric``); at test time
 ``evaluate.beam_size`` items are kept per user, as for the generative model.
@@ -23,7 +24,6 @@ analyse stage computes them from the ID table when one exists) for the caller to
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -57,7 +57,7 @@ def model_kind(params: Params) -> str:
     return kind
 
 
-def _num_items(paths: ArtifactPaths) -> int:
+def num_items(paths: ArtifactPaths) -> int:
     from genrec_core.io import read_parquet
 
     items = read_parquet(paths.items, "items table (stage preprocess)")
@@ -67,7 +67,7 @@ def _num_items(paths: ArtifactPaths) -> int:
     return n
 
 
-def _check_sizes(kind: str, rp: RecommenderParams) -> None:
+def check_sizes(kind: str, rp: RecommenderParams) -> None:
     if kind == "sasrec" and rp.d_model % rp.num_heads:
         raise ParamError("recommender.num_heads", f"must divide recommender.d_model ({rp.d_model}), got {rp.num_heads}")
     if rp.eval_beam_size < 10:
@@ -82,52 +82,6 @@ def sequential_fingerprint(params: Params, kind: str, max_len: int, files: dict[
     info.pop("tokenizer", None)
     info.update({"model": kind, "max_len": max_len})
     return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest(), info
-
-
-def train_sequential(params: Params, paths: ArtifactPaths, kind: str, progress: bool = True, use_dvclive: bool = True) -> dict[str, Any]:
-    """Train ``kind`` on the example tables under ``paths``; checkpoints and reports go to
-    ``paths.recommender_dir`` and ``paths.train_reports_dir``. Returns the training summary."""
-    from genrec_core.methods import MethodContext, build_method, check_method_params
-    from genrec_core.recommender.data import load_examples
-    from genrec_core.recommender.trainer import Trainer
-    from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
-
-    rp = params.recommender
-    loss = SequentialLoss(rp.loss)  # fail on a generative-only loss before reading anything
-    check_method_params(rp.method, rp.method_params)
-    _check_sizes(kind, rp)
-    n_items = _num_items(paths)
-    train = load_examples(paths.examples("train"), n_items)
-    valid = load_examples(paths.examples("valid"), n_items)
-    max_len = int(params.data.max_items)
-    longest = int(max(train.lengths.max(initial=0), valid.lengths.max(initial=0)))
-    if longest > max_len:
-        raise InputFormatError(paths.examples("train"), f"a history has {longest} items but data.max_items is {max_len}; rerun preprocess")
-    files = {"items": paths.items, "train": paths.examples("train"), "valid": paths.examples("valid")}
-    fp, fp_info = sequential_fingerprint(params, kind, max_len, files)
-    model = build_model(kind, n_items, max_len, rp)
-    method = build_method(rp.method, rp.method_params, MethodContext(ItemIdEncoder(n_items), loss))  # loss: over all-item scores
-    device = resolve_device(rp.device)
-    log.info("training %s on %d items (%d train examples, %d params, loss %s)", kind, n_items, len(train), sum(p.numel() for p in model.parameters()), rp.loss)
-    trainer = Trainer(
-        model,
-        rp,
-        method,
-        train,
-        valid,
-        checkpoint_dir=paths.recommender_dir,
-        reports_dir=paths.train_reports_dir,
-        seed=params.seed,
-        fingerprint=fp,
-        fingerprint_info=fp_info,
-        checkpoint_meta={"model_kind": kind, "config": dict(model.config), "params": dataclasses.asdict(rp)},
-        device=device,
-        progress=progress,
-        use_dvclive=use_dvclive,
-    )
-    summary = trainer.fit()
-    log.info("best validation %s %.4f at epoch %d", rp.select_metric, summary[f"best_valid_{rp.select_metric}"], summary["best_epoch"])
-    return summary
 
 
 def is_sequential_checkpoint(path: str | Path) -> bool:

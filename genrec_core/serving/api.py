@@ -257,7 +257,7 @@ class Recommender:
             from genrec_core.recommender.data import SequenceEncoder
 
             p = loaded.params
-            return SequenceEncoder(loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=loaded.vocab.size).collate
+            return SequenceEncoder.for_recommender(loaded.item_tokens, p, loaded.vocab).collate
         from genrec_core.sequential.training import ItemIdEncoder
 
         return ItemIdEncoder(int(loaded.model.num_items)).collate

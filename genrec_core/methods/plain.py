@@ -1,4 +1,5 @@
-"""``recommender.method: tiger`` (the default): plain training (TIGER, SPEC 4).
+"""``recommender.method: plain`` (the default; ``tiger`` is an accepted alias): plain training
+(TIGER, SPEC 4).
 
 Each batch is tokenized with the chosen tokenizer (``recommender.tokenizer``), the model's
 teacher-forced logits go through the token-weighting strategy ``recommender.loss`` (SPEC 6;
@@ -13,6 +14,9 @@ from genrec_core.methods import register_method
 from genrec_core.methods.base import Method
 
 
-@register_method("tiger")
-class TigerMethod(Method):
+@register_method("plain")
+class PlainMethod(Method):
     """Plain training with ``recommender.loss``; no params of its own."""
+
+
+TigerMethod = PlainMethod  # the name before ``plain`` (old imports)
