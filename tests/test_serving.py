@@ -169,6 +169,28 @@ def test_the_bundle_holds_what_serving_needs_with_hashes(bundles, workspaces):
     assert "ids.parquet" not in json.loads((bundles["sasrec"] / "manifest.json").read_text())["files"]
 
 
+def test_both_storage_forms_load_into_one_serving_model_with_typed_meta(workspaces, bundles):
+    """``Recommender`` (the old name) is the serving class; its ``meta`` says where the model came
+    from: a workspace's paths, or a bundle's manifest and the sha256 of its bytes."""
+    import hashlib
+
+    from genrec_core.serving.api import Recommender, ServingModel
+    from genrec_core.serving.meta import ModelMeta
+
+    assert Recommender is ServingModel
+    from_bundle, from_workspace = ServingModel.load(bundles["tiger"]), ServingModel.load(workspaces["tiger"])
+    assert isinstance(from_bundle.meta, ModelMeta) and isinstance(from_workspace.meta, ModelMeta)
+    manifest_bytes = (bundles["tiger"] / "manifest.json").read_bytes()
+    assert from_bundle.meta.manifest_sha256 == hashlib.sha256(manifest_bytes).hexdigest()
+    assert from_bundle.meta.manifest == json.loads(manifest_bytes) and from_bundle.meta.format_version == 1 and from_bundle.meta.paths is None
+    assert from_workspace.meta.paths.root == workspaces["tiger"] and from_workspace.meta.manifest is None and from_workspace.meta.format_version is None
+    tokenizer = json.loads(manifest_bytes)["tokenizer"]
+    assert from_bundle.meta.tokenizer_path == bundles["tiger"] / "tokenizer" / f"{tokenizer}.pt" and from_bundle.meta.tokenizer_path.is_file()
+    assert from_workspace.meta.tokenizer_path == workspaces["tiger"] / "data" / "tokenizer" / "kept" / f"{tokenizer}.pt"
+    assert from_bundle.meta.encoder == from_workspace.meta.encoder == json.loads(manifest_bytes)["encoder"] is not None
+    assert ServingModel.load(bundles["sasrec"]).meta.tokenizer_path is None  # an item-ID model has no tokenizer
+
+
 # --------------------------------------------------------------------------- bad input (API, bundle)
 
 
