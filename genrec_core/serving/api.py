@@ -43,6 +43,9 @@ import torch
 
 from genrec_core.errors import GenrecError
 from genrec_core.recommender.checkpoint import LoadedRecommender
+from genrec_core.recommender.data import ExampleArrays, SequenceEncoder
+from genrec_core.recommender.interface import rank_examples
+from genrec_core.sequential.training import ItemIdEncoder
 from genrec_core.serving.catalog import Catalog, extend_catalogue
 from genrec_core.serving.errors import RequestError
 from genrec_core.serving.loading import ServingParts, bundle_parts, load_parts, workspace_parts
@@ -202,12 +205,8 @@ class ServingModel:
     @staticmethod
     def _make_collate(loaded: LoadedRecommender):
         if loaded.item_tokens is not None:
-            from genrec_core.recommender.data import SequenceEncoder
-
             p = loaded.params
             return SequenceEncoder(loaded.item_tokens, encoder_input=p.encoder_input, user_buckets=p.user_tokens, user_token_offset=loaded.vocab.size).collate
-        from genrec_core.sequential.training import ItemIdEncoder
-
         return ItemIdEncoder(int(loaded.model.num_items)).collate
 
     # -- checking requests
@@ -299,9 +298,6 @@ class ServingModel:
     def _rank(self, prepared: Sequence[Prepared], width: int, progress: bool) -> tuple[np.ndarray, np.ndarray, View]:
         """Item indices and scores, and the view they index (histories' indices stay valid in a
         later view: adding items only appends)."""
-        from genrec_core.recommender.data import ExampleArrays
-        from genrec_core.recommender.interface import rank_examples
-
         lengths = np.array([len(p.history) for p in prepared], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         history = np.array([i for p in prepared for i in p.history], dtype=np.int32)

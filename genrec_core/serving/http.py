@@ -49,7 +49,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from genrec_core.errors import GenrecError
 from genrec_core.serving.api import Prepared, ServingModel
+from genrec_core.serving.bundle import MANIFEST, write_added_items
 from genrec_core.serving.errors import RequestError
 from genrec_core.serving.guard import JsonBodyGuard, token_matches
 from genrec_core.serving.limits import ServeLimits
@@ -320,8 +322,6 @@ def create_app(
     @app.post("/items", responses=write_errors, dependencies=[Depends(writer)])
     async def add_items(body: AddItemsRequest) -> Any:
         """Add new items (cold start): embed their text, give them IDs with the trained tokenizer, extend the trie."""
-        from genrec_core.errors import GenrecError
-
         limits.check_new_items(body.items)
         async with add_lock:  # one addition at a time; ranking goes on meanwhile
             try:
@@ -332,8 +332,6 @@ def create_app(
                 return _error(409, str(exc), None)
             saved = None
             if body.save:
-                from genrec_core.serving.bundle import MANIFEST, write_added_items
-
                 if not (Path(rec.source) / MANIFEST).exists():
                     return _error(409, "save: the service does not serve a bundle (nothing to rewrite); the items were added in memory", "save")
                 try:
