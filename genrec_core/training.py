@@ -31,6 +31,7 @@ from genrec_core.errors import InputFormatError
 from genrec_core.methods.base import PreparedIds
 from genrec_core.io import write_json
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.checkpoint_format import BEST, generative_meta, item_id_meta, read_checkpoint, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,8 @@ def _build_generative(params, paths, rp, ids, examples, init_state, checkpoint_d
         seed=params.seed,
         fingerprint=fp[0],
         fingerprint_info=fp[1],
-        checkpoint_meta={"params": dataclasses.asdict(rp), "vocab": ids.vocab.to_dict(), "tokenizer": ids.tokenizer, "item_tokens": item_tokens,
-                         **({} if rp.model == "tiger" else {"model_kind": rp.model}), **meta},  # the T5 was the only kind when model_kind came
+        checkpoint_meta=generative_meta(dataclasses.asdict(rp), ids.vocab.to_dict(), ids.tokenizer, item_tokens,
+                                        **({} if rp.model == "tiger" else {"model_kind": rp.model}), **meta),  # the T5 was the only kind when model_kind came
         progress=progress,
         use_dvclive=use_dvclive,
     )
@@ -206,7 +207,7 @@ def _build_item_id(params, paths, rp, checkpoint_dir, reports_dir, use_dvclive, 
         seed=params.seed,
         fingerprint=fp,
         fingerprint_info=fp_info,
-        checkpoint_meta={"model_kind": kind, "config": dict(model.config), "params": dataclasses.asdict(rp)},
+        checkpoint_meta=item_id_meta(kind, model.config, dataclasses.asdict(rp)),
         device=resolve_device(rp.device),
         progress=progress,
         use_dvclive=use_dvclive,
@@ -224,7 +225,7 @@ def finetune_final_ids(params: Params, paths: ArtifactPaths, run: TrainingRun, s
     replaces ``data/recommender/best.pt`` only when it beats the run's best ``select_metric``.
     Returns the training summary with ``final_ids_finetune`` (and the fine-tuned validation when it
     won), rewritten to ``reports/train/summary.json``."""
-    best = torch.load(paths.recommender_dir / "best.pt", map_location="cpu", weights_only=True)
+    best = read_checkpoint(paths.recommender_dir / BEST)
     tokens = torch.as_tensor(best["item_tokens"])
     ids = PreparedIds(run.ids.vocab, tokens[None], [run.ids.tokenizer], 0)
     folder = paths.recommender_dir / "finetune"
@@ -236,9 +237,9 @@ def finetune_final_ids(params: Params, paths: ArtifactPaths, run: TrainingRun, s
     metric = f"best_valid_{recipe.select_metric}"
     won = bool(ft["best_epoch"]) and ft[metric] > summary[metric]
     if won:
-        tmp = paths.recommender_dir / "best.pt.finetuned"
+        tmp = paths.recommender_dir / f"{BEST}.finetuned"
         shutil.copyfile(ft_run.trainer.best_path, tmp)
-        tmp.replace(paths.recommender_dir / "best.pt")
+        tmp.replace(paths.recommender_dir / BEST)
     out = dict(summary)
     out["final_ids_finetune"] = {"epochs": ft["epochs"], "best_epoch": ft["best_epoch"], metric: ft[metric], "best_valid": ft["best_valid"], "seconds": ft["seconds"], "selected": won}
     if won:
@@ -257,7 +258,7 @@ def build_slot_finetuning(params: Params, paths: ArtifactPaths, slot: int, table
     from genrec_core.methods import method_class
     from genrec_core.recommender.fingerprint import fingerprint as fingerprint_of
 
-    pretrained = paths.recommender_dir / "best.pt"
+    pretrained = paths.recommender_dir / BEST
     if not pretrained.exists():
         raise MissingInputError(pretrained, "the pre-trained model; run the train stage first")
     recipe = method_class(params.recommender.method).finetune_params(params.recommender)
@@ -269,6 +270,6 @@ def build_slot_finetuning(params: Params, paths: ArtifactPaths, slot: int, table
     info["evaluate.trie"] = params.evaluate.trie
     fp = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()
     log.info("fine-tuning slot %d on tokenizer %s from %s (lr %g, %d epochs)", slot, names[table], pretrained, recipe.lr, recipe.epochs)
-    return build_training(params, paths, recommender=recipe, ids=ids, init_state=torch.load(pretrained, map_location="cpu", weights_only=True)["model"],
+    return build_training(params, paths, recommender=recipe, ids=ids, init_state=read_weights(pretrained),
                           checkpoint_dir=paths.finetune_dir(slot), reports_dir=paths.finetune_reports_dir(slot), fingerprint=(fp, info),
                           decode_with_trie=params.evaluate.trie, use_dvclive=False)  # one dvclive run per pipeline (the train stage's)

@@ -27,6 +27,7 @@ from genrec_core.config import Params
 from genrec_core.errors import InputFormatError, MissingInputError
 from genrec_core.io import write_json, write_parquet
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.checkpoint_format import BEST
 from genrec_core.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def run(params: Params, root: Path) -> None:
 
     paths = ArtifactPaths(Path(root))
     checkpoint = selected_checkpoint(params, paths)
-    if checkpoint == paths.recommender_dir / "best.pt" and is_sequential_checkpoint(checkpoint):  # SASRec / GRU4Rec: full ranking
+    if checkpoint == paths.recommender_dir / BEST and is_sequential_checkpoint(checkpoint):  # SASRec / GRU4Rec: full ranking
         preds, metrics = evaluate_sequential(params, paths)
     else:
         preds, metrics = _evaluate_generative(params, paths, checkpoint)
@@ -55,7 +56,7 @@ def selected_checkpoint(params: Params, paths: ArtifactPaths) -> Path:
 
         if method_class(params.recommender.method).tests_selected_model:
             raise MissingInputError(paths.selected_model, "the fine-tuned model to test; run the finetune and select_tokenizer stages")
-        return paths.recommender_dir / "best.pt"
+        return paths.recommender_dir / BEST
     name = json.loads(paths.selected_model.read_text(encoding="utf-8"))["checkpoint"]
     if not name.startswith(("data/recommender/", "data/finetune/")):
         raise InputFormatError(paths.selected_model, f"checkpoint {name!r} is no pipeline model (data/recommender/ or data/finetune/)")

@@ -24,11 +24,12 @@ from genrec_core.config import Params
 from genrec_core.errors import MissingInputError, ParamError
 from genrec_core.io import write_json, write_text
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.checkpoint_format import BEST
 
 log = logging.getLogger(__name__)
 
 METRICS = [f"{m}@{k}" for k in (1, 5, 10) for m in ("hit", "ndcg")]  # the trainer's validation metrics
-PRETRAINED = (Path("data") / "recommender" / "best.pt").as_posix()
+PRETRAINED = (Path("data") / "recommender" / BEST).as_posix()
 
 
 def run(params: Params, root: Path) -> None:

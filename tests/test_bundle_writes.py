@@ -67,9 +67,9 @@ def _assert_consistent(rec) -> None:
 
 def _assert_bundle_sound(path: Path) -> list[str]:
     """The bundle loads with every hash checked, and its tables agree; returns its item ids."""
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    rec = Recommender.load(path)
+    rec = ServingModel.load(path)
     ids = rec.catalog.source_ids
     assert len(set(ids)) == len(ids) == rec.num_items == json.loads((path / "manifest.json").read_text())["num_items"]
     table = pl.read_parquet(path / "ids.parquet").filter(pl.col("tokenizer") == rec.loaded.tokenizer)
@@ -82,11 +82,11 @@ def _assert_bundle_sound(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("bad_id, words", [("\ud800", "U+D800"), ("a\nb", "U+000A"), ("x" * 300, "at most 256"), ("a\x00", "U+0000")])
 def test_a_refused_item_id_leaves_model_and_catalogue_consistent(bundle, bad_id, words):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.bundle import write_added_items
     from genrec_core.serving.errors import RequestError
 
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     n, titles = rec.num_items, list(rec.catalog.titles)
     with pytest.raises(RequestError) as err:
         rec.add_items([{"item_id": "fine", "title": "Fine title"}, {"item_id": bad_id, "title": "Bad one"}])
@@ -102,10 +102,10 @@ def test_a_refused_item_id_leaves_model_and_catalogue_consistent(bundle, bad_id,
 
 
 def test_a_text_with_a_lone_surrogate_is_refused_before_anything_changes(bundle):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import RequestError
 
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     n = rec.num_items
     with pytest.raises(RequestError) as err:
         rec.add_items([{"item_id": "s1", "title": "half \udc80 a character"}])
@@ -118,16 +118,16 @@ def test_a_text_with_a_lone_surrogate_is_refused_before_anything_changes(bundle)
 def test_a_failure_at_the_last_step_changes_nothing(bundle, monkeypatch, where):
     """Even a failure after the IDs were made (building the rows, or the trie) leaves the old state."""
     from genrec_core.serving import api
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     n, tokens = rec.num_items, rec.loaded.item_tokens.clone()
 
     def boom(*args, **kwargs):
         raise RuntimeError(f"{where} failed")
 
     if where == "catalogue":
-        monkeypatch.setattr(api, "_extend_catalogue", boom)
+        monkeypatch.setattr(api, "extend_catalogue", boom)
     else:
         original = type(rec.loaded.model).set_items
         monkeypatch.setattr(type(rec.loaded.model), "set_items", lambda self, table: boom() if table.shape[0] > n else original(self, table))
@@ -141,10 +141,10 @@ def test_a_failure_at_the_last_step_changes_nothing(bundle, monkeypatch, where):
 def test_concurrent_additions_and_rankings_never_mix_catalogues(bundle):
     """Rankings while items are added (some refused): every answer's item ids and titles are
     those of one catalogue, and every k up to that catalogue's size is served in full."""
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import RequestError
 
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     n0 = rec.num_items
     answers, failures = [], []
     stop = threading.Event()
@@ -184,10 +184,10 @@ def test_concurrent_additions_and_rankings_never_mix_catalogues(bundle):
 
 
 def test_a_save_over_a_bundle_changed_since_load_is_refused_and_loses_nothing(bundle):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.bundle import BundleChanged, write_added_items
 
-    first, second = Recommender.load(bundle), Recommender.load(bundle)
+    first, second = ServingModel.load(bundle), ServingModel.load(bundle)
     first.add_items([{"item_id": "from-first", "title": "First writer"}])
     write_added_items(first, bundle)
     second.add_items([{"item_id": "from-second", "title": "Second writer"}])
@@ -219,7 +219,7 @@ def test_cli_add_items_while_another_writer_holds_the_lock_fails_cleanly(bundle,
 
 def test_writes_are_fsynced_before_the_swap(bundle, monkeypatch):
     from genrec_core.serving import durable
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.bundle import write_added_items
 
     synced: list[str] = []
@@ -237,7 +237,7 @@ def test_writes_are_fsynced_before_the_swap(bundle, monkeypatch):
     monkeypatch.setattr(durable.os, "fsync", fsync)
     monkeypatch.setattr(durable.os, "rename", rename)
     monkeypatch.setattr(durable, "_exchange", lambda a, b: False)  # the two-rename path: both renames observed
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     rec.add_items([{"item_id": "durable", "title": "Synced"}])
     write_added_items(rec, bundle)
     first_rename = renamed[0]
@@ -251,7 +251,7 @@ def test_writes_are_fsynced_before_the_swap(bundle, monkeypatch):
 
 def test_the_old_bundle_stays_when_the_new_one_does_not_verify(bundle, monkeypatch):
     from genrec_core.serving import bundle as bundle_mod
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import BundleError
 
     real = bundle_mod._write_extended
@@ -263,7 +263,7 @@ def test_the_old_bundle_stays_when_the_new_one_does_not_verify(bundle, monkeypat
         return manifest
 
     monkeypatch.setattr(bundle_mod, "_write_extended", tampered)
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     rec.add_items([{"item_id": "torn", "title": "Never published"}])
     before = _files(bundle)
     with pytest.raises(BundleError, match="sha256"):
@@ -312,7 +312,7 @@ def test_export_force_replaces_only_a_bundle_or_an_empty_folder(workspace, bundl
 @pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin", "link.bin", "./model.json", "a\\..\\b"])
 def test_manifest_names_outside_the_bundle_are_refused(bundle, tmp_path, name):
     from genrec_core.io import sha256_file
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import BundleError
 
     outside = tmp_path / "outside.bin"
@@ -327,5 +327,5 @@ def test_manifest_names_outside_the_bundle_are_refused(bundle, tmp_path, name):
         manifest["files"][name] = {"sha256": "0" * 64, "bytes": 0}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError) as err:
-        Recommender.load(bundle)
+        ServingModel.load(bundle)
     assert ("not a plain relative path" in str(err.value) or "symbolic link" in str(err.value)) and "\n" not in str(err.value)

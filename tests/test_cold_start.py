@@ -128,9 +128,9 @@ def test_new_ids_keep_the_table_and_resolve_collisions_as_trained():
 
 
 def test_an_item_with_an_existing_items_text_gets_a_neighbouring_id_and_is_recommendable(bundle, spaces):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     n = rec.num_items
     twin = 5
     fields = _item_fields(spaces["tiger"], twin)
@@ -151,10 +151,10 @@ def test_an_item_with_an_existing_items_text_gets_a_neighbouring_id_and_is_recom
 
 def test_bad_new_items_raise_one_error_naming_the_field(bundle, spaces):
     from genrec_core.errors import GenrecError
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import RequestError
 
-    rec = Recommender.load(bundle)
+    rec = ServingModel.load(bundle)
     n = rec.num_items
     known = rec.catalog.source_ids[0]
     for items, field, words in [
@@ -171,7 +171,7 @@ def test_bad_new_items_raise_one_error_naming_the_field(bundle, spaces):
             rec.add_items(items)
         assert err.value.field == field and words in str(err.value), str(err.value)
     assert rec.num_items == n  # nothing changed
-    sasrec = Recommender.load(spaces["sasrec"])
+    sasrec = ServingModel.load(spaces["sasrec"])
     with pytest.raises(GenrecError, match="cannot rank an unseen item"):
         sasrec.add_items([{"item_id": "a", "text": "x"}])
 
@@ -188,10 +188,10 @@ def _cli(*args: str):
 
 
 def test_cli_add_items_extends_the_bundle_which_loads_checked(bundle, spaces, tmp_path):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
     target = _copy(bundle, tmp_path / "b")
-    n = Recommender.load(target).num_items
+    n = ServingModel.load(target).num_items
     f = tmp_path / "new.jsonl"
     f.write_text(json.dumps({"item_id": "n1", **_item_fields(spaces["tiger"], 2)}) + "\n\n" + json.dumps({"item_id": "n2", "text": "Space opera in winter"}) + "\n")
     res = _cli("add-items", str(f), "--bundle", str(target))
@@ -199,7 +199,7 @@ def test_cli_add_items_extends_the_bundle_which_loads_checked(bundle, spaces, tm
     assert f"added 2 items to {target}" in res.output
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["num_items"] == n + 2 and manifest["added_items"][0]["count"] == 2 and manifest["format_version"] == 1
-    rec = Recommender.load(target)  # every hash checked
+    rec = ServingModel.load(target)  # every hash checked
     assert rec.num_items == n + 2 and rec.catalog.source_ids[-2:] == ["n1", "n2"]
     assert {"n1", "n2"} <= {i.item_id for i in rec.recommend_one(["n1"], k=rec.num_items).items}
     ids = pl.read_parquet(target / "ids.parquet").filter(pl.col("tokenizer") == rec.loaded.tokenizer)
@@ -208,7 +208,7 @@ def test_cli_add_items_extends_the_bundle_which_loads_checked(bundle, spaces, tm
     f2 = tmp_path / "more.csv"
     f2.write_text("item_id,title,genre\nn3,Another title,Drama\n")
     assert _cli("add-items", str(f2), "--bundle", str(target)).exit_code == 0
-    assert Recommender.load(target).num_items == n + 3
+    assert ServingModel.load(target).num_items == n + 3
 
 
 @pytest.mark.parametrize(
@@ -242,11 +242,11 @@ def test_cli_bad_items_are_one_line_exit_2_and_leave_the_bundle_as_it_was(bundle
 def test_http_post_items_adds_recommendable_items_and_names_bad_fields(bundle, spaces, tmp_path):
     from fastapi.testclient import TestClient
 
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.http import create_app
 
     target = _copy(bundle, tmp_path / "b")
-    rec = Recommender.load(target)
+    rec = ServingModel.load(target)
     n = rec.num_items
     token = "t" * 32
     with TestClient(create_app(rec, write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}) as client:
@@ -269,8 +269,8 @@ def test_http_post_items_adds_recommendable_items_and_names_bad_fields(bundle, s
         assert r.status_code == 400 and r.json()["field"] == "body"
         r = client.post("/items", json={"items": [{"item_id": "h3", "text": "Saved item"}], "save": True})
         assert r.status_code == 200 and r.json()["saved"] == str(target)
-    assert Recommender.load(target).num_items == n + 2
-    with TestClient(create_app(Recommender.load(spaces["sasrec"]), write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}) as client:
+    assert ServingModel.load(target).num_items == n + 2
+    with TestClient(create_app(ServingModel.load(spaces["sasrec"]), write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}) as client:
         r = client.post("/items", json={"items": [{"item_id": "s1", "text": "x"}]})
         assert r.status_code == 409 and "cannot rank an unseen item" in r.json()["error"]
 

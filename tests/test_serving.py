@@ -108,10 +108,10 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_the_api_ranks_the_test_split_like_the_evaluate_stage(workspaces, kind):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import RequestError
 
-    rec = Recommender.load(workspaces[kind])
+    rec = ServingModel.load(workspaces[kind])
     histories, preds = _test_histories(workspaces[kind])
     users = _test_users(workspaces[kind]) if rec.needs_user else None
     recs = rec.recommend(histories, k=rec.beam_size, users=users)
@@ -133,11 +133,11 @@ def test_a_bundle_ranks_in_a_fresh_process_exactly_like_best_pt(workspaces, bund
     (tmp_path / "requests.json").write_text(json.dumps({"bundles": {k: str(v) for k, v in bundles.items()}, "histories": requests, "users": users}))
     script = (
         "import json, sys\n"
-        "from genrec_core.serving.api import Recommender\n"
+        "from genrec_core.serving.api import ServingModel\n"
         "req = json.load(open(sys.argv[1]))\n"
         "out = {}\n"
         "for kind, path in req['bundles'].items():\n"
-        "    rec = Recommender.load(path)\n"
+        "    rec = ServingModel.load(path)\n"
         "    recs = rec.recommend(req['histories'][kind], k=rec.beam_size, users=req['users'].get(kind))\n"
         "    out[kind] = {'items': [[i.index for i in r.items] for r in recs], 'scores': [[i.score for i in r.items] for r in recs]}\n"
         "json.dump(out, open(sys.argv[2], 'w'))\n"
@@ -169,14 +169,36 @@ def test_the_bundle_holds_what_serving_needs_with_hashes(bundles, workspaces):
     assert "ids.parquet" not in json.loads((bundles["sasrec"] / "manifest.json").read_text())["files"]
 
 
+def test_both_storage_forms_load_into_one_serving_model_with_typed_meta(workspaces, bundles):
+    """``Recommender`` (the old name) is the serving class; its ``meta`` says where the model came
+    from: a workspace's paths, or a bundle's manifest and the sha256 of its bytes."""
+    import hashlib
+
+    from genrec_core.serving.api import Recommender, ServingModel
+    from genrec_core.serving.meta import ModelMeta
+
+    assert Recommender is ServingModel
+    from_bundle, from_workspace = ServingModel.load(bundles["tiger"]), ServingModel.load(workspaces["tiger"])
+    assert isinstance(from_bundle.meta, ModelMeta) and isinstance(from_workspace.meta, ModelMeta)
+    manifest_bytes = (bundles["tiger"] / "manifest.json").read_bytes()
+    assert from_bundle.meta.manifest_sha256 == hashlib.sha256(manifest_bytes).hexdigest()
+    assert from_bundle.meta.manifest == json.loads(manifest_bytes) and from_bundle.meta.format_version == 1 and from_bundle.meta.paths is None
+    assert from_workspace.meta.paths.root == workspaces["tiger"] and from_workspace.meta.manifest is None and from_workspace.meta.format_version is None
+    tokenizer = json.loads(manifest_bytes)["tokenizer"]
+    assert from_bundle.meta.tokenizer_path == bundles["tiger"] / "tokenizer" / f"{tokenizer}.pt" and from_bundle.meta.tokenizer_path.is_file()
+    assert from_workspace.meta.tokenizer_path == workspaces["tiger"] / "data" / "tokenizer" / "kept" / f"{tokenizer}.pt"
+    assert from_bundle.meta.encoder == from_workspace.meta.encoder == json.loads(manifest_bytes)["encoder"] is not None
+    assert ServingModel.load(bundles["sasrec"]).meta.tokenizer_path is None  # an item-ID model has no tokenizer
+
+
 # --------------------------------------------------------------------------- bad input (API, bundle)
 
 
 def test_bad_requests_raise_one_error_naming_the_field(bundles):
-    from genrec_core.serving.api import FALLBACK_POPULAR, Recommender
+    from genrec_core.serving.api import FALLBACK_POPULAR, ServingModel
     from genrec_core.serving.errors import RequestError
 
-    rec = Recommender.load(bundles["sasrec"])
+    rec = ServingModel.load(bundles["sasrec"])
     known = rec.catalog.source_ids[:3]
     for kwargs, field, words in [
         ({"history": [known[0], "no-such-item"], "k": 5}, "history", "'no-such-item'"),
@@ -207,7 +229,7 @@ def test_bad_requests_raise_one_error_naming_the_field(bundles):
 def test_a_bundle_that_was_changed_or_has_another_version_fails_with_one_line(bundles, tmp_path):
     import shutil
 
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.errors import BundleError
 
     cases = {}
@@ -222,10 +244,10 @@ def test_a_bundle_that_was_changed_or_has_another_version_fails_with_one_line(bu
     (cases["missing"] / "model.safetensors").unlink()
     for name, words in (("tampered", "sha256"), ("version", "format version 999"), ("missing", "missing from the bundle")):
         with pytest.raises(BundleError) as err:
-            Recommender.from_bundle(cases[name])
+            ServingModel.from_bundle(cases[name])
         assert words in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(BundleError, match="not a genrec bundle"):
-        Recommender.from_bundle(tmp_path)
+        ServingModel.from_bundle(tmp_path)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -246,9 +268,9 @@ def _table_items(output: str) -> list[str]:
 
 
 def test_the_cli_agrees_with_the_api_on_one_history_and_on_files(bundles, tmp_path):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    rec = Recommender.load(bundles["tiger"])
+    rec = ServingModel.load(bundles["tiger"])
     histories = [rec.catalog.source_ids[:3], rec.catalog.source_ids[5:7], [], [rec.catalog.source_ids[9]]]
     expected = [[i.item_id for i in r.items] for r in rec.recommend(histories, k=5)]
 
@@ -325,9 +347,9 @@ def server(bundles):
 
 
 def test_http_agrees_with_the_api_and_batches_concurrent_requests(server, bundles):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    rec = Recommender.load(bundles["tiger"])
+    rec = ServingModel.load(bundles["tiger"])
     histories = [rec.catalog.source_ids[i : i + 3] for i in range(0, 18)]
     expected = rec.recommend(histories, k=5)
     with httpx.Client(base_url=server, timeout=60) as client, concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -343,9 +365,9 @@ def test_http_agrees_with_the_api_and_batches_concurrent_requests(server, bundle
 
 
 def test_http_bad_inputs_are_4xx_json_naming_the_field_and_the_server_survives(server, bundles):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    rec = Recommender.load(bundles["tiger"])
+    rec = ServingModel.load(bundles["tiger"])
     known = rec.catalog.source_ids[:2]
     post = lambda **kw: httpx.post(f"{server}/recommend", timeout=30, **kw)  # noqa: E731
     cases = [

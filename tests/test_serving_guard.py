@@ -31,9 +31,9 @@ def bundle(master, tmp_path) -> Path:  # noqa: F811
 
 @pytest.fixture
 def rec(bundle):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    return Recommender.load(bundle)
+    return ServingModel.load(bundle)
 
 
 def _client(app, **kwargs):
@@ -269,18 +269,18 @@ def test_unknown_ids_are_quoted_truncated(rec):
 
 
 def test_a_save_over_a_bundle_another_writer_changed_answers_409_and_keeps_its_items(bundle, rec):
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
     from genrec_core.serving.bundle import write_added_items
     from genrec_core.serving.http import create_app
 
-    other = Recommender.load(bundle)
+    other = ServingModel.load(bundle)
     other.add_items([{"item_id": "cli-item", "title": "Added by the CLI"}])
     write_added_items(other, bundle)
     with _client(create_app(rec, write_token=TOKEN), headers=AUTH) as client:
         r = client.post("/items", json={**NEW, "save": True})
         assert r.status_code == 409 and r.json()["field"] == "save" and "changed since it was loaded" in r.json()["error"], r.text
         assert client.post("/recommend", json={"history": ["web1"], "k": 3}).status_code == 200  # added in memory
-    on_disk = Recommender.load(bundle).catalog.source_ids
+    on_disk = ServingModel.load(bundle).catalog.source_ids
     assert "cli-item" in on_disk and "web1" not in on_disk
 
 

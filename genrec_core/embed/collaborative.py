@@ -250,10 +250,9 @@ def sasrec_item_vectors(
 ) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
     """float32 [N, dim]: the item embeddings (rows 1..N of the table) of a SASRec trained on the
     training parts with full-softmax CE, from the epoch with the best held-out NDCG@10."""
-    import torch
-
     from genrec_core.config import RecommenderParams
     from genrec_core.methods import MethodContext, build_method
+    from genrec_core.recommender.checkpoint_format import read_weights
     from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
     from genrec_core.runtime import resolve_device, seed_everything
     from genrec_core.sequential.models import build_model
@@ -307,8 +306,8 @@ def sasrec_item_vectors(
             summary = trainer.fit()
         except TrainingInterrupted:
             raise TrainingInterrupted("interrupted while training the SASRec for item vectors (nothing is kept); rerun the embed stage") from None
-        best = torch.load(f"{tmp}/ckpt/best.pt", map_location="cpu", weights_only=True)
-    table = best["model"]["item_embedding.weight"][1:].float().numpy()
+        weights = read_weights(trainer.best_path)
+    table = weights["item_embedding.weight"][1:].float().numpy()
     vectors = np.ascontiguousarray(table, dtype=np.float32)
     log.info("SASRec item vectors: best held-out NDCG@10 %.4f at epoch %d of %d", summary["best_valid_ndcg@10"], summary["best_epoch"], summary["epochs"])
     if not return_info:

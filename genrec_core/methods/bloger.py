@@ -83,6 +83,7 @@ from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.soft_inputs import decoder_inputs_embeds, history_inputs_embeds, packed_items_embeds
 from genrec_core.methods.trainer_view import TrainerView as Trainer
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.checkpoint_format import BEST, read_checkpoint, read_item_tokens
 
 if TYPE_CHECKING:
     from genrec_core.tokenizers.runtime import RuntimeItemTokenizer
@@ -235,7 +236,7 @@ class BlogerMethod(Method):
         from genrec_core.tokenizers.id_table import build_id_table, validate_id_table
 
         write_text(INFLUENCE_COLUMNS + "\n", paths.influence_csv)
-        tokens = torch.load(paths.recommender_dir / "best.pt", map_location="cpu", weights_only=True)["item_tokens"]
+        tokens = read_item_tokens(paths.recommender_dir / BEST)
         item_ids = np.arange(tokens.shape[0])
         table = build_id_table(item_ids, {ids.tokenizer: self.vocab.tokens_to_codes(torch.as_tensor(tokens).numpy())})
         validate_id_table(table, paths.final_id_table, item_ids)
@@ -398,7 +399,7 @@ class BlogerMethod(Method):
         """Updates, density/entropy of the starting and of the final (best.pt's) IDs, peak memory."""
         after = None
         if trainer.best_path.exists():
-            tokens = torch.load(trainer.best_path, map_location="cpu", weights_only=True).get("item_tokens")
+            tokens = read_checkpoint(trainer.best_path).get("item_tokens")
             if tokens is not None:
                 after = self.usage(self.vocab.tokens_to_codes(torch.as_tensor(tokens).numpy()))
         return {

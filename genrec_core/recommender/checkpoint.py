@@ -3,7 +3,8 @@
 A generative checkpoint (``recommender.model`` tiger or decoder_only) holds the params, the
 vocabulary, the tokenizer's name and the item tokens; an item-ID one (sasrec, gru4rec) holds
 ``model_kind`` and the model's ``config``. Either way the model comes back in eval mode on the
-device, ready for ``rank(batch, k)`` (generative models with their item IDs set).
+device, ready for ``rank(batch, k)`` (generative models with their item IDs set). What the file
+holds, and how it is read, is ``checkpoint_format``'s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import InputFormatError, MissingInputError
+from genrec_core.recommender import checkpoint_format as fmt
 
 
 class LoadedRecommender(NamedTuple):
@@ -31,7 +33,7 @@ def load_recommender(path: str | Path, device: str = "cpu") -> LoadedRecommender
     path = Path(path)
     if not path.exists():
         raise MissingInputError(path, "the trained recommender; run the train stage first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = fmt.read_checkpoint(path)
     return recommender_from_checkpoint(ckpt, path, device)
 
 
@@ -54,10 +56,10 @@ def _generative_model(path: Path, ckpt: dict[str, Any]) -> tuple[torch.nn.Module
     from genrec_core.recommender.model import build_generative_model
     from genrec_core.recommender.vocab import SemanticIdVocab
 
-    missing = [k for k in ("model", "params", "vocab", "tokenizer", "item_tokens") if k not in ckpt]
+    missing = fmt.missing_keys(ckpt, fmt.GENERATIVE_KEYS)
     if missing:
         raise InputFormatError(path, f"not a recommender checkpoint (missing {', '.join(missing)})")
-    params = RecommenderParams(**ckpt["params"])
+    params = fmt.stored_params(ckpt)
     vocab = SemanticIdVocab.from_dict(ckpt["vocab"])
     model = build_generative_model(params, vocab, ckpt["item_tokens"])  # T5 or decoder-only, as params.model says
     return model, LoadedRecommender(model, vocab, ckpt["tokenizer"], ckpt["item_tokens"], params, params.model)
@@ -66,10 +68,10 @@ def _generative_model(path: Path, ckpt: dict[str, Any]) -> tuple[torch.nn.Module
 def _item_id_model(path: Path, ckpt: dict[str, Any]) -> tuple[torch.nn.Module, LoadedRecommender]:
     from genrec_core.sequential.models import model_from_config
 
-    missing = [k for k in ("model", "config") if k not in ckpt]
+    missing = fmt.missing_keys(ckpt, fmt.ITEM_ID_KEYS)
     if missing:
         raise InputFormatError(path, f"not a sequential-model checkpoint (missing {', '.join(missing)})")
     kind = ckpt["model_kind"]
-    params = RecommenderParams(**ckpt["params"]) if "params" in ckpt else RecommenderParams(model=kind)
+    params = fmt.stored_params(ckpt, default_model=kind)
     model = model_from_config(kind, ckpt["config"])
     return model, LoadedRecommender(model, None, None, None, params, kind)

@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import pickle
 import random
 import signal
 import threading
@@ -51,8 +50,8 @@ from tqdm.auto import tqdm
 
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import GenrecError
-from genrec_core.io import save_torch, write_json, write_text
-from genrec_core.recommender import distributed
+from genrec_core.io import write_json, write_text
+from genrec_core.recommender import checkpoint_format, distributed
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
 from genrec_core.recommender.packing import AUTO_LENGTH_PADDING, PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
@@ -64,10 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: 2: the method's state under "method" (1 kept the plain method's optimizer, scheduler and
-#: loss_strategy at the top level; such a last.pt still resumes)
-CHECKPOINT_FORMAT = 2
-LEGACY_FORMATS = (1,)
 VALID_KS = (1, 5, 10)
 SELECTION_METRIC = "ndcg@10"
 
@@ -355,11 +350,11 @@ class Trainer:
     # ------------------------------------------------------------------ paths
     @property
     def last_path(self) -> Path:
-        return self.checkpoint_dir / "last.pt"
+        return self.checkpoint_dir / checkpoint_format.LAST
 
     @property
     def best_path(self) -> Path:
-        return self.checkpoint_dir / "best.pt"
+        return self.checkpoint_dir / checkpoint_format.BEST
 
     @property
     def live_dir(self) -> Path:
@@ -437,35 +432,29 @@ class Trainer:
         distributed.barrier()
 
     def _write_last(self) -> None:
-        save_torch(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": self.fingerprint,
-                "fingerprint_info": self.fingerprint_info,
-                "model": self.model.state_dict(),
-                "method": self.method.state_dict(),
-                "state": dataclasses.asdict(self.state),
-                "sampler": self.sampler.state_dict(),
-                "rng": rng_state(),
-                **({"item_tokens": self.checkpoint_meta["item_tokens"]} if self.item_tokens_changed else {}),
-            },
+        checkpoint_format.write_last(
             self.last_path,
+            fingerprint=self.fingerprint,
+            fingerprint_info=self.fingerprint_info,
+            model=self.model.state_dict(),
+            method=self.method.state_dict(),
+            state=dataclasses.asdict(self.state),
+            sampler=self.sampler.state_dict(),
+            rng=rng_state(),
+            item_tokens=self.checkpoint_meta["item_tokens"] if self.item_tokens_changed else None,
         )
 
     def save_best(self, metrics: dict[str, float]) -> None:
         if not self.is_main:
             return
-        save_torch(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": self.fingerprint,
-                "model": self.model.state_dict(),
-                "epoch": self.state.epoch,
-                "step": self.state.step,
-                "valid": dict(metrics),
-                **self.checkpoint_meta,
-            },
+        checkpoint_format.write_best(
             self.best_path,
+            fingerprint=self.fingerprint,
+            model=self.model.state_dict(),
+            epoch=self.state.epoch,
+            step=self.state.step,
+            valid=dict(metrics),
+            meta=self.checkpoint_meta,
         )
 
     def try_resume(self) -> bool:
@@ -473,27 +462,22 @@ class Trainer:
         if not self.last_path.exists():
             return False
         try:
-            # weights_only: last.pt may come from a shared remote; a pickle of arbitrary objects
-            # would run code on load. Everything it holds is tensors and plain containers.
-            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:  # a pickle that needs more than weights_only allows
+            ckpt = checkpoint_format.read_checkpoint(self.last_path)  # weights_only: it may come from a shared remote
+        except checkpoint_format.UnsafeCheckpoint as exc:
             raise GenrecError(
                 f"{self.last_path}: holds objects other than tensors and plain values, which are not loaded (weights_only); "
-                f"delete it to start training afresh ({str(exc).splitlines()[0]})"
+                f"delete it to start training afresh ({exc.reason})"
             ) from None
         except Exception as exc:  # a foreign or damaged file must not block a fresh run
             log.warning("cannot read %s (%s); starting fresh", self.last_path, exc)
             return False
-        if ckpt.get("format") not in (CHECKPOINT_FORMAT, *LEGACY_FORMATS) or ckpt.get("fingerprint") != self.fingerprint:
+        if not checkpoint_format.resumable(ckpt, self.fingerprint):
             old = ckpt.get("fingerprint_info", {})
             changed = sorted(k for k in set(old) | set(self.fingerprint_info) if old.get(k) != self.fingerprint_info.get(k))
             log.warning("%s was written for other params or data (differs in: %s); starting fresh", self.last_path, ", ".join(changed) or "format")
             return False
         self.model.load_state_dict(ckpt["model"])
-        if ckpt["format"] == 1:  # the only method then was the plain one; its state sat at the top level
-            self.method.load_state_dict({k: ckpt[k] for k in ("optimizer", "scheduler", "loss_strategy")})
-        else:
-            self.method.load_state_dict(ckpt["method"])
+        self.method.load_state_dict(checkpoint_format.method_state(ckpt))  # either format
         self.state = TrainState(**ckpt["state"])
         self.sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])

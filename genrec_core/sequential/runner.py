@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import InputFormatError, ParamError
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.checkpoint_format import item_id_meta, read_checkpoint
 from genrec_core.runtime import resolve_device
 from genrec_core.sequential.models import MODEL_KINDS, build_model
 
@@ -88,8 +88,7 @@ def is_sequential_checkpoint(path: str | Path) -> bool:
     path = Path(path)
     if not path.exists():
         return False
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return ckpt.get("model_kind") in MODEL_KINDS
+    return read_checkpoint(path).get("model_kind") in MODEL_KINDS
 
 
 def evaluate_sequential(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:

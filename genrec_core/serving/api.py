@@ -1,11 +1,16 @@
-"""``Recommender``: a trained model plus its item catalogue, ranking histories given in the dataset's own ids.
+"""``ServingModel``: a trained model plus its item catalogue, ranking histories given in the dataset's own ids.
 
-Load it from a pipeline workspace (``data/recommender/best.pt``, ``data/processed/``) or from an
-exported bundle (``genrec export``); ``Recommender.load(path)`` tells them apart by the bundle's
-``manifest.json``. Any ``recommender.model`` (tiger, decoder_only, sasrec, gru4rec) and any training
-method: the model comes back through ``genrec_core.recommender.checkpoint`` (the one loader) and
-ranks through the evaluate stage's routine (``interface.rank_examples`` over the model's ``rank``),
-with the evaluate stage's encoders, so a history ranks as it does in the test split.
+(``Recommender``, its old name, stays an alias; ``recommender.interface.Recommender`` is the
+protocol every model implements, a different thing.)
+
+It is made of ``serving.loading.ServingParts``, loaded from a pipeline workspace
+(``data/recommender/best.pt``, ``data/processed/``) or from an exported bundle (``genrec export``);
+``ServingModel.load(path)`` tells them apart by the bundle's ``manifest.json`` (the loading itself
+is ``serving.loading``'s; this module ranks). Any ``recommender.model`` (tiger, decoder_only,
+sasrec, gru4rec) and any training method: the model comes back through
+``genrec_core.recommender.checkpoint`` (the one loader) and ranks through the evaluate stage's
+routine (``interface.rank_examples`` over the model's ``rank``), with the evaluate stage's
+encoders, so a history ranks as it does in the test split.
 
 Ranking rules:
 - histories are item ids of the raw files (``source_item_id`` of ``data/processed/items.parquet``),
@@ -36,7 +41,18 @@ import numpy as np
 import polars as pl
 import torch
 
+from genrec_core.errors import GenrecError
+from genrec_core.recommender.checkpoint import LoadedRecommender
+from genrec_core.recommender.data import ExampleArrays, SequenceEncoder
+from genrec_core.recommender.interface import rank_examples
+from genrec_core.sequential.training import ItemIdEncoder
+from genrec_core.serving.catalog import Catalog, extend_catalogue
 from genrec_core.serving.errors import RequestError
+from genrec_core.serving.loading import ServingParts, bundle_parts, load_parts, workspace_parts
+from genrec_core.serving.meta import ModelMeta
+from genrec_core.serving.new_items import AddedItems, UnassignableItem, assign_new_ids, build_text_encoder, check_encoder_spec, check_new_items, embed_texts, quote_id, render_new_texts
+
+__all__ = ["FALLBACK_POPULAR", "Catalog", "Prepared", "Recommendation", "RecommendedItem", "Recommender", "ServingModel", "View"]
 
 log = logging.getLogger(__name__)
 
@@ -44,58 +60,6 @@ FALLBACK_POPULAR = "most_popular"
 UNKNOWN_POLICIES = ("error", "skip")
 #: Longest list of unknown ids quoted in an error message.
 _QUOTED = 10
-
-
-# --------------------------------------------------------------------------- catalogue
-
-
-def title_column(columns: Sequence[str]) -> str | None:
-    """The items table's title column: ``title``, else the first column whose name contains it."""
-    if "title" in columns:
-        return "title"
-    return next((c for c in columns if "title" in c.lower() and c not in ("item_id", "source_item_id")), None)
-
-
-def catalogue_frame(items: pl.DataFrame, sequences: pl.DataFrame | None) -> pl.DataFrame:
-    """``item_id, source_item_id, title, train_count`` (+ the other text fields) from the preprocess
-    stage's items table and (for the popularity fallback) its sequences' training items."""
-    n = items.height
-    items = items.sort("item_id")
-    if n == 0 or not np.array_equal(items["item_id"].to_numpy(), np.arange(n)):
-        raise ValueError("item ids must be 0..N-1 (the preprocess stage numbers items densely)")
-    counts = np.zeros(n, dtype=np.int64)
-    if sequences is not None and "train_items" in sequences.columns:
-        flat = sequences["train_items"].explode().drop_nulls().to_numpy().astype(np.int64)
-        counts = np.bincount(flat[(flat >= 0) & (flat < n)], minlength=n).astype(np.int64)
-    col = title_column(items.columns)
-    title = items[col].cast(pl.String) if col else pl.Series("title", [None] * n, dtype=pl.String)
-    extra = [c for c in items.columns if c not in ("item_id", "source_item_id", "title", "train_count")]
-    return pl.DataFrame(
-        {"item_id": items["item_id"].cast(pl.Int32), "source_item_id": items["source_item_id"].cast(pl.String), "title": title.alias("title"), "train_count": counts}
-    ).hstack(items.select(extra))
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The items a model ranks: row = internal item index."""
-
-    source_ids: list[str]
-    titles: list[str | None]
-    train_count: np.ndarray  # int64 [N]
-    index: dict[str, int] = field(repr=False)
-    popular: np.ndarray = field(repr=False)  # item indices, most seen in training first
-
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> Catalog:
-        frame = frame.sort("item_id")
-        source_ids = [str(s) for s in frame["source_item_id"].to_list()]
-        counts = frame["train_count"].to_numpy().astype(np.int64) if "train_count" in frame.columns else np.zeros(frame.height, np.int64)
-        popular = np.lexsort((np.arange(frame.height), -counts)).astype(np.int64)
-        titles = frame["title"].to_list() if "title" in frame.columns else [None] * frame.height
-        return cls(source_ids, titles, counts, {s: i for i, s in enumerate(source_ids)}, popular)
-
-    def __len__(self) -> int:
-        return len(self.source_ids)
 
 
 # --------------------------------------------------------------------------- results
@@ -139,94 +103,81 @@ class View(NamedTuple):
     ``add_items`` builds a new view beside the live one and swaps it in with one assignment under
     the ranking lock, so a ranking never sees the model of one catalogue and the rows of another."""
 
-    loaded: Any  # checkpoint.LoadedRecommender
+    loaded: LoadedRecommender
     catalog: Catalog
     collate: Any
     frame: pl.DataFrame | None  # the catalogue as a table (items.parquet of a bundle)
 
 
-class Recommender:
+class ServingModel:
     """A trained model ready to rank histories of source item ids (see the module docstring)."""
 
-    def __init__(self, loaded: Any, catalog: Catalog, *, max_len: int, beam_size: int, batch_size: int, params: dict[str, Any], users: dict[str, int] | None = None, source: str = "", meta: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        loaded: LoadedRecommender,
+        catalog: Catalog,
+        *,
+        max_len: int,
+        beam_size: int,
+        batch_size: int,
+        params: dict[str, Any],
+        users: dict[str, int] | None = None,
+        source: str = "",
+        meta: ModelMeta | None = None,
+        frame: pl.DataFrame | None = None,
+    ):
         self.max_len = int(max_len)
         self.beam_size = int(beam_size)
         self.batch_size = int(batch_size)
         self.params = params  # the params the model came from (params.yaml as dict)
         self.users = users  # source user id -> user index (models with user tokens only)
         self.source = source
-        self.meta = meta or {}
+        self.meta = meta if meta is not None else ModelMeta()
         self._lock = threading.Lock()
-        self._view = View(loaded, catalog, self._make_collate(loaded), self.meta.pop("catalogue", None))
+        self._view = View(loaded, catalog, self._make_collate(loaded), frame)
         n = self.num_items
         if len(catalog) != n:
             raise ValueError(f"the items table has {len(catalog)} items but the model ranks {n}")
 
-    # -- loading
-
     @classmethod
-    def load(cls, path: str | Path = ".", device: str = "cpu", params_file: str | Path | None = None) -> Recommender:
-        """A bundle folder (has ``manifest.json``) or a workspace root."""
-        from genrec_core.serving.bundle import MANIFEST
-
-        path = Path(path)
-        if (path / MANIFEST).exists():
-            return cls.from_bundle(path, device)
-        return cls.from_workspace(path, device=device, params_file=params_file)
-
-    @classmethod
-    def from_workspace(cls, root: str | Path = ".", device: str = "cpu", params_file: str | Path | None = None) -> Recommender:
-        """From the pipeline's outputs under ``root``; params from ``params_file`` (default
-        ``root/params.yaml``; the defaults when there is none)."""
-        from genrec_core.config import load_params
-        from genrec_core.errors import InputFormatError
-        from genrec_core.io import read_parquet
-        from genrec_core.paths import ArtifactPaths
-        from genrec_core.recommender.checkpoint import load_recommender
-
-        root = Path(root)
-        paths = ArtifactPaths(root)
-        loaded = load_recommender(paths.recommender_dir / "best.pt", device)
-        if params_file is None and (root / "params.yaml").exists():
-            params_file = root / "params.yaml"
-        if params_file is None:
-            log.warning("%s has no params.yaml: taking the default params (data.max_items, evaluate.beam_size)", root)
-        params = load_params(params_file)
-        params_dict = dataclasses.asdict(params)
-        params_dict["recommender"] = dataclasses.asdict(loaded.params)  # what the model was trained with
-        items = read_parquet(paths.items, "items table (stage preprocess)")
-        sequences = read_parquet(paths.sequences, "sequences table (stage preprocess)") if paths.sequences.exists() else None
-        try:
-            frame = catalogue_frame(items, sequences)
-        except ValueError as exc:
-            raise InputFormatError(paths.items, str(exc)) from None
-        users = None
-        extra_meta = _workspace_cold_start_meta(paths, params_dict, loaded.tokenizer)
-        if loaded.params.user_tokens and sequences is not None:
-            users = dict(zip(sequences["source_user_id"].cast(pl.String).to_list(), sequences["user_id"].to_list()))
+    def from_parts(cls, parts: ServingParts) -> ServingModel:
+        """The ranking object of what ``serving.loading`` loaded."""
         return cls(
-            loaded,
-            Catalog.from_frame(frame),
-            max_len=_max_len(loaded, params.data.max_items),
-            beam_size=params.evaluate.beam_size,
-            batch_size=params.evaluate.batch_size,
-            params=params_dict,
-            users=users,
-            source=str(root),
-            meta={"catalogue": frame, "paths": paths, **extra_meta},
+            parts.loaded,
+            Catalog.from_frame(parts.frame),
+            max_len=parts.max_len,
+            beam_size=parts.beam_size,
+            batch_size=parts.batch_size,
+            params=parts.params,
+            users=parts.users,
+            source=parts.source,
+            meta=parts.meta,
+            frame=parts.frame,
         )
 
-    @classmethod
-    def from_bundle(cls, path: str | Path, device: str = "cpu", verify: bool = True) -> Recommender:
-        from genrec_core.serving.bundle import read_bundle
+    # -- loading (``serving.loading`` does it; these name it where a user looks first)
 
-        return read_bundle(path, device=device, verify=verify)
+    @classmethod
+    def load(cls, path: str | Path = ".", device: str = "cpu", params_file: str | Path | None = None) -> ServingModel:
+        """A bundle folder (has ``manifest.json``) or a workspace root."""
+        return cls.from_parts(load_parts(path, device, params_file))
+
+    @classmethod
+    def from_workspace(cls, root: str | Path = ".", device: str = "cpu", params_file: str | Path | None = None) -> ServingModel:
+        """From the pipeline's outputs under ``root``; params from ``params_file`` (default
+        ``root/params.yaml``; the defaults when there is none)."""
+        return cls.from_parts(workspace_parts(root, device, params_file))
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str = "cpu", verify: bool = True) -> ServingModel:
+        """From a bundle folder, checked (format, version, file names, every sha256)."""
+        return cls.from_parts(bundle_parts(path, device, verify))
 
     # -- properties
 
     @property
-    def loaded(self) -> Any:
-        """The model (checkpoint.LoadedRecommender) of the live view."""
+    def loaded(self) -> LoadedRecommender:
+        """The model of the live view."""
         return self._view.loaded
 
     @property
@@ -252,14 +203,10 @@ class Recommender:
         return bool(self.loaded.params.user_tokens)
 
     @staticmethod
-    def _make_collate(loaded: Any):
+    def _make_collate(loaded: LoadedRecommender):
         if loaded.item_tokens is not None:
-            from genrec_core.recommender.data import SequenceEncoder
-
             p = loaded.params
             return SequenceEncoder.for_recommender(loaded.item_tokens, p, loaded.vocab).collate
-        from genrec_core.sequential.training import ItemIdEncoder
-
         return ItemIdEncoder(int(loaded.model.num_items)).collate
 
     # -- checking requests
@@ -282,8 +229,6 @@ class Recommender:
             history = []
         if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
             raise RequestError("history", f"must be a list of item ids, got {type(history).__name__}")
-        from genrec_core.serving.new_items import quote_id
-
         ids: list[str] = []
         for pos, item in enumerate(history):
             if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
@@ -353,9 +298,6 @@ class Recommender:
     def _rank(self, prepared: Sequence[Prepared], width: int, progress: bool) -> tuple[np.ndarray, np.ndarray, View]:
         """Item indices and scores, and the view they index (histories' indices stay valid in a
         later view: adding items only appends)."""
-        from genrec_core.recommender.data import ExampleArrays
-        from genrec_core.recommender.interface import rank_examples
-
         lengths = np.array([len(p.history) for p in prepared], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         history = np.array([i for p in prepared for i in p.history], dtype=np.int32)
@@ -367,7 +309,7 @@ class Recommender:
 
     # -- new items (cold start)
 
-    def add_items(self, items: Any, device: str = "cpu") -> Any:
+    def add_items(self, items: Any, device: str = "cpu") -> AddedItems:
         """Make new items recommendable (generative models only; see ``serving.new_items``).
 
         ``items``: a list of ``{"item_id": ..., "text": "..."}`` or ``{"item_id": ..., <text
@@ -382,30 +324,25 @@ class Recommender:
         builds a new ``View`` beside the live one; only then, under the ranking lock, the model's
         trie is extended and the view swapped in (one assignment).
         """
-        from genrec_core.errors import GenrecError
-        from genrec_core.serving.new_items import AddedItems, UnassignableItem, assign_new_ids, check_encoder_spec, check_new_items, embed_texts, render_new_texts
-
         view = self._view
         if view.loaded.item_tokens is None:
             raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model (tiger, decoder_only)")
-        spec = self.meta.get("encoder")
+        spec = self.meta.encoder
         check_encoder_spec(spec, self.source)
-        tok_path = self.meta.get("tokenizer_path")
+        tok_path = self.meta.tokenizer_path
         if tok_path is None or not Path(tok_path).is_file():
             raise GenrecError(f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace that keeps it")
         new = check_new_items(items, view.catalog.index, spec["text_fields"])
         texts = render_new_texts(new, spec)
-        if self.meta.get("_encoder") is None:
-            from genrec_core.serving.new_items import build_text_encoder
+        if self.meta.text_encoder is None:
+            self.meta.text_encoder = build_text_encoder(spec, device)
+        vectors = embed_texts(self.meta.text_encoder, texts, bool(spec.get("normalize", True)))
+        if self.meta.tokenizer is None:
+            from genrec_core.tokenizers.training import load_tokenizer  # the tokenizers' code, only when items are added
 
-            self.meta["_encoder"] = build_text_encoder(spec, device)
-        vectors = embed_texts(self.meta["_encoder"], texts, bool(spec.get("normalize", True)))
-        if self.meta.get("_tokenizer") is None:
-            from genrec_core.tokenizers.training import load_tokenizer
-
-            self.meta["_tokenizer"] = load_tokenizer(tok_path)
+            self.meta.tokenizer = load_tokenizer(tok_path)
         try:
-            result = self.meta["_tokenizer"].quantize(vectors)
+            result = self.meta.tokenizer.quantize(vectors)
         except ValueError as exc:  # the encoder does not make vectors of the tokenizer's input size
             raise GenrecError(f"{self.source}: the encoder's vectors do not fit the tokenizer ({exc})") from None
         vocab = view.loaded.vocab
@@ -418,7 +355,7 @@ class Recommender:
         tokens = torch.as_tensor(vocab.codes_to_tokens(codes), dtype=view.loaded.item_tokens.dtype)
         start = len(view.catalog)
         table = torch.cat([view.loaded.item_tokens.cpu(), tokens]).to(view.loaded.item_tokens.device)
-        frame = _extend_catalogue(view.frame, view.catalog, new, start)
+        frame = extend_catalogue(view.frame, view.catalog, new, start)
         catalog = Catalog.from_frame(frame)
         if len(catalog) != table.shape[0] or catalog.source_ids[start:] != [it.source_id for it in new]:
             raise GenrecError(f"internal error: {len(catalog)} catalogue rows for {table.shape[0]} item IDs")  # never half a catalogue
@@ -434,7 +371,7 @@ class Recommender:
                 view.loaded.model.set_items(view.loaded.item_tokens)  # the old trie back: nothing changed
                 raise
             self._view = new_view
-            self.meta.setdefault("added", []).append(added)
+            self.meta.added.append(added)
         log.info("added %d items (%d moved off a taken ID)", len(new), int(np.sum(moved)))
         return added
 
@@ -448,49 +385,5 @@ class Recommender:
         return Recommendation([self._item(catalog, r, int(i), float(catalog.train_count[i])) for r, i in enumerate(top, start=1)], FALLBACK_POPULAR, list(p.skipped))
 
 
-def _max_len(loaded: Any, max_items: int) -> int:
-    """The training window: an item-ID model's own ``max_len``, else ``data.max_items``."""
-    config = getattr(loaded.model, "config", None)
-    if isinstance(config, dict) and "max_len" in config:
-        return int(config["max_len"])
-    return int(max_items)
-
-
-def _workspace_cold_start_meta(paths: Any, params: dict[str, Any], tokenizer: str | None) -> dict[str, Any]:
-    """The encoder description and the kept tokenizer's file of a workspace (adding items)."""
-    import json
-
-    from genrec_core.serving.new_items import encoder_spec
-
-    def read(path: Path) -> dict | None:
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    return {
-        "encoder": encoder_spec(params, read(paths.reports_dir / "embed.json"), read(paths.dataset_info)),
-        "tokenizer_path": (paths.tokenizer_dir / "kept" / f"{tokenizer}.pt") if tokenizer else None,
-    }
-
-
-def _extend_catalogue(frame: pl.DataFrame | None, catalog: Catalog, new: Sequence[Any], start: int) -> pl.DataFrame:
-    """The catalogue frame with one row per new item (train_count 0; title and text fields as given)."""
-    if frame is None:
-        frame = pl.DataFrame({"item_id": np.arange(len(catalog), dtype=np.int32), "source_item_id": catalog.source_ids, "title": catalog.titles, "train_count": catalog.train_count})
-    rows: dict[str, list] = {c: [] for c in frame.columns}
-    for j, it in enumerate(new):
-        for c in frame.columns:
-            if c == "item_id":
-                rows[c].append(start + j)
-            elif c == "source_item_id":
-                rows[c].append(it.source_id)
-            elif c == "train_count":
-                rows[c].append(0)
-            elif c == "title":
-                col = title_column(list(it.fields))
-                rows[c].append(it.fields.get(col) if col else None)
-            else:
-                rows[c].append(it.fields.get(c, ""))
-    added = pl.DataFrame(rows, schema=frame.schema)
-    return pl.concat([frame, added])
+#: The old name (before ``recommender.interface.Recommender``, the models' protocol, shared it).
+Recommender = ServingModel

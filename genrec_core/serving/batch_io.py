@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from genrec_core.errors import InputFormatError, MissingInputError
-from genrec_core.serving.api import Recommendation, Recommender
+from genrec_core.serving.api import Recommendation, ServingModel
 from genrec_core.serving.errors import RequestError
 
 INPUT_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
@@ -94,7 +94,7 @@ def _read_jsonl(path: Path) -> tuple[list[list[str]], list[str] | None, list[int
     return histories, (users if any(u is not None for u in users) else None), lines
 
 
-def recommend_file(rec: Recommender, path: str | Path, k: int, unknown: str = "error", progress: bool = True) -> tuple[list[Recommendation], list[str] | None]:
+def recommend_file(rec: ServingModel, path: str | Path, k: int, unknown: str = "error", progress: bool = True) -> tuple[list[Recommendation], list[str] | None]:
     """Rank every request of a file; a bad row raises an error naming its line."""
     path = Path(path)
     histories, users, lines = read_requests(path)

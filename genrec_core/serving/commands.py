@@ -23,9 +23,9 @@ def _log_warnings() -> None:
 
 def _load(model: Path, params: Path | None, device: str):
     from genrec_core.runtime import resolve_device
-    from genrec_core.serving.api import Recommender
+    from genrec_core.serving.api import ServingModel
 
-    return Recommender.load(model, device=resolve_device(device), params_file=params)
+    return ServingModel.load(model, device=resolve_device(device), params_file=params)
 
 
 def print_table(result) -> None:
@@ -119,7 +119,7 @@ def add_items_command(file: Path, bundle: Path, out: Path | None, device: str) -
         from genrec_core.serving.new_items import check_new_items
 
         # check the records with line numbers first (add_items checks them again, by position)
-        spec = rec.meta.get("encoder") or {}
+        spec = rec.meta.encoder or {}
         check_new_items(records, rec.catalog.index, spec.get("text_fields") or [], lines=lines)
         added = rec.add_items(records)
         path = write_added_items(rec, bundle, out)

@@ -1,4 +1,4 @@
-"""The HTTP service (``genrec serve``): FastAPI over a ``Recommender``, with an async micro-batcher.
+"""The HTTP service (``genrec serve``): FastAPI over a ``ServingModel``, with an async micro-batcher.
 
 Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 - ``POST /recommend`` ``{"history": ["i3", "i9"], "k": 10, "user_id": null, "skip_unknown": false}``
@@ -49,7 +49,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from genrec_core.serving.api import Prepared, Recommender
+from genrec_core.errors import GenrecError
+from genrec_core.serving.api import Prepared, ServingModel
+from genrec_core.serving.bundle import MANIFEST, write_added_items
 from genrec_core.serving.errors import RequestError
 from genrec_core.serving.guard import JsonBodyGuard, token_matches
 from genrec_core.serving.limits import ServeLimits
@@ -103,7 +105,7 @@ class MicroBatcher:
     At most ``max_queue`` requests wait (``enqueue`` refuses more with a 503); a request whose
     future was cancelled meanwhile (its client went, or its time ran out) is dropped before ranking."""
 
-    def __init__(self, rec: Recommender, max_wait_s: float = 0.005, max_batch: int = 64, max_queue: int = 1000, limits: ServeLimits | None = None):
+    def __init__(self, rec: ServingModel, max_wait_s: float = 0.005, max_batch: int = 64, max_queue: int = 1000, limits: ServeLimits | None = None):
         self.rec = rec
         self.max_wait_s = float(max_wait_s)
         self.max_batch = max(1, int(max_batch))
@@ -204,7 +206,7 @@ def _field(loc: tuple | list) -> str:
 
 
 def create_app(
-    rec: Recommender,
+    rec: ServingModel,
     max_wait_ms: float = 5.0,
     max_batch: int = 64,
     *,
@@ -286,12 +288,11 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        manifest = rec.meta.get("manifest", {})
         return {
             "status": "ok",
             "model": rec.kind,
             "items": rec.num_items,
-            "format_version": manifest.get("format_version"),
+            "format_version": rec.meta.format_version,
             "batches": batcher.batches,
             "requests": batcher.requests,
             "largest_batch": batcher.largest_batch,
@@ -321,8 +322,6 @@ def create_app(
     @app.post("/items", responses=write_errors, dependencies=[Depends(writer)])
     async def add_items(body: AddItemsRequest) -> Any:
         """Add new items (cold start): embed their text, give them IDs with the trained tokenizer, extend the trie."""
-        from genrec_core.errors import GenrecError
-
         limits.check_new_items(body.items)
         async with add_lock:  # one addition at a time; ranking goes on meanwhile
             try:
@@ -333,8 +332,6 @@ def create_app(
                 return _error(409, str(exc), None)
             saved = None
             if body.save:
-                from genrec_core.serving.bundle import MANIFEST, write_added_items
-
                 if not (Path(rec.source) / MANIFEST).exists():
                     return _error(409, "save: the service does not serve a bundle (nothing to rewrite); the items were added in memory", "save")
                 try:
@@ -347,7 +344,7 @@ def create_app(
 
 
 def serve(
-    rec: Recommender,
+    rec: ServingModel,
     host: str = "127.0.0.1",
     port: int = 8000,
     max_wait_ms: float = 5.0,

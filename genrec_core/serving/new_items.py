@@ -74,7 +74,7 @@ class NewItem:
 
 @dataclass
 class AddedItems:
-    """What ``Recommender.add_items`` did."""
+    """What ``ServingModel.add_items`` did."""
 
     source_ids: list[str]
     indices: list[int]  # new internal item indices
