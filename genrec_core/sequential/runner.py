@@ -1,9 +1,9 @@
 """Training and evaluating SASRec / GRU4Rec from the pipeline's artifacts (the train and evaluate
-stages call ``train_sequential`` and ``evaluate_sequential`` when ``recommender.model`` is not
-``tiger`` or ``decoder_only``, the generative models). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
+stages call ``train_sequential`` and ``evaluate_sequential`` when ``recommender.model`` is an
+item-ID model, family ``item_id`` in ``recommender/model_spec.py``). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
 about stages.
 
-Which model: ``recommender.model`` (``tiger`` | ``decoder_only`` | ``sasrec`` | ``gru4rec``). Sizes come from the recommender
+Which model: ``recommender.model`` (``sasrec`` | ``gru4rec``). Sizes come from the recommender
 section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
@@ -38,23 +38,22 @@ import torch
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import InputFormatError, ParamError
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, FamilyNames, model_spec
 from genrec_core.runtime import resolve_device
-from genrec_core.sequential.models import MODEL_KINDS, build_model
+from genrec_core.sequential.models import build_model
 
 log = logging.getLogger(__name__)
 
-GENERATIVE = "tiger"
-#: Models over semantic IDs ranked by trie-constrained beam search (stages/train.py trains them;
-#: genrec_core.recommender.model.build_generative_model builds them).
-GENERATIVE_KINDS = (GENERATIVE, "decoder_only")
+# Older names the stages import; new code asks ``model_spec(name)`` (``.family``, ``.generative``).
+#: The model whose checkpoints carry no ``model_kind`` (stages/train.py).
+GENERATIVE = DEFAULT_MODEL
+#: Models over semantic IDs ranked by trie-constrained beam search (``name in GENERATIVE_KINDS``).
+GENERATIVE_KINDS = FamilyNames("generative")
 
 
 def model_kind(params: Params) -> str:
-    """``recommender.model`` (validated again here for callers that build Params by hand)."""
-    kind = params.recommender.model
-    if kind not in (*GENERATIVE_KINDS, *MODEL_KINDS):
-        raise ParamError("recommender.model", f"must be one of {', '.join((*GENERATIVE_KINDS, *MODEL_KINDS))}, got {kind!r}")
-    return kind
+    """``recommender.model``'s registered name (validated again here for callers that build Params by hand)."""
+    return model_spec(params.recommender.model).name
 
 
 def _num_items(paths: ArtifactPaths) -> int:
@@ -68,8 +67,7 @@ def _num_items(paths: ArtifactPaths) -> int:
 
 
 def _check_sizes(kind: str, rp: RecommenderParams) -> None:
-    if kind == "sasrec" and rp.d_model % rp.num_heads:
-        raise ParamError("recommender.num_heads", f"must divide recommender.d_model ({rp.d_model}), got {rp.num_heads}")
+    model_spec(kind).check_params(rp)  # e.g. SASRec's heads divide d_model (checked again for hand-built Params)
     if rp.eval_beam_size < 10:
         raise ParamError("recommender.eval_beam_size", f"validation ranks this many items and selects on NDCG@10; must be >= 10, got {rp.eval_beam_size}")
 
@@ -134,8 +132,10 @@ def is_sequential_checkpoint(path: str | Path) -> bool:
     path = Path(path)
     if not path.exists():
         return False
+    from genrec_core.recommender.checkpoint import checkpoint_spec
+
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return ckpt.get("model_kind") in MODEL_KINDS
+    return checkpoint_spec(ckpt, path).family == "item_id"
 
 
 def evaluate_sequential(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:

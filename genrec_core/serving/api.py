@@ -2,7 +2,7 @@
 
 Load it from a pipeline workspace (``data/recommender/best.pt``, ``data/processed/``) or from an
 exported bundle (``genrec export``); ``Recommender.load(path)`` tells them apart by the bundle's
-``manifest.json``. Any ``recommender.model`` (tiger, decoder_only, sasrec, gru4rec) and any training
+``manifest.json``. Any ``recommender.model`` (t5, decoder_only, sasrec, gru4rec) and any training
 method: the model comes back through ``genrec_core.recommender.checkpoint`` (the one loader) and
 ranks through the evaluate stage's routine (``interface.rank_examples`` over the model's ``rank``),
 with the evaluate stage's encoders, so a history ranks as it does in the test split.
@@ -383,11 +383,12 @@ class Recommender:
         trie is extended and the view swapped in (one assignment).
         """
         from genrec_core.errors import GenrecError
+        from genrec_core.recommender.model_spec import model_names
         from genrec_core.serving.new_items import AddedItems, UnassignableItem, assign_new_ids, check_encoder_spec, check_new_items, embed_texts, render_new_texts
 
         view = self._view
         if view.loaded.item_tokens is None:
-            raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model (tiger, decoder_only)")
+            raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model ({', '.join(model_names('generative'))})")
         spec = self.meta.get("encoder")
         check_encoder_spec(spec, self.source)
         tok_path = self.meta.get("tokenizer_path")
