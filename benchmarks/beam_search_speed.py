@@ -34,11 +34,12 @@ import torch
 from genrec_core.config import RecommenderParams, load_params
 from genrec_core.recommender.beam_search import constrained_beam_search
 from genrec_core.recommender.model import build_generative_model
+from genrec_core.recommender.model_spec import MODEL_ALIASES, canonical_model_name, model_names
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, SemanticIdVocab
 
 
-def make_setting(id_length: int, encoder_input: str, n_items: int, n_users: int, history: int, seed: int, codebook: int = 256, model_kind: str = "tiger", base: RecommenderParams | None = None):
+def make_setting(id_length: int, encoder_input: str, n_items: int, n_users: int, history: int, seed: int, codebook: int = 256, model_kind: str = "t5", base: RecommenderParams | None = None):
     rng = np.random.default_rng(seed)
     level_sizes = (codebook, codebook, codebook, 8)[:id_length] if id_length <= 4 else (codebook,) * id_length
     vocab = SemanticIdVocab(level_sizes)
@@ -117,7 +118,7 @@ def main() -> None:
     ap.add_argument("--encoder-input", nargs="+", default=["tokens"], choices=["tokens", "items"])
     ap.add_argument("--items", type=int, default=1349)
     ap.add_argument("--codebook-size", type=int, default=256, help="codes per level (L = 4: the 4th, collision level, has 8)")
-    ap.add_argument("--models", nargs="+", default=["tiger"], choices=["tiger", "decoder_only"])
+    ap.add_argument("--models", nargs="+", default=["t5"], choices=[*model_names("generative"), *MODEL_ALIASES])
     ap.add_argument("--params", default=None, help="build the models from this params.yaml's recommender section (default: the SPEC's T5, the dataclass defaults)")
     ap.add_argument("--no-generate", action="store_true", help="skip HF generate() (it is compared for the T5 only)")
     ap.add_argument("--users", type=int, default=256, help="one batch of this many users")
@@ -147,7 +148,7 @@ def main() -> None:
                     input_ids, mask = input_ids.to(device), mask.to(device)
                     trie = ItemTrie.build(items, vocab.size).to(device)
                     # generate() knows nothing of level_softmax (step l's softmax over level l's codes): compared without it only
-                    compare = model_kind == "tiger" and not args.no_generate and not (base is not None and base.level_softmax)
+                    compare = canonical_model_name(model_kind) == "t5" and not args.no_generate and not (base is not None and base.level_softmax)
                     fn = allowed_tokens_fn(items) if compare else None
                     for beam in args.beams:
                         ours = lambda: constrained_beam_search(model, input_ids, mask, trie, beam)  # noqa: E731

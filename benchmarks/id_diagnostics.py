@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.runs import machine_line  # noqa: E402
 from genrec_core.analysis.id_analysis import codebook_usage, transition_information  # noqa: E402
+from genrec_core.recommender.model_spec import FamilyNames  # noqa: E402
 from genrec_core.tokenizers.id_table import read_id_table_with_items  # noqa: E402
 
 
-ITEM_ID_MODELS = ("sasrec", "gru4rec")  # their row's "IDs" are the items themselves (one level)
+ITEM_ID_MODELS = FamilyNames("item_id")  # their row's "IDs" are the items themselves (one level)
 
 
 def training_transitions(sequences: Path) -> np.ndarray:

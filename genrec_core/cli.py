@@ -120,7 +120,7 @@ def token_weights(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, 
 
 @app.command()
 def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, root: RootOpt = Path(".")) -> None:
-    """Semantic IDs + example tables -> a trained recommender (recommender.model: decoder_only by default, tiger = TIGER's T5, sasrec, gru4rec).
+    """Semantic IDs + example tables -> a trained recommender (recommender.model: decoder_only by default, t5 = TIGER's T5 (old name tiger), sasrec, gru4rec).
 
     Trains on the IDs of recommender.tokenizer with the loss strategy recommender.loss, selects the
     model on validation NDCG@10 (same beam search as the test) and stops early. Checkpoints every

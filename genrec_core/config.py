@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from genrec_core.errors import MissingInputError, ParamError
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, canonical_model_name, model_spec
 
 DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic", "inter_json", "idgenrec")
 #: What recommender.select_metric may name: the validation metrics the trainer computes (K = 1, 5, 10).
@@ -222,9 +223,11 @@ class IdsParams:
 
 @dataclass
 class RecommenderParams:
-    """The T5 generative recommender and its training (SPEC sections 4 and 6)."""
+    """The recommender model and its training (SPEC sections 4 and 6)."""
 
-    model: str = "tiger"  # tiger (T5 over semantic IDs) | decoder_only (LLaMA-style decoder over the same IDs) | sasrec | gru4rec (item-ID baselines, genrec_core.sequential)
+    # a registered model (genrec_core/recommender/model_spec.py): t5 (TIGER's T5 over semantic IDs; tiger = its old name) |
+    # decoder_only (LLaMA-style decoder over the same IDs) | sasrec | gru4rec (item-ID baselines, genrec_core.sequential)
+    model: str = DEFAULT_MODEL
     tokenizer: str = "last"  # which kept tokenizer's IDs to train on: last | first | epoch_XXXX
     encoder_input: str = "tokens"  # tokens: the history's IDs flattened (SPEC 4) | items: one position per item (sum of its token embeddings; ~4x faster on a CPU)
     num_layers: int = 4  # encoder layers
@@ -271,10 +274,11 @@ class RecommenderParams:
 
     def __post_init__(self) -> None:
         self.method = METHOD_ALIASES.get(self.method, self.method)  # old names load as the current ones
+        self.model = canonical_model_name(self.model)  # an older name (tiger) in params or a stored checkpoint: today's (t5)
 
     def validate(self, prefix: str = "recommender") -> None:
-        _check(self.model in ("tiger", "decoder_only", "sasrec", "gru4rec"), f"{prefix}.model", f"must be tiger, decoder_only, sasrec or gru4rec, got {self.model!r}")
-        _check(self.model != "decoder_only" or self.d_kv % 2 == 0, f"{prefix}.d_kv", f"decoder_only rotates pairs of head dimensions (RoPE): must be even, got {self.d_kv}")
+        spec = model_spec(self.model, f"{prefix}.model")
+        spec.check_params(self, prefix)
         _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
         _check(bool(self.method), f"{prefix}.method", "must name a training method, e.g. plain")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
@@ -290,7 +294,7 @@ class RecommenderParams:
         _check(self.user_tokens >= 0, f"{prefix}.user_tokens", f"must be >= 0 (0 = off), got {self.user_tokens}")
         _check(0.0 <= self.history_dropout < 1.0, f"{prefix}.history_dropout", f"must be in [0, 1), got {self.history_dropout}")
         _check(self.pack_examples >= 0, f"{prefix}.pack_examples", f"must be >= 0 (0 = off), got {self.pack_examples}")
-        if self.pack_examples and self.model == "decoder_only":  # the other models have no packed forward and ignore it
+        if self.pack_examples and spec.packs:  # the other models have no packed forward and ignore it
             _check(self.encoder_input == "items", f"{prefix}.pack_examples", f"needs encoder_input: items (one position per history item), got {self.encoder_input!r}")
             _check(self.user_tokens == 0, f"{prefix}.pack_examples", "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)")
         _check(self.pack_order in ("auto", "random", "length"), f"{prefix}.pack_order", f"must be auto, random or length, got {self.pack_order!r}")

@@ -1,4 +1,4 @@
-"""One way to make classes findable by name (losses, methods, generative models): a decorator
+"""One way to make classes findable by name (losses, methods): a decorator
 that files a class in its table and refuses a name given twice."""
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from genrec_core.methods.base import PreparedIds
 from genrec_core.io import write_json
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.checkpoint_format import BEST, generative_meta, item_id_meta, read_checkpoint, read_weights
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,8 @@ def read_ids(paths: ArtifactPaths, tokenizer: str) -> tuple[np.ndarray, dict[str
 
 
 def is_item_id_model(name: str) -> bool:
-    """SASRec / GRU4Rec (ranked in full over item ids), not a semantic-ID model."""
-    from genrec_core.sequential.models import MODEL_KINDS
-
-    return name in MODEL_KINDS
+    """SASRec / GRU4Rec (ranked in full over item ids), not a semantic-ID model (``ModelSpec.family``)."""
+    return model_spec(name).family == "item_id"
 
 
 def build_training(
@@ -163,7 +162,7 @@ def _build_generative(params, paths, rp, ids, examples, init_state, checkpoint_d
         fingerprint=fp[0],
         fingerprint_info=fp[1],
         checkpoint_meta=generative_meta(dataclasses.asdict(rp), ids.vocab.to_dict(), ids.tokenizer, item_tokens,
-                                        **({} if rp.model == "tiger" else {"model_kind": rp.model}), **meta),  # the T5 was the only kind when model_kind came
+                                        **({} if rp.model == DEFAULT_MODEL else {"model_kind": rp.model}), **meta),  # the T5 was the only kind when model_kind came
         progress=progress,
         use_dvclive=use_dvclive,
     )

@@ -2,10 +2,10 @@
 
 Usage (from the project root, after the seeds of each method have run, see scripts/seeds.py)::
 
-    python -m stages.results --baseline tiger/ce                # runs `dvc exp show --json`
-    python -m stages.results --json exps.json --baseline tiger/ce --metrics hit@10,ndcg@10
+    python -m stages.results --baseline t5/ce                   # runs `dvc exp show --json`
+    python -m stages.results --json exps.json --baseline t5/ce --metrics hit@10,ndcg@10
     python -m stages.results --by recommender.model,recommender.loss,tokenizer.levels -A
-    python -m stages.results --runs /tmp/genrec_converged/*-s4? --baseline tiger/ce   # run folders instead
+    python -m stages.results --runs /tmp/genrec_converged/*-s4? --baseline t5/ce   # run folders instead
 
 ``--runs`` reads run folders instead of DVC experiments: the workspaces that
 ``scripts/converged.py`` and ``benchmarks/convergence.py`` train in (``params.yaml``, the
@@ -13,7 +13,8 @@ Usage (from the project root, after the seeds of each method have run, see scrip
 those files resolved as the stages resolve them (defaults filled in), so ``--by`` works alike.
 
 A method is the ``/``-joined values of ``--by`` params (default ``recommender.model`` and
-``recommender.loss``; a run without ``recommender.model`` is ``tiger``). Each method's runs are its
+``recommender.loss``; models by today's name: a run without ``recommender.model``, or with its old
+name ``tiger``, is ``t5``). Each method's runs are its
 experiments with distinct ``seed`` values. Writes ``reports/results.md`` and
 ``reports/results.csv`` (genrec_core.evaluation.significance documents the columns and the test).
 Not a DVC stage: it reads the experiments DVC keeps, not a pipeline output.
@@ -30,7 +31,7 @@ import sys
 from pathlib import Path
 
 from genrec_core.config import load_params
-from genrec_core.evaluation.significance import Run, flatten, group_runs, results_table, runs_from_exp_show, to_csv, to_markdown
+from genrec_core.evaluation.significance import Run, canonical_method, flatten, group_runs, results_table, runs_from_exp_show, to_csv, to_markdown
 from genrec_core.io import write_text
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def build(exp_show: list | None, by: list[str], baseline: str | None, metrics: l
     groups, seeds = group_runs(runs, by)
     if floors is not None:
         groups.update(floor_groups(floors))
+    baseline = canonical_method(baseline, by) if baseline is not None else None  # tiger/ce names t5/ce
     if baseline is not None and baseline not in groups:
         raise SystemExit(f"baseline {baseline!r} not found; methods: {', '.join(groups)}")
     return results_table(groups, baseline=baseline, metrics=metrics, seeds=seeds)
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-A", "--all-commits", action="store_true", help="pass -A to dvc exp show (experiments of every commit)")
     ap.add_argument("--include-baselines", action="store_true", help="also count the commits' own results as runs")
     ap.add_argument("--by", default="recommender.model,recommender.loss", help="comma-separated params that define a method")
-    ap.add_argument("--baseline", default=None, help="method the gains and p-values compare against, e.g. tiger/ce")
+    ap.add_argument("--baseline", default=None, help="method the gains and p-values compare against, e.g. t5/ce")
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys (empty: all shared numeric keys)")
     ap.add_argument("--metrics-file", default="reports/metrics.json")
     ap.add_argument("--out", type=Path, default=Path("reports"), help="folder for results.md and results.csv")

@@ -582,5 +582,5 @@ def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
     assert rows["decoder-only-packed"].overrides == mtgrec["decoder-only-packed"]  # MTGRec's table's baseline too
     gpu = load_params(root / "params.yaml", flatten_overlay(root / "configs" / "bloger-gpu.yaml"))
     rp = gpu.recommender
-    assert (gpu.tokenizer.levels, gpu.tokenizer.codebook_size, rp.model, rp.num_layers, rp.num_decoder_layers, rp.d_model, rp.d_ff, rp.num_heads) == (4, 256, "tiger", 4, 4, 128, 1024, 6)
+    assert (gpu.tokenizer.levels, gpu.tokenizer.codebook_size, rp.model, rp.num_layers, rp.num_decoder_layers, rp.d_model, rp.d_ff, rp.num_heads) == (4, 256, "t5", 4, 4, 128, 1024, 6)
     assert rp.method == "bloger" and BlogerMethod.check_params(rp.method_params)["lookahead_lr"] == 5e-4 and rp.lr == 5e-4

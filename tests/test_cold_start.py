@@ -350,7 +350,7 @@ def test_the_cold_start_script_writes_its_report(cold_spaces, tmp_path):
     out = tmp_path / "cold_start.md"
     assert cold_start.main(["--workspace", str(cold_spaces["tiger"]), "--sasrec", str(cold_spaces["sasrec"]), "--out", str(out)]) == 0
     text = out.read_text()
-    for words in ("tiger (generative, 10 beams)", "sasrec (item IDs, full ranking)", "content floor", "held out 6 of 24 items", "python benchmarks/cold_start.py --workspace"):
+    for words in ("t5 (generative, 10 beams)", "sasrec (item IDs, full ranking)", "content floor", "held out 6 of 24 items", "python benchmarks/cold_start.py --workspace"):
         assert words in text, text
 
 

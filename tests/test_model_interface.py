@@ -20,7 +20,8 @@ from genrec_core.recommender.checkpoint import load_recommender
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.interface import Recommender, rank_examples
 from genrec_core.recommender.losses import LossContext, build_loss
-from genrec_core.recommender.model import GENERATIVE_MODELS, GenerativeRecommender, build_generative_model
+from genrec_core.recommender.model import GenerativeRecommender, build_generative_model
+from genrec_core.recommender.model_spec import FamilyNames
 from genrec_core.recommender.trainer import Trainer
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import SemanticIdVocab
@@ -35,11 +36,12 @@ FRAMES = next_item_pattern_splits(N_ITEMS, MAX_LEN, 24, 8, 0)
 CODES = np.stack([np.arange(N_ITEMS) // 8, np.arange(N_ITEMS) % 8], axis=1)
 VOCAB = SemanticIdVocab.from_codes([CODES])
 TOKENS = torch.from_numpy(VOCAB.codes_to_tokens(CODES))
-KINDS = ["tiger", "decoder_only", "sasrec", "gru4rec"]
+KINDS = ["t5", "decoder_only", "sasrec", "gru4rec"]
+GENERATIVE_MODELS = FamilyNames("generative")
 
 
 def params(kind: str, **kw) -> RecommenderParams:
-    base = dict(model=kind, num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=1, eval_beam_size=10, eval_batch_size=16, user_tokens=2 if kind == "tiger" else 0)
+    base = dict(model=kind, num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=1, eval_beam_size=10, eval_batch_size=16, user_tokens=2 if kind == "t5" else 0)
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -82,7 +84,7 @@ def test_every_model_implements_loss_and_rank(kind):
 
 
 def test_generative_rank_needs_the_item_ids():
-    model = GenerativeRecommender(params("tiger"), VOCAB)
+    model = GenerativeRecommender(params("t5"), VOCAB)
     batch = SequenceEncoder(TOKENS, "tokens").collate(examples_from_frame(FRAMES["test"]), np.arange(2))
     with pytest.raises(RuntimeError, match="set_items"):
         model.rank(batch, 3)

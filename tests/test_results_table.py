@@ -127,9 +127,9 @@ def test_runs_from_exp_show_keeps_finished_experiments():
     with_base = runs_from_exp_show(EXP_SHOW, include_baselines=True)
     assert with_base[0].name == "main" and len(with_base) == 6
     groups, seeds = group_runs(runs)
-    assert list(groups) == ["tiger/ce", "sasrec/ce"]  # no recommender.model: tiger
-    assert seeds == {"tiger/ce": [0, 1], "sasrec/ce": [0, 1]}  # the repeated seed 1 keeps its first run
-    assert groups["tiger/ce"][1]["ndcg@10"] == 0.2
+    assert list(groups) == ["t5/ce", "sasrec/ce"]  # no recommender.model: the T5 (t5, once named tiger)
+    assert seeds == {"t5/ce": [0, 1], "sasrec/ce": [0, 1]}  # the repeated seed 1 keeps its first run
+    assert groups["t5/ce"][1]["ndcg@10"] == 0.2
 
 
 def test_results_command_writes_md_and_csv(tmp_path):
@@ -180,11 +180,11 @@ def test_results_command_adds_the_mostpop_and_markov_floors(tmp_path):
     floors = tmp_path / "baselines.json"
     floors.write_text(json.dumps({"split": "test", "mostpop": {"ndcg@10": 0.1, "hit@10": 0.2}, "markov": {"ndcg@10": 0.3, "hit@10": 0.4}}))
     out = tmp_path / "reports"
-    assert main(["--json", str(sample), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(floors)]) == 0
+    assert main(["--json", str(sample), "--baseline", "t5/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(floors)]) == 0
     rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert float(rows["mostpop"]["ndcg@10_mean"]) == 0.1 and float(rows["markov"]["ndcg@10_mean"]) == 0.3
     # a floor is one deterministic run: no std, and its gain is against the baseline's mean
-    base = float(rows["tiger/ce"]["ndcg@10_mean"])
+    base = float(rows["t5/ce"]["ndcg@10_mean"])
     assert float(rows["markov"]["ndcg@10_gain"]) == pytest.approx(0.3 / base - 1)
     assert rows["markov"]["ndcg@10_std"] in ("", "nan")
 
@@ -211,10 +211,20 @@ def test_results_command_reads_run_folders_with_their_overrides_resolved(tmp_pat
         folder("d44", ["recommender.model=decoder_only", "seed=44"], None),  # unfinished
     ]
     out = tmp_path / "out"
-    assert main(["--runs", *map(str, dirs), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(tmp_path / "none.json")]) == 0
+    assert main(["--runs", *map(str, dirs), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(tmp_path / "none.json")]) == 0  # the old name
     rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
-    assert set(rows) == {"tiger/ce", "decoder_only/ce"}
-    assert float(rows["tiger/ce"]["ndcg@10_mean"]) == pytest.approx(0.15)
+    assert set(rows) == {"t5/ce", "decoder_only/ce"}
+    assert float(rows["t5/ce"]["ndcg@10_mean"]) == pytest.approx(0.15)
     assert float(rows["decoder_only/ce"]["ndcg@10_mean"]) == pytest.approx(0.40)
     assert float(rows["decoder_only/ce"]["ndcg@10_gain"]) == pytest.approx(0.40 / 0.15 - 1)
     assert float(rows["decoder_only/ce"]["ndcg@10_p"]) == pytest.approx(2 / math.comb(4, 2))  # 2 vs 2, separated
+
+
+def test_the_t5_groups_under_one_name_whatever_a_run_calls_it():
+    from genrec_core.evaluation.significance import Run, canonical_method, method_of
+
+    runs = [Run(str(i), str(i), {"recommender.loss": "ce", **model}, {}) for i, model in enumerate(({}, {"recommender.model": "tiger"}, {"recommender.model": "t5"}))]
+    assert [method_of(r) for r in runs] == ["t5/ce"] * 3
+    assert canonical_method("tiger/ce") == "t5/ce" and canonical_method("ce/tiger", ("recommender.loss", "recommender.model")) == "ce/t5"
+    assert canonical_method("tiger/ce", ("recommender.method", "recommender.loss")) == "tiger/ce"  # a method named tiger stays
+    assert canonical_method("mostpop") == "mostpop"

@@ -163,7 +163,7 @@ def test_the_bundle_holds_what_serving_needs_with_hashes(bundles, workspaces):
     assert manifest["format"] == "genrec-bundle" and manifest["format_version"] == 1
     assert {"model.safetensors", "model.json", "items.parquet", "ids.parquet", "item_tokens.safetensors"} <= set(manifest["files"])
     assert any(f.startswith("tokenizer/") for f in manifest["files"])
-    assert manifest["params"]["recommender"]["model"] == "tiger" and manifest["params"]["data"]["dataset"] == "atomic"
+    assert manifest["params"]["recommender"]["model"] == "t5" and manifest["params"]["data"]["dataset"] == "atomic"
     for name, entry in manifest["files"].items():
         assert sha256_file(bundles["tiger"] / name) == entry["sha256"]
     assert "ids.parquet" not in json.loads((bundles["sasrec"] / "manifest.json").read_text())["files"]
@@ -360,7 +360,7 @@ def test_http_agrees_with_the_api_and_batches_concurrent_requests(server, bundle
         body = answer.json()
         assert [i["item_id"] for i in body["items"]] == [i.item_id for i in want.items]
         np.testing.assert_allclose([i["score"] for i in body["items"]], [i.score for i in want.items], rtol=1e-4, atol=1e-5)
-        assert body["fallback"] is None and body["model"] == "tiger" and body["k"] == 5
+        assert body["fallback"] is None and body["model"] == "t5" and body["k"] == 5
     assert health["status"] == "ok" and health["requests"] >= len(histories) and health["largest_batch"] > 1  # served in batches
 
 

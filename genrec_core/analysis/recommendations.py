@@ -25,20 +25,16 @@ import numpy as np
 import polars as pl
 
 from genrec_core.evaluation.metrics import as_padded, hit_ndcg, metric_keys
+from genrec_core.recommender.model_spec import MODEL_SPECS, canonical_model_name
 
 METHOD_LABELS = {"model": "Generative model", "markov": "Markov chain (1st order)", "mostpop": "MostPop"}
-#: What the trained model's row is called, by ``recommender.model``.
-MODEL_LABELS = {
-    "tiger": "TIGER (T5 over semantic IDs)",
-    "decoder_only": "Decoder-only over semantic IDs",
-    "sasrec": "SASRec (item IDs)",
-    "gru4rec": "GRU4Rec (item IDs)",
-}
 
 
 def method_labels(model_kind: str) -> dict[str, str]:
-    """Row labels of the analyse reports, the trained model's named after its kind."""
-    return {**METHOD_LABELS, "model": MODEL_LABELS.get(model_kind, model_kind)}
+    """Row labels of the analyse reports, the trained model's its ``ModelSpec.label`` (an
+    unregistered name stands for itself)."""
+    spec = MODEL_SPECS.get(canonical_model_name(model_kind))
+    return {**METHOD_LABELS, "model": spec.label if spec else model_kind}
 
 
 def _label(method: str, labels: Mapping[str, str] = METHOD_LABELS) -> str:

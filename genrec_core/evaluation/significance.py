@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, canonical_model_name  # DEFAULT_MODEL: what a run without recommender.model trained
+
 DEFAULT_METHOD_KEYS = ("recommender.model", "recommender.loss")
-DEFAULT_MODEL = "tiger"  # what a run without recommender.model trained
 
 
 @dataclass
@@ -233,13 +234,23 @@ def runs_from_exp_show(
 
 
 def method_of(run: Run, keys: Sequence[str] = DEFAULT_METHOD_KEYS) -> str:
-    """``value/value`` of the method keys; a missing recommender.model reads as tiger."""
+    """``value/value`` of the method keys; recommender.model by today's name (a missing one, or
+    ``tiger``, reads as t5)."""
     parts = []
     for key in keys:
         value = run.params.get(key)
-        if value is None and key == "recommender.model":
-            value = DEFAULT_MODEL
+        if key == "recommender.model":
+            value = canonical_model_name(DEFAULT_MODEL if value is None else value)
         parts.append(str(value))
+    return "/".join(parts)
+
+
+def canonical_method(method: str, keys: Sequence[str] = DEFAULT_METHOD_KEYS) -> str:
+    """``method`` (``value/value`` of ``keys``) with an older model name replaced (``tiger/ce`` -> ``t5/ce``)."""
+    parts = method.split("/")
+    if "recommender.model" in keys and len(parts) == len(keys):
+        i = list(keys).index("recommender.model")
+        parts[i] = str(canonical_model_name(parts[i]))
     return "/".join(parts)
 
 

@@ -37,7 +37,7 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from genrec_core.config import RecommenderParams
-from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, pool_item_embeddings, register_generative_model
+from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, pool_item_embeddings
 from genrec_core.recommender.packing import Packing, packed_attention
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 
@@ -86,7 +86,6 @@ def prefix_positions(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     return (mask.cumsum(dim=1) - 1).clamp_min(0), mask.sum(dim=1)
 
 
-@register_generative_model("decoder_only")
 class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
     """LLaMA over semantic-ID tokens; returns next-token logits for teacher-forced targets."""
 

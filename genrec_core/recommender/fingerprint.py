@@ -10,6 +10,7 @@ from typing import Any
 
 from genrec_core.config import Params
 from genrec_core.io import sha256_file
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, model_spec
 
 #: Params that change neither the trajectory nor the result (``processes``: up to float summation
 #: order, the same global batches): a resume ignores them.
@@ -19,7 +20,8 @@ FINGERPRINT_EXCLUDED = ("log_every", "eval_batch_size", "device", "threads", "pr
 def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple[str, dict[str, Any]]:
     """(hash, its parts): what must match for last.pt to be resumed."""
     rec = {k: v for k, v in dataclasses.asdict(params.recommender).items() if k not in FINGERPRINT_EXCLUDED}
-    if rec.get("model") == "tiger":  # the default model: keeps fingerprints of older checkpoints valid
+    spec = model_spec(params.recommender.model)
+    if spec.name == DEFAULT_MODEL:  # the T5, once the only model (named tiger then): left out, as before the param, so older checkpoints resume
         rec.pop("model")
     if rec.get("select_metric") == "ndcg@10":  # likewise the default selection metric
         rec.pop("select_metric")
@@ -27,7 +29,7 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
         rec.pop("method")
     if rec.get("method_params") == {}:
         rec.pop("method_params")
-    if rec.get("pack_examples") == 0 or rec.get("model", "tiger") != "decoder_only":  # unpacked training (before the param; the only kind but decoder_only's)
+    if rec.get("pack_examples") == 0 or not spec.packs:  # unpacked training (before the param; the only kind of a model without a packed forward)
         rec.pop("pack_examples")
     if rec.get("pack_order") == "random" or "pack_examples" not in rec:  # random packed batches (before the param), or unpacked
         rec.pop("pack_order", None)

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec_core.recommender.data import Batch, ExampleArrays, eval_batches
+from genrec_core.recommender.model_spec import model_spec
 from genrec_core.runtime import eval_mode
 
 
@@ -56,14 +57,11 @@ def train_amp_dtype_for(device: str | torch.device, precision: str = "auto") -> 
     return amp_dtype_for(device, precision)
 
 
-#: Item-ID baselines train in float32 whatever ``recommender.precision`` says (their published
-#: setting; a baseline is never run in a cheaper mode than it was tuned in).
-ITEM_ID_MODELS = ("sasrec", "gru4rec")
-
-
 def training_precision(params: Any) -> str:
-    """``recommender.precision`` for a generative model; ``auto`` (float32 on a CPU) for SASRec/GRU4Rec."""
-    return "auto" if params.model in ITEM_ID_MODELS else params.precision
+    """``recommender.precision`` for a generative model; ``auto`` (float32 on a CPU) for the item-ID
+    baselines (SASRec, GRU4Rec): they train in float32 whatever ``recommender.precision`` says (their
+    published setting; a baseline is never run in a cheaper mode than it was tuned in)."""
+    return params.precision if model_spec(params.model).generative else "auto"
 
 
 def autocast_for(device: str | torch.device, precision: str = "auto"):

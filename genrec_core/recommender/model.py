@@ -25,7 +25,6 @@ from genrec_core.recommender.data import Batch
 from genrec_core.recommender.interface import amp_dtype_for, model_device
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, MASKED_LOGIT, PAD, SemanticIdVocab
-from genrec_core.registry import registrar
 
 
 def level_token_mask(vocab: SemanticIdVocab) -> torch.Tensor:
@@ -62,16 +61,6 @@ def pool_item_embeddings(embeds: torch.Tensor) -> torch.Tensor:
     """[B, S, d] stays; [B, S, L, d] per-item token groups (``encoder_input: items``) -> their
     sum [B, S, d], the same reduction as the hard path's ``input_embeddings``."""
     return embeds.sum(dim=-2) if embeds.dim() == 4 else embeds
-
-
-#: ``recommender.model`` -> generative model class, built as ``cls(params, vocab)``.
-GENERATIVE_MODELS: dict[str, type[nn.Module]] = {}
-#: Modules of ``genrec_core.recommender`` whose import registers the generative models.
-GENERATIVE_MODEL_MODULES = ("model", "decoder_only")
-
-
-#: Class decorator: make a generative model available as ``recommender.model: <name>``.
-register_generative_model = registrar(GENERATIVE_MODELS, "generative model", set_name=False)
 
 
 class SemanticIdRanking:
@@ -112,7 +101,6 @@ class SemanticIdRanking:
         return result.items, result.scores
 
 
-@register_generative_model("tiger")
 class GenerativeRecommender(SemanticIdRanking, nn.Module):
     """T5 over semantic-ID tokens; returns next-token logits for teacher-forced targets."""
 
@@ -185,16 +173,15 @@ class GenerativeRecommender(SemanticIdRanking, nn.Module):
 
 
 def build_generative_model(params: RecommenderParams, vocab: SemanticIdVocab, item_tokens: torch.Tensor | None = None) -> nn.Module:
-    """The generative backbone ``recommender.model`` names (``GENERATIVE_MODELS``: ``tiger``, this
-    T5, or ``decoder_only``), built from (params, vocab); with ``item_tokens`` [N, L] its ``rank``
+    """The generative backbone ``recommender.model`` names (its ``ModelSpec``: ``t5``, this T5,
+    or ``decoder_only``), built from (params, vocab); with ``item_tokens`` [N, L] its ``rank``
     decodes to those items."""
-    import importlib
+    from genrec_core.recommender.model_spec import model_names, model_spec
 
-    for module in GENERATIVE_MODEL_MODULES:
-        importlib.import_module(f"genrec_core.recommender.{module}")
-    if params.model not in GENERATIVE_MODELS:
-        raise ValueError(f"{params.model!r} is not a generative model; choose one of {', '.join(GENERATIVE_MODELS)}")
-    model = GENERATIVE_MODELS[params.model](params, vocab)
+    spec = model_spec(params.model)
+    if not spec.generative:
+        raise ValueError(f"{params.model!r} is not a generative model; choose one of {', '.join(model_names('generative'))}")
+    model = spec.model_class()(params, vocab)
     if item_tokens is not None:
         model.set_items(item_tokens)
     return model

@@ -55,6 +55,7 @@ from genrec_core.recommender import checkpoint_format, distributed
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
 from genrec_core.recommender.packing import AUTO_LENGTH_PADDING, PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, model_spec
 from genrec_core.recommender.optim import fused_adamw_kwargs, warmup_cosine  # noqa: F401 - re-exported for older imports
 from genrec_core.runtime import resolve_device, shared_cpu_warning
 
@@ -271,7 +272,7 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta or {}
         self.progress = progress
         self.use_dvclive = use_dvclive
-        pack = int(getattr(params, "pack_examples", 0)) if getattr(params, "model", "tiger") == "decoder_only" else 0  # the other models ignore it
+        pack = int(getattr(params, "pack_examples", 0)) if model_spec(getattr(params, "model", DEFAULT_MODEL)).packs else 0  # the other models ignore it
         self.pack_examples = pack  # Method.collate packs when > 0 (methods.trainer_view)
         self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed, order=getattr(params, "pack_order", "random")) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
         if pack:

@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec_core.recommender.model_spec import MODEL_SPECS, FamilyNames, canonical_model_name
+
+
 def _init_weights(module: nn.Module, std: float = 0.02) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -180,21 +183,22 @@ class GRU4Rec(_ItemScorer):
         return self.dense(out)
 
 
-#: ``recommender.model`` -> item-ID model class: ``from_params(num_items, max_len, rp)`` builds it,
-#: ``cls(**config)`` rebuilds it from ``best.pt``.
-ITEM_MODELS: dict[str, type[_ItemScorer]] = {"sasrec": SASRec, "gru4rec": GRU4Rec}
-MODEL_KINDS = tuple(ITEM_MODELS)
+#: The item-ID models' names, read from the registry (genrec_core/recommender/model_spec.py) at each use.
+MODEL_KINDS = FamilyNames("item_id")
+
+
+def _item_model_class(kind: str) -> type[_ItemScorer]:
+    spec = MODEL_SPECS.get(canonical_model_name(kind))
+    if spec is None or spec.family != "item_id":
+        raise ValueError(f"unknown sequential model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    return spec.model_class()
 
 
 def build_model(kind: str, num_items: int, max_len: int, rp: Any) -> nn.Module:
     """A model from ``recommender`` params: d_model, num_layers, num_heads, d_ff, dropout."""
-    if kind not in ITEM_MODELS:
-        raise ValueError(f"unknown sequential model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-    return ITEM_MODELS[kind].from_params(num_items, max_len, rp)
+    return _item_model_class(kind).from_params(num_items, max_len, rp)
 
 
 def model_from_config(kind: str, config: dict[str, Any]) -> nn.Module:
     """The model ``kind`` rebuilt from its ``config`` (the keyword arguments ``best.pt`` stores)."""
-    return ITEM_MODELS[kind](**config)
-
-
+    return _item_model_class(kind)(**config)

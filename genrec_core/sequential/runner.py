@@ -1,10 +1,10 @@
 """Evaluating SASRec / GRU4Rec from the pipeline's artifacts, and the checks and fingerprint their
 training uses (``genrec_core.training.build_training`` assembles it; the evaluate stage calls
-``evaluate_sequential`` when ``recommender.model`` is not
-``tiger`` or ``decoder_only``, the generative models). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
+``evaluate_sequential`` when ``recommender.model`` is an item-ID model, family ``item_id`` in
+``recommender/model_spec.py``). The caller hands over the artifact locations (``ArtifactPaths``); nothing here knows
 about stages.
 
-Which model: ``recommender.model`` (``tiger`` | ``decoder_only`` | ``sasrec`` | ``gru4rec``). Sizes come from the recommender
+Which model: ``recommender.model`` (``sasrec`` | ``gru4rec``). Sizes come from the recommender
 section: ``d_model`` (item embedding = hidden size), ``num_layers`` (SASRec blocks / GRU layers),
 ``num_heads`` and ``d_ff`` (SASRec), ``dropout``; training from ``lr``, ``weight_decay``,
 ``warmup_steps``, ``grad_clip``, ``batch_size``, ``epochs``, ``patience``, ``eval_every``,
@@ -37,24 +37,23 @@ import polars as pl
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import InputFormatError, ParamError
 from genrec_core.paths import ArtifactPaths
-from genrec_core.recommender.checkpoint_format import item_id_meta, read_checkpoint
+from genrec_core.recommender.checkpoint_format import read_checkpoint
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, FamilyNames, model_spec
 from genrec_core.runtime import resolve_device
-from genrec_core.sequential.models import MODEL_KINDS, build_model
+from genrec_core.sequential.models import build_model
 
 log = logging.getLogger(__name__)
 
-GENERATIVE = "tiger"
-#: Models over semantic IDs ranked by trie-constrained beam search (stages/train.py trains them;
-#: genrec_core.recommender.model.build_generative_model builds them).
-GENERATIVE_KINDS = (GENERATIVE, "decoder_only")
+# Older names the stages import; new code asks ``model_spec(name)`` (``.family``, ``.generative``).
+#: The model whose checkpoints carry no ``model_kind`` (stages/train.py).
+GENERATIVE = DEFAULT_MODEL
+#: Models over semantic IDs ranked by trie-constrained beam search (``name in GENERATIVE_KINDS``).
+GENERATIVE_KINDS = FamilyNames("generative")
 
 
 def model_kind(params: Params) -> str:
-    """``recommender.model`` (validated again here for callers that build Params by hand)."""
-    kind = params.recommender.model
-    if kind not in (*GENERATIVE_KINDS, *MODEL_KINDS):
-        raise ParamError("recommender.model", f"must be one of {', '.join((*GENERATIVE_KINDS, *MODEL_KINDS))}, got {kind!r}")
-    return kind
+    """``recommender.model``'s registered name (validated again here for callers that build Params by hand)."""
+    return model_spec(params.recommender.model).name
 
 
 def num_items(paths: ArtifactPaths) -> int:
@@ -68,8 +67,7 @@ def num_items(paths: ArtifactPaths) -> int:
 
 
 def check_sizes(kind: str, rp: RecommenderParams) -> None:
-    if kind == "sasrec" and rp.d_model % rp.num_heads:
-        raise ParamError("recommender.num_heads", f"must divide recommender.d_model ({rp.d_model}), got {rp.num_heads}")
+    model_spec(kind).check_params(rp)  # e.g. SASRec's heads divide d_model (checked again for hand-built Params)
     if rp.eval_beam_size < 10:
         raise ParamError("recommender.eval_beam_size", f"validation ranks this many items and selects on NDCG@10; must be >= 10, got {rp.eval_beam_size}")
 
@@ -88,7 +86,9 @@ def is_sequential_checkpoint(path: str | Path) -> bool:
     path = Path(path)
     if not path.exists():
         return False
-    return read_checkpoint(path).get("model_kind") in MODEL_KINDS
+    from genrec_core.recommender.checkpoint import checkpoint_spec
+
+    return checkpoint_spec(read_checkpoint(path), path).family == "item_id"
 
 
 def evaluate_sequential(params: Params, paths: ArtifactPaths) -> tuple[pl.DataFrame, dict[str, Any]]:

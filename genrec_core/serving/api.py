@@ -6,7 +6,7 @@ protocol every model implements, a different thing.)
 It is made of ``serving.loading.ServingParts``, loaded from a pipeline workspace
 (``data/recommender/best.pt``, ``data/processed/``) or from an exported bundle (``genrec export``);
 ``ServingModel.load(path)`` tells them apart by the bundle's ``manifest.json`` (the loading itself
-is ``serving.loading``'s; this module ranks). Any ``recommender.model`` (tiger, decoder_only,
+is ``serving.loading``'s; this module ranks). Any ``recommender.model`` (t5, decoder_only,
 sasrec, gru4rec) and any training method: the model comes back through
 ``genrec_core.recommender.checkpoint`` (the one loader) and ranks through the evaluate stage's
 routine (``interface.rank_examples`` over the model's ``rank``), with the evaluate stage's
@@ -45,6 +45,7 @@ from genrec_core.errors import GenrecError
 from genrec_core.recommender.checkpoint import LoadedRecommender
 from genrec_core.recommender.data import ExampleArrays, SequenceEncoder
 from genrec_core.recommender.interface import rank_examples
+from genrec_core.recommender.model_spec import model_names
 from genrec_core.sequential.training import ItemIdEncoder
 from genrec_core.serving.catalog import Catalog, extend_catalogue
 from genrec_core.serving.errors import RequestError
@@ -326,7 +327,7 @@ class ServingModel:
         """
         view = self._view
         if view.loaded.item_tokens is None:
-            raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model (tiger, decoder_only)")
+            raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model ({', '.join(model_names('generative'))})")
         spec = self.meta.encoder
         check_encoder_spec(spec, self.source)
         tok_path = self.meta.tokenizer_path
