@@ -396,12 +396,13 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
             raise InputFormatError(path, f"invalid YAML: {exc}", None if line is None else line + 1) from None
     # old flat kind params (tokenizer.latent_dim, ...): the file's and the overrides' apart, since
     # an override wins over the file (tokenizers/spec.py merge_legacy_params)
-    file_legacy = tokenizer_specs.split_legacy_params(raw.get("tokenizer"))
-    file_kind_params = _kind_params_of(raw.get("tokenizer"))
+    file_section = raw.get("tokenizer") if isinstance(raw, dict) else None
+    file_legacy = tokenizer_specs.split_legacy_params(file_section)
+    file_kind_params = _kind_params_of(file_section)
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
-    override_legacy = tokenizer_specs.split_legacy_params(raw.get("tokenizer"))
+    override_legacy = tokenizer_specs.split_legacy_params(raw.get("tokenizer") if isinstance(raw, dict) else None)
     if file_legacy or override_legacy:
         tokenizer_specs.merge_legacy_params(raw["tokenizer"], file_legacy, override_legacy, file_kind_params, TokenizerParams.kind)
     return _build(Params, raw, "").validate()

@@ -21,20 +21,22 @@ A kind's spec is everything the pipeline knows about it:
 What the runtime tokenizer (``runtime.RuntimeItemTokenizer``, BLOGER) trains is the tokenizer's
 own ``trainable_module()`` (``base.SemanticTokenizer``; None for kinds with hard IDs only).
 
-Adding a kind ``mykind``: one module ``kinds/mykind.py`` holding
+Adding a kind ``mykind``: a module ``kinds/mykind.py`` with its spec, and ``"mykind"`` in
+``BUILTIN_TOKENIZER_MODULES``:
 
     @register_tokenizer("mykind")
     class MyKindSpec(TokenizerSpec):
-        param_defaults = {"alpha": 0.5}
-        def fit(self, vectors, tp, tokenizer_dir, reports_dir, *, item_ids=None, progress=True): ...
-        def from_state(self, state, device="cpu"): ...
+        param_defaults = {"alpha": 0.5}  # tokenizer.kind_params.alpha
+        fit_function = "genrec_core.tokenizers.mykind:fit"
+        tokenizer_class = "genrec_core.tokenizers.mykind:MyKindTokenizer"
 
-and a ``base.SemanticTokenizer`` whose ``state()`` has ``"kind": "mykind"`` (one-shot kinds write
-their files with ``training.write_one_shot``; ``resolved_kind_params(tp)`` gives the params), plus
-``"mykind"`` in ``BUILTIN_TOKENIZER_MODULES``. Every command imports the specs when it validates
-its params, and dvc.yaml declares them as code of every stage: keep a spec module light (no torch)
-and its implementation in other modules, named by ``fit_function``/``tokenizer_class`` as the
-built-in kinds do (the strings are imported only when a run or a load needs them).
+The tokenizer is a ``base.SemanticTokenizer`` whose ``state()`` has ``"kind": "mykind"``; ``fit``
+has the signature of ``TokenizerSpec.fit`` (``resolved_kind_params(tp)`` gives its params; a kind
+without epochs writes its files with ``training.write_one_shot``). Keep the spec module light (no
+torch, nothing heavy imported even inside a function): every command imports the specs to
+validate its params, and dvc.yaml declares them as code of every stage; the "module:name" strings
+are imported only when a run or a load needs them. A kind whose code is light may instead
+override ``fit`` and ``from_state`` in the spec itself (tests/test_tokenizer_spec.py's toy kind).
 """
 
 from __future__ import annotations
