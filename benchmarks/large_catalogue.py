@@ -254,7 +254,9 @@ def step_tokenizer(args, work: Path, kind: str) -> dict:
         per = hist["seconds"].mean()
         note = f"{len(hist)} epochs, {per:.0f} s/epoch (train {hist['train_seconds'].mean():.0f} s), batch {params.tokenizer.batch_size}; K={k}; raw collision rate {metrics['collision_rate']:.3f}"
     else:
-        note = f"{params.tokenizer.kmeans_iters} Lloyd iterations per level (+ k-means++); K={k}; raw collision rate {metrics['collision_rate']:.3f}"
+        from genrec_core.tokenizers.spec import resolved_kind_params
+
+        note = f"{resolved_kind_params(params.tokenizer)['kmeans_iters']} Lloyd iterations per level (+ k-means++); K={k}; raw collision rate {metrics['collision_rate']:.3f}"
     return {"items": metrics["items"], "seconds": seconds, "note": note}
 
 

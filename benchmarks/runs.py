@@ -209,11 +209,9 @@ def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = ()
     filled in): comments, key order, keys added at their default values and an override that
     restates the file's value do not change it; any effective value does. ``sections``: only
     these params sections (a build of the upstream stages reads no other)."""
-    import dataclasses
+    from genrec_core.config import load_params, params_record
 
-    from genrec_core.config import load_params
-
-    resolved = dataclasses.asdict(load_params(params_file, list(overrides)))
+    resolved = params_record(load_params(params_file, list(overrides)))  # the tokenizer section flat, as before kind_params
     resolved["data"].pop("cache_dir", None)  # where verified downloads are cached: not what a run computes (a clone elsewhere shares its runs)
     if sections is not None:
         resolved = {k: v for k, v in resolved.items() if k in sections}

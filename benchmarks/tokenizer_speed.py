@@ -84,7 +84,7 @@ def bench(x: np.ndarray, device: str, epochs: int, batch_size: int) -> list[dict
                 "train_s_per_epoch": statistics.median(h["train_seconds"].to_list()[1:] or h["train_seconds"].to_list()),
                 "assign_items_per_s": ips, "usage_l1": s["usage_share"]["l1"], "collision_rate": s["collision_rate"],
             })
-        tp = TokenizerParams(kind="pq", levels=levels, codebook_size=256, kmeans_iters=50, device=device)
+        tp = TokenizerParams(kind="pq", levels=levels, codebook_size=256, kind_params={"kmeans_iters": 50}, device=device)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             s = train_pq(x, tp, 0, Path(tmp) / "tok", Path(tmp) / "rep")

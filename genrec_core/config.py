@@ -19,6 +19,8 @@ import yaml
 
 from genrec_core.errors import MissingInputError, ParamError
 from genrec_core.recommender.model_spec import DEFAULT_MODEL, canonical_model_name, model_spec
+from genrec_core.param_checks import check_param_dict  # noqa: F401  (re-exported: losses and methods import it from here)
+from genrec_core.tokenizers import spec as tokenizer_specs
 
 DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic", "inter_json", "idgenrec")
 #: What recommender.select_metric may name: the validation metrics the trainer computes (K = 1, 5, 10).
@@ -34,34 +36,6 @@ METHOD_ALIASES = {"tiger": "plain"}
 def _check(cond: bool, param: str, message: str) -> None:
     if not cond:
         raise ParamError(param, message)
-
-
-def check_param_dict(defaults: dict[str, Any], given: dict[str, Any] | None, prefix: str, owner: str) -> dict[str, Any]:
-    """``defaults`` updated with ``given``, each value type-checked against its default (ints are
-    accepted for floats; a default of None accepts anything). A key not in ``defaults`` or a value
-    of the wrong type is a ParamError naming ``<prefix>.<key>``; ``owner`` (e.g. "loss 'pos'")
-    says whose params these are. Shared by ``recommender.loss_params`` and ``method_params``."""
-    out = dict(defaults)
-    for key, value in (given or {}).items():
-        if key not in defaults:
-            known = ", ".join(sorted(defaults)) or "none"
-            raise ParamError(f"{prefix}.{key}", f"unknown param for {owner}; known: {known}")
-        default = defaults[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif default is None:
-            ok = True
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ParamError(f"{prefix}.{key}", f"expected {type(default).__name__}, got {value!r}")
-        out[key] = value
-    return out
 
 
 def _check_device(device: str, param: str) -> None:
@@ -144,24 +118,18 @@ KEPT_FROM = ("epochs", "seeds")  # tokenizer.kept_from
 
 @dataclass
 class TokenizerParams:
-    """Vectors -> semantic IDs (SPEC sections 3 and 9): RQ-VAE, PQ or RQ-KMeans."""
+    """Vectors -> semantic IDs (SPEC sections 3 and 9): the params every tokenizer kind shares.
 
-    kind: str = "rqvae"  # rqvae | pq | rqkmeans
+    A kind's own params are ``kind_params``, checked against its spec (``tokenizers/spec.py``,
+    the built-in kinds in ``tokenizers/kinds/``). Their old flat names (``tokenizer.latent_dim``,
+    ``tokenizer.rqkmeans_normalize``, ...) are still read (``load_params``)."""
+
+    kind: str = "rqvae"  # a registered kind: rqvae | pq | rqkmeans
     levels: int = 3  # L
     codebook_size: int | str = 256  # K, or "auto": from the item count and L (tokenizers.base.auto_codebook_size)
-    # RQ-VAE architecture and training
-    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
-    latent_dim: int = 32  # e_dim
-    dropout: float = 0.0
-    beta: float = 0.25  # commitment weight
-    codebook_update: str = "ste"  # ste (straight-through gradient) | ema
-    ema_decay: float = 0.99
-    kmeans_init: bool = True  # k-means on the first batch of residuals
-    kmeans_iters: int = 50  # also PQ's and RQ-KMeans' Lloyd iterations
-    # RQ-KMeans: L2-normalise nothing, the item vectors, or what every level clusters
-    rqkmeans_normalize: str = "none"  # none | input | residuals
-    dead_code_reseed: bool = True
-    dead_code_threshold: float = 1.0  # codes used fewer times than this in an epoch are re-seeded
+    # the kind's own params: its spec's defaults updated with these (unknown keys are rejected)
+    kind_params: dict[str, Any] = field(default_factory=dict)
+    # the training schedule of a kind trained by gradient steps (rqvae); one-shot kinds (pq, rqkmeans) ignore it
     optimizer: str = "adamw"  # adamw | adagrad
     lr: float = 0.001
     weight_decay: float = 0.0
@@ -169,7 +137,7 @@ class TokenizerParams:
     batch_size: int = 256  # 0: full batch
     keep_last: int = 5  # keep the tokenizers of the last n epochs (MTGRec multi-tokenizer tables)
     # epochs: the last keep_last epochs of one run; seeds: the final tokenizer of keep_last runs
-    # seeded seed, seed + 1, ... (MTGRec's "w/o relevant tokenizers"; rqvae only)
+    # seeded seed, seed + 1, ... (MTGRec's "w/o relevant tokenizers"; kinds with seed_runs: rqvae)
     kept_from: str = "epochs"
     device: str = "auto"
     # Its own seed, not the top-level one: runs over recommender seeds share one ID table (and do
@@ -177,18 +145,10 @@ class TokenizerParams:
     seed: int = 42
 
     def validate(self, prefix: str = "tokenizer") -> None:
-        _check(self.kind in ("rqvae", "pq", "rqkmeans"), f"{prefix}.kind", f"must be rqvae, pq or rqkmeans, got {self.kind!r}")
+        spec = tokenizer_specs.tokenizer_spec(self.kind, f"{prefix}.kind")
+        spec.check_params(self.kind_params, f"{prefix}.kind_params")
         _check(self.levels >= 1, f"{prefix}.levels", f"must be >= 1, got {self.levels}")
         _check(self.codebook_size == "auto" or (isinstance(self.codebook_size, int) and self.codebook_size >= 2), f"{prefix}.codebook_size", f"must be an integer >= 2 or auto, got {self.codebook_size!r}")
-        _check(all(h >= 1 for h in self.hidden_dims), f"{prefix}.hidden_dims", f"widths must be >= 1, got {self.hidden_dims}")
-        _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
-        _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
-        _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
-        _check(self.codebook_update in ("ste", "ema"), f"{prefix}.codebook_update", f"must be ste or ema, got {self.codebook_update!r}")
-        _check(0.0 < self.ema_decay < 1.0, f"{prefix}.ema_decay", f"must be in (0, 1), got {self.ema_decay}")
-        _check(self.kmeans_iters >= 1, f"{prefix}.kmeans_iters", f"must be >= 1, got {self.kmeans_iters}")
-        _check(self.rqkmeans_normalize in ("none", "input", "residuals"), f"{prefix}.rqkmeans_normalize", f"must be none, input or residuals, got {self.rqkmeans_normalize!r}")
-        _check(self.dead_code_threshold >= 0, f"{prefix}.dead_code_threshold", f"must be >= 0, got {self.dead_code_threshold}")
         _check(isinstance(self.seed, int) and self.seed >= 0, f"{prefix}.seed", f"must be a non-negative integer, got {self.seed!r}")
         _check(self.optimizer in ("adagrad", "adamw"), f"{prefix}.optimizer", f"must be adagrad or adamw, got {self.optimizer!r}")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
@@ -196,7 +156,9 @@ class TokenizerParams:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 0, f"{prefix}.batch_size", f"must be >= 0 (0 = full batch), got {self.batch_size}")
         _check(self.kept_from in KEPT_FROM, f"{prefix}.kept_from", f"must be {' or '.join(KEPT_FROM)}, got {self.kept_from!r}")
-        _check(self.kept_from == "epochs" or self.kind == "rqvae", f"{prefix}.kept_from", f"seeds needs tokenizer.kind rqvae (independently seeded RQ-VAE runs), got kind {self.kind!r}")
+        if self.kept_from == "seeds":
+            seeded = [k for k in tokenizer_specs.tokenizer_kinds() if tokenizer_specs.tokenizer_spec(k).seed_runs]
+            _check(spec.seed_runs, f"{prefix}.kept_from", f"seeds needs a tokenizer.kind trained in independently seeded runs ({', '.join(seeded)}), got kind {self.kind!r}")
         if self.kept_from == "epochs":
             _check(1 <= self.keep_last <= self.epochs, f"{prefix}.keep_last", f"must be between 1 and tokenizer.epochs ({self.epochs}), got {self.keep_last}")
         else:  # one run per kept tokenizer
@@ -445,10 +407,33 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
             from genrec_core.errors import InputFormatError
 
             raise InputFormatError(path, f"invalid YAML: {exc}", None if line is None else line + 1) from None
+    # old flat kind params (tokenizer.latent_dim, ...): the file's and the overrides' apart, since
+    # an override wins over the file (tokenizers/spec.py merge_legacy_params)
+    file_section = raw.get("tokenizer") if isinstance(raw, dict) else None
+    file_legacy = tokenizer_specs.split_legacy_params(file_section)
+    file_kind_params = _kind_params_of(file_section)
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
+    override_legacy = tokenizer_specs.split_legacy_params(raw.get("tokenizer") if isinstance(raw, dict) else None)
+    if file_legacy or override_legacy:
+        tokenizer_specs.merge_legacy_params(raw["tokenizer"], file_legacy, override_legacy, file_kind_params, TokenizerParams.kind)
     return _build(Params, raw, "").validate()
+
+
+def _kind_params_of(section: Any) -> dict[str, Any]:
+    """A copy of a raw tokenizer section's kind_params ({} when absent or not a mapping)."""
+    given = section.get("kind_params") if isinstance(section, dict) else None
+    return dict(given) if isinstance(given, dict) else {}
+
+
+def params_record(params: Params) -> dict[str, Any]:
+    """``dataclasses.asdict(params)`` with the tokenizer section flat and resolved
+    (``tokenizers.spec.flat_params``: the shape it had before ``kind_params``), for digests and
+    tables of resolved params that must not change with the way the params were written."""
+    record = dataclasses.asdict(params)
+    record["tokenizer"] = tokenizer_specs.flat_params(params.tokenizer)
+    return record
 
 
 def flatten_overlay(path: str | Path) -> list[str]:

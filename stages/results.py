@@ -23,14 +23,13 @@ Not a DVC stage: it reads the experiments DVC keeps, not a pipeline output.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from genrec_core.config import load_params
+from genrec_core.config import load_params, params_record
 from genrec_core.evaluation.significance import Run, canonical_method, flatten, group_runs, results_table, runs_from_exp_show, to_csv, to_markdown
 from genrec_core.io import write_text
 
@@ -56,7 +55,7 @@ def runs_from_folders(folders: list[Path], metrics_file: str = "reports/metrics.
             continue
         record_path = folder / "overrides.json"
         overrides = json.loads(record_path.read_text(encoding="utf-8")).get("overrides", []) if record_path.exists() else []
-        params = dataclasses.asdict(load_params(folder / "params.yaml", list(overrides)))
+        params = params_record(load_params(folder / "params.yaml", list(overrides)))  # tokenizer section flat, as before kind_params
         runs.append(Run(str(folder), folder.name, flatten(params), json.loads(metrics_path.read_text(encoding="utf-8"))))
     return runs
 

@@ -1,7 +1,8 @@
 """Stage train-tokenizer: item vectors -> trained semantic-ID tokenizer(s) (SPEC sections 3, 9).
 
-``tokenizer.kind``: rqvae (epochs, resumable), pq or rqkmeans (one shot, one kept tokenizer).
-``tokenizer.kept_from: seeds`` (rqvae): keep_last seeded runs instead of one (tokenizers/seed_runs.py).
+``tokenizer.kind`` picks the registered kind whose spec fits (genrec_core/tokenizers/spec.py):
+rqvae (epochs, resumable; ``kept_from: seeds``: keep_last seeded runs, tokenizers/seed_runs.py),
+pq or rqkmeans (one shot, one kept tokenizer).
 
 Reads data/embeddings/item_vectors.parquet (item_id Int32, vector Array[Float32]); writes
 data/tokenizer/{last.pt, kept/*.pt} and reports/tokenizer/{history.csv, metrics.json}. A killed
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,7 @@ from genrec_core.errors import InputFormatError
 from genrec_core.io import read_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.tokenizers.base import auto_codebook_size
-from genrec_core.tokenizers.seed_runs import SEEDS_DIR, train_rqvae_seeds
-from genrec_core.tokenizers.training import train_pq, train_rqkmeans, train_rqvae
+from genrec_core.tokenizers.spec import tokenizer_spec
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,4 @@ def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     ids, vectors = load_vectors(paths.embeddings)
     tp = resolve_tokenizer_params(params.tokenizer, int(ids.size))
-    if tp.kind == "pq":
-        train_pq(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
-    elif tp.kind == "rqkmeans":
-        train_rqkmeans(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir)
-    elif tp.kept_from == "seeds":
-        train_rqvae_seeds(vectors, tp, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)
-    else:
-        shutil.rmtree(paths.tokenizer_dir / SEEDS_DIR, ignore_errors=True)  # a kept_from seeds run's (data/tokenizer persists)
-        train_rqvae(vectors, tp, tp.seed, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)
+    tokenizer_spec(tp.kind).fit(vectors, tp, paths.tokenizer_dir, paths.tokenizer_reports_dir, item_ids=ids)

@@ -38,3 +38,15 @@ def manual_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             row = logits[b, t]
             out[b, t] = -(row[labels[b, t]] - torch.log(torch.exp(row).sum()))
     return out
+
+
+def tokenizer_params(**kw):
+    """``TokenizerParams`` from keywords that mix the shared params and the kind's own (its
+    ``kind_params``), as the test helpers wrote them before ``kind_params`` existed."""
+    import dataclasses
+
+    from genrec_core.config import TokenizerParams
+
+    shared = {f.name for f in dataclasses.fields(TokenizerParams)} - {"kind_params"}
+    own = {**kw.pop("kind_params", {}), **{k: kw.pop(k) for k in list(kw) if k not in shared}}
+    return TokenizerParams(**kw, kind_params=own)

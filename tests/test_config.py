@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides_read_as_yaml():
-    p = load_params(None, ["data.max_items=50", "tokenizer.hidden_dims=[64,32]", "recommender.loss_params={half_life: 0.3}", "data.raw_dir=null"])
-    assert p.data.max_items == 50 and p.tokenizer.hidden_dims == [64, 32]
+    p = load_params(None, ["data.max_items=50", "tokenizer.kind_params.hidden_dims=[64,32]", "recommender.loss_params={half_life: 0.3}", "data.raw_dir=null"])
+    assert p.data.max_items == 50 and p.tokenizer.kind_params == {"hidden_dims": [64, 32]}
     assert p.recommender.loss_params == {"half_life": 0.3} and p.data.raw_dir is None
     assert isinstance(load_params(None, ["tokenizer.lr=1"]).tokenizer.lr, float)  # int accepted for float
     assert parse_override("a.b=") == ("a.b", None)
@@ -76,7 +76,7 @@ def test_overlay_flattens_to_single_shell_words(tmp_path):
     ]
     # each word round-trips through the override parser to the overlay's values
     p = load_params(None, items)
-    assert p.tokenizer.hidden_dims == [512, 256] and p.recommender.loss_params == {"half_life": 0.2}
+    assert p.tokenizer.kind_params == {"hidden_dims": [512, 256]} and p.recommender.loss_params == {"half_life": 0.2}
     overlay.write_text("embed:\n  template: '{title} and {genres}'\n")
     with pytest.raises(InputFormatError, match="contains a space"):
         flatten_overlay(overlay)

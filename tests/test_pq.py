@@ -44,7 +44,7 @@ def test_deterministic_for_seed():
 
 def test_train_pq_writes_loadable_tokenizer_and_reports(tmp_path):
     x = _data()
-    tp = TokenizerParams(kind="pq", levels=4, codebook_size=8, kmeans_iters=5, device="cpu")
+    tp = TokenizerParams(kind="pq", levels=4, codebook_size=8, kind_params={"kmeans_iters": 5}, device="cpu")
     (tmp_path / "tok" / "kept").mkdir(parents=True)
     (tmp_path / "tok" / "kept" / "epoch_0003.pt").write_bytes(b"stale")  # from an older RQ-VAE run
     summary = train_pq(x, tp, 0, tmp_path / "tok", tmp_path / "rep")

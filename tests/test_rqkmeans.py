@@ -17,6 +17,7 @@ from genrec_core.tokenizers.base import auto_codebook_size
 from genrec_core.tokenizers.collisions import assert_unique_ids, collision_stats, resolve_collisions
 from genrec_core.tokenizers.id_table import build_id_table, read_id_table_with_items, validate_id_table
 from genrec_core.tokenizers.rqkmeans import RQKMeansTokenizer
+from genrec_core.tokenizers.spec import resolved_kind_params
 from genrec_core.tokenizers.training import load_kept_tokenizers, load_tokenizer, params_hash, train_rqkmeans
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def test_deterministic_for_a_seed_and_seed_matters():
 
 def test_train_twice_gives_identical_kept_files(tmp_path):
     x = _with_duplicates()
-    tp = TokenizerParams(kind="rqkmeans", levels=3, codebook_size=16, kmeans_iters=10, device="cpu", seed=5)
+    tp = TokenizerParams(kind="rqkmeans", levels=3, codebook_size=16, kind_params={"kmeans_iters": 10}, device="cpu", seed=5)
     s1 = train_rqkmeans(x, tp, 5, tmp_path / "a" / "tok", tmp_path / "a" / "rep")
     s2 = train_rqkmeans(x, tp, 5, tmp_path / "b" / "tok", tmp_path / "b" / "rep")
     t1 = torch.load(tmp_path / "a" / "tok" / "kept" / "rqkmeans.pt", weights_only=True)
@@ -172,7 +173,7 @@ def test_id_table_from_rqkmeans_codes_is_unique(mode):
 
 def test_kept_file_round_trips(tmp_path):
     x = _with_duplicates()
-    tp = TokenizerParams(kind="rqkmeans", levels=3, codebook_size=16, kmeans_iters=10, device="cpu", rqkmeans_normalize="residuals")
+    tp = TokenizerParams(kind="rqkmeans", levels=3, codebook_size=16, kind_params={"kmeans_iters": 10, "normalize": "residuals"}, device="cpu")
     tok_dir, rep_dir = tmp_path / "tok", tmp_path / "rep"
     (tok_dir / "kept").mkdir(parents=True)
     (tok_dir / "kept" / "epoch_0003.pt").write_bytes(b"stale")  # from an older RQ-VAE run
@@ -206,17 +207,22 @@ def test_kept_file_round_trips(tmp_path):
 
 def test_params_validate_kind_and_normalize():
     assert load_params(None, ["tokenizer.kind=rqkmeans"]).tokenizer.kind == "rqkmeans"
-    assert load_params(None).tokenizer.rqkmeans_normalize == "none"
+    assert resolved_kind_params(load_params(None, ["tokenizer.kind=rqkmeans"]).tokenizer)["normalize"] == "none"
     for value in ("none", "input", "residuals"):
-        assert load_params(None, [f"tokenizer.rqkmeans_normalize={value}"]).tokenizer.rqkmeans_normalize == value
+        for name in ("tokenizer.kind_params.normalize", "tokenizer.rqkmeans_normalize"):  # its old flat name too
+            tp = load_params(None, ["tokenizer.kind=rqkmeans", f"{name}={value}"]).tokenizer
+            assert tp.kind_params == {"normalize": value}
     with pytest.raises(ParamError) as err:
+        load_params(None, ["tokenizer.kind=rqkmeans", "tokenizer.kind_params.normalize=l2"])
+    assert err.value.param == "tokenizer.kind_params.normalize" and "none, input or residuals" in str(err.value)
+    with pytest.raises(ParamError) as err:  # the old name is checked as it always was, also with another kind
         load_params(None, ["tokenizer.rqkmeans_normalize=l2"])
     assert err.value.param == "tokenizer.rqkmeans_normalize" and "none, input or residuals" in str(err.value)
     with pytest.raises(ParamError) as err:
         load_params(None, ["tokenizer.kind=rq-kmeans"])
     assert err.value.param == "tokenizer.kind" and "rqkmeans" in str(err.value)
-    project = load_params(REPO / "params.yaml")
-    assert project.tokenizer.rqkmeans_normalize == "none"
+    project = load_params(REPO / "params.yaml", ["tokenizer.kind=rqkmeans"])
+    assert resolved_kind_params(project.tokenizer) == {"kmeans_iters": 50, "normalize": "none"}
 
 
 def test_rqvae_checkpoint_identity_ignores_the_rqkmeans_param():
@@ -225,12 +231,19 @@ def test_rqvae_checkpoint_identity_ignores_the_rqkmeans_param():
     import hashlib
 
     tp = TokenizerParams()
-    old = {k: v for k, v in dataclasses.asdict(tp).items() if k not in ("rqkmeans_normalize", "kept_from")}
+    # the flat dict hashed before kind_params existed, less rqkmeans_normalize and kept_from, written out
+    old = {
+        "kind": "rqvae", "levels": 3, "codebook_size": 256, "hidden_dims": [512, 256, 128], "latent_dim": 32, "dropout": 0.0, "beta": 0.25,
+        "codebook_update": "ste", "ema_decay": 0.99, "kmeans_init": True, "kmeans_iters": 50, "dead_code_reseed": True, "dead_code_threshold": 1.0,
+        "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0, "epochs": 100, "batch_size": 256, "keep_last": 5, "device": "auto", "seed": 42,
+    }
     blob = json.dumps({"tokenizer": old, "seed": 1, "data": "fp"}, sort_keys=True)
     assert params_hash(tp, 1, "fp") == hashlib.sha256(blob.encode()).hexdigest()[:16]
-    assert params_hash(dataclasses.replace(tp, rqkmeans_normalize="input"), 1, "fp") == params_hash(tp, 1, "fp")
+    assert params_hash(dataclasses.replace(tp, kind_params={"latent_dim": 32}), 1, "fp") == params_hash(tp, 1, "fp")  # a default restated
+    assert params_hash(dataclasses.replace(tp, kind_params={"latent_dim": 16}), 1, "fp") != params_hash(tp, 1, "fp")
+    assert params_hash(dataclasses.replace(tp, kept_from="seeds"), 1, "fp") == params_hash(tp, 1, "fp")
     rq = dataclasses.replace(tp, kind="rqkmeans")
-    assert params_hash(dataclasses.replace(rq, rqkmeans_normalize="input"), 1, "fp") != params_hash(rq, 1, "fp")
+    assert params_hash(dataclasses.replace(rq, kind_params={"normalize": "input"}), 1, "fp") != params_hash(rq, 1, "fp")
 
 
 # --------------------------------------------------------------------------- stages via the CLI
@@ -306,6 +319,6 @@ def test_stage_run_picks_rqkmeans(tmp_path):
     x, _ = _blobs(n=64, k=4, d=4)
     paths = ArtifactPaths(tmp_path)
     write_parquet(pl.DataFrame({"item_id": pl.Series(np.arange(64), dtype=pl.Int32), "vector": pl.Series(x, dtype=pl.Array(pl.Float32, 4))}), paths.embeddings)
-    run(Params(tokenizer=TokenizerParams(kind="rqkmeans", levels=2, codebook_size=8, kmeans_iters=5, device="cpu")), tmp_path)
+    run(Params(tokenizer=TokenizerParams(kind="rqkmeans", levels=2, codebook_size=8, kind_params={"kmeans_iters": 5}, device="cpu")), tmp_path)
     kept = load_kept_tokenizers(paths.tokenizer_dir)
     assert [name for name, _ in kept] == ["rqkmeans"] and isinstance(kept[0][1], RQKMeansTokenizer)

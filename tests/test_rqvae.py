@@ -13,6 +13,7 @@ import yaml
 from genrec_core.config import Params, TokenizerParams
 from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
 from genrec_core.tokenizers.training import load_kept_tokenizers, train_rqvae
+from helpers import tokenizer_params
 
 
 def _clustered(n=400, d=32, clusters=40, seed=0, offset=0.0):
@@ -25,7 +26,7 @@ def _clustered(n=400, d=32, clusters=40, seed=0, offset=0.0):
 def _small(**kw):
     base = dict(levels=3, codebook_size=16, hidden_dims=[32, 16], latent_dim=8, optimizer="adamw", lr=1e-3, epochs=6, keep_last=2, kmeans_iters=10, device="cpu")
     base.update(kw)
-    return TokenizerParams(**base)
+    return tokenizer_params(**base)
 
 
 def _np_mlp(seq, x):

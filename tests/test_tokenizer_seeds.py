@@ -13,12 +13,13 @@ from genrec_core.errors import ParamError
 from genrec_core.io import write_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.tokenizers.training import load_kept_tokenizers, train_rqvae
+from helpers import tokenizer_params
 
 
 def _small(**kw):
     base = dict(levels=2, codebook_size=8, hidden_dims=[16], latent_dim=4, lr=1e-3, epochs=2, keep_last=3, kmeans_iters=5, batch_size=32, device="cpu", seed=7)
     base.update(kw)
-    return TokenizerParams(**base)
+    return tokenizer_params(**base)
 
 
 def _root(tmp_path, name, n=60, d=8):

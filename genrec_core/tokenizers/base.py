@@ -58,3 +58,10 @@ class SemanticTokenizer(ABC):
     @abstractmethod
     def quantize(self, vectors: np.ndarray) -> QuantizeResult:
         """Assign codes to every row of ``vectors`` (float32 [N, D]); deterministic."""
+
+    def trainable_module(self):
+        """What the runtime tokenizer (``runtime.RuntimeItemTokenizer``, BLOGER) trains: a new
+        ``torch.nn.Module`` with this tokenizer's parameters and ``rqvae.RQVAE``'s interface
+        (``encoder``, ``quantizer.assign``/``soft_assign``, ``forward(x).loss``); None (the
+        default) for a kind that only gives hard IDs, with nothing to train."""
+        return None

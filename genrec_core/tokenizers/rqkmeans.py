@@ -6,7 +6,7 @@ by level l-1; an item's code at each level is the index of its nearest centroid.
 every RQ-VAE result should be compared with: deterministic, fast, and no codebook collapse (the
 project's k-means re-seeds empty clusters).
 
-``normalize`` (``tokenizer.rqkmeans_normalize``):
+``normalize`` (``tokenizer.kind_params.normalize``, once ``tokenizer.rqkmeans_normalize``):
   * ``none``: the vectors as given (the sum of the L assigned centroids approximates them).
   * ``input``: L2-normalise the item vectors before level 1, then plain residuals.
   * ``residuals``: L2-normalise what every level clusters (the vectors, then each residual), so
@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from genrec_core.tokenizers.base import QuantizeResult, SemanticTokenizer
+from genrec_core.tokenizers.kinds.rqkmeans import NORMALIZE
 from genrec_core.tokenizers.kmeans import kmeans, nearest
-
-NORMALIZE = ("none", "input", "residuals")
 
 
 def _l2(x: torch.Tensor) -> torch.Tensor:

@@ -288,6 +288,10 @@ class RQVAETokenizer(SemanticTokenizer):
         model.decoder = copy.deepcopy(self.decoder).cpu() if self.decoder is not None else None
         return model.train()
 
+    def trainable_module(self) -> RQVAE:
+        """The runtime tokenizer trains the whole RQ-VAE (``to_model``)."""
+        return self.to_model()
+
     @torch.no_grad()
     def quantize(self, vectors: np.ndarray) -> QuantizeResult:
         x_all = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])

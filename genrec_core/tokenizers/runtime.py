@@ -18,8 +18,9 @@ and the item vectors, and gives
 - ``tokenizer_loss(name)``: the RQ-VAE's own loss (needs the decoder: kept files written before
   decoders were stored raise a clear error).
 
-PQ and RQ-KMeans tokenizers give hard IDs only (they have no parameters to train); asking them
-for soft probabilities or a loss is an error. The vocabulary is sized from the codebook
+A tokenizer is trained here when its kind gives a ``trainable_module()`` (``base.
+SemanticTokenizer``; the RQ-VAE does); the others (PQ, RQ-KMeans: no parameters to train) give
+hard IDs only, and asking them for soft probabilities or a loss is an error. The vocabulary is sized from the codebook
 (``SemanticIdVocab.from_codebook``, plus the dedup level), so any ID a later refresh produces
 has a token. Nothing here knows about stages or the trainer; a method wires it (``Method.
 update_item_tokens`` tells the trainer when the IDs changed).
@@ -39,7 +40,7 @@ from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.tokenizers.base import QuantizeResult, SemanticTokenizer
 from genrec_core.tokenizers.collisions import MODES, collision_stats, resolve_collisions
-from genrec_core.tokenizers.rqvae import RQVAE, RQVAETokenizer
+from genrec_core.tokenizers.rqvae import RQVAE
 
 #: default bound of the dedup level's vocabulary (the largest colliding group a refresh may make)
 DEFAULT_DEDUP_SIZE = 32
@@ -119,11 +120,12 @@ class RuntimeItemTokenizer(nn.Module):
             dedup_size = None
         self.vocab = SemanticIdVocab.from_codebook(self.levels, self.codebook_size, dedup_size)
 
-        self.models = nn.ModuleDict()  # trainable RQ-VAEs, by name
+        self.models = nn.ModuleDict()  # trainable modules (RQ-VAEs), by name
         self.fixed: dict[str, SemanticTokenizer] = {}  # PQ / RQ-KMeans: hard IDs only
         for name, tok in items:
-            if isinstance(tok, RQVAETokenizer):
-                self.models[name] = tok.to_model()
+            module = tok.trainable_module()
+            if module is not None:
+                self.models[name] = module
             else:
                 self.fixed[name] = tok
         x = torch.as_tensor(np.asarray(vectors) if not isinstance(vectors, torch.Tensor) else vectors)

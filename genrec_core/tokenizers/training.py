@@ -1,5 +1,7 @@
 """Tokenizer training: RQ-VAE epochs with resumable checkpoints, kept per-epoch tokenizers (for
 MTGRec's multi-identifier tables) and per-epoch health metrics; PQ and RQ-KMeans in one shot.
+Which function a ``tokenizer.kind`` runs, and how its kept files load, is its spec's
+(``spec.py``, ``kinds/``); this module holds the fitting code and the file layout they share.
 
 Files (``tokenizer_dir`` = data/tokenizer, ``reports_dir`` = reports/tokenizer):
   tokenizer_dir/last.pt              RQ-VAE only: resumable state, rewritten atomically each epoch
@@ -17,7 +19,6 @@ difference (or a missing kept file) means a fresh start.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -31,7 +32,7 @@ import polars as pl
 import torch
 
 from genrec_core.config import TokenizerParams
-from genrec_core.errors import MissingInputError
+from genrec_core.errors import MissingInputError, ParamError
 from genrec_core.io import save_torch, write_json, write_text
 from genrec_core.runtime import resolve_device, seed_everything
 from genrec_core.tokenizers.base import SemanticTokenizer
@@ -39,6 +40,7 @@ from genrec_core.tokenizers.code_stats import code_metrics
 from genrec_core.tokenizers.pq import PQTokenizer
 from genrec_core.tokenizers.rqkmeans import RQKMeansTokenizer
 from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
+from genrec_core.tokenizers.spec import own_flat_params, resolved_kind_params, tokenizer_spec
 
 CHECKPOINT_FORMAT = 1
 _KEPT_RE = re.compile(r"^(?:epoch|seed)_(\d+)\.pt$")  # seed_XXXX: tokenizer.kept_from seeds (seed_runs.py)
@@ -59,14 +61,12 @@ def fingerprint(vectors: np.ndarray, item_ids: np.ndarray | None = None) -> str:
 
 
 def params_hash(tp: TokenizerParams, seed: int, data_fp: str) -> str:
-    """Identity of a training run: every tokenizer param, the seed and the data fingerprint.
-
-    ``rqkmeans_normalize`` counts only for RQ-KMeans, so RQ-VAE checkpoints written before it
-    existed still resume; ``kept_from`` never (it picks runs, each hashed as itself: seed_runs)."""
-    tok = dataclasses.asdict(tp)
+    """Identity of a training run: the shared tokenizer params and the kind's own (under their old
+    flat names: ``spec.own_flat_params``), the seed and the data fingerprint. Another kind's params
+    never count (RQ-VAE checkpoints written before ``rqkmeans_normalize`` existed still resume),
+    ``kept_from`` neither (it picks runs, each hashed as itself: seed_runs)."""
+    tok = own_flat_params(tp)
     tok.pop("kept_from", None)
-    if tp.kind != "rqkmeans":
-        tok.pop("rqkmeans_normalize")
     blob = json.dumps({"tokenizer": tok, "seed": seed, "data": data_fp}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -99,16 +99,14 @@ def _cpu_rng_state() -> torch.Tensor:
 
 
 def load_tokenizer(path: str | Path, device: str = "cpu") -> SemanticTokenizer:
-    """Rebuild a tokenizer (any kind) from a kept file."""
+    """Rebuild a tokenizer (any registered kind: the file's ``"kind"`` names its spec) from a kept file."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     kind = state.get("kind")
-    if kind == "rqvae":
-        return RQVAETokenizer.from_state(state, device)
-    if kind == "pq":
-        return PQTokenizer.from_state(state, device)
-    if kind == "rqkmeans":
-        return RQKMeansTokenizer.from_state(state, device)
-    raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
+    try:
+        spec = tokenizer_spec(kind)
+    except ParamError:
+        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}") from None
+    return spec.from_state(state, device)
 
 
 def load_kept_tokenizers(tokenizer_dir: str | Path, device: str = "cpu") -> list[tuple[str, SemanticTokenizer]]:
@@ -185,12 +183,13 @@ def train_rqvae(
     ckpt_path = tokenizer_dir / "last.pt"
     history_path, metrics_path = reports_dir / "history.csv", reports_dir / "metrics.json"
     device = resolve_device(tp.device)
+    kp = resolved_kind_params(tp, "rqvae")
     x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
     n, dim = x_np.shape
     phash = params_hash(tp, seed, fingerprint(x_np, item_ids))
 
     seed_everything(seed)
-    cfg = RQVAEConfig(dim, tp.levels, tp.codebook_size, list(tp.hidden_dims), tp.latent_dim, tp.dropout, tp.beta, tp.codebook_update, tp.ema_decay)
+    cfg = RQVAEConfig(dim, tp.levels, tp.codebook_size, list(kp["hidden_dims"]), kp["latent_dim"], kp["dropout"], kp["beta"], kp["codebook_update"], kp["ema_decay"])
     model = RQVAE(cfg).to(device)
     opt = _make_optimizer(model, tp)
     gen = torch.Generator().manual_seed(seed)  # shuffling, k-means, re-seeding: one CPU stream
@@ -225,7 +224,7 @@ def train_rqvae(
         order = torch.arange(n) if bs == n else torch.randperm(n, generator=gen)
         order = order.to(device)
         if not bool(model.quantizer.initialized):
-            if tp.kmeans_init:
+            if kp["kmeans_init"]:
                 # the first batch, widened to >= 4K items so every code has data to start from
                 init_idx = order[: min(n, max(bs, 4 * k))]
                 was = model.training
@@ -233,7 +232,7 @@ def train_rqvae(
                 with torch.no_grad():
                     z0 = model.encoder(x[init_idx])
                 model.train(was)
-                model.quantizer.kmeans_init(z0, tp.kmeans_iters, gen)
+                model.quantizer.kmeans_init(z0, kp["kmeans_iters"], gen)
             model.quantizer.initialized.fill_(True)
 
         usage = torch.zeros(levels, k, dtype=torch.long, device=device)
@@ -245,20 +244,20 @@ def train_rqvae(
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
-            if tp.codebook_update == "ema":
+            if kp["codebook_update"] == "ema":
                 model.quantizer.ema_update(out.residuals, out.codes)
             for level in range(levels):
                 usage[level] += torch.bincount(out.codes[:, level], minlength=k)
-                if tp.dead_code_reseed:
+                if kp["dead_code_reseed"]:
                     res_buf[level].append(out.residuals[level])
             sums["recon"] += float(out.recon_loss.detach()) * xb.shape[0]
             sums["quant"] += float(out.quant_loss.detach()) * xb.shape[0]
         train_seconds = time.perf_counter() - t0
 
         reseeded = [0] * levels
-        if tp.dead_code_reseed:
+        if kp["dead_code_reseed"]:
             for level in range(levels):
-                dead = torch.nonzero(usage[level] < tp.dead_code_threshold).squeeze(1)
+                dead = torch.nonzero(usage[level] < kp["dead_code_threshold"]).squeeze(1)
                 if dead.numel() == 0:
                     continue
                 pool = torch.cat(res_buf[level])
@@ -343,24 +342,27 @@ def train_pq(
 ) -> dict[str, Any]:
     """Fit PQ (k-means per segment, ``kmeans_iters`` iterations) and write the same report files
     as RQ-VAE (history.csv has a single row, epoch 1) so dvc.yaml is the same for both kinds."""
+    kp = resolved_kind_params(tp, "pq")
     tokenizer_dir, reports_dir = Path(tokenizer_dir), Path(reports_dir)
     t0 = time.perf_counter()
     seed_everything(seed)
     x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
-    tok = PQTokenizer.fit(x_np, tp.levels, tp.codebook_size, tp.kmeans_iters, seed, resolve_device(tp.device))
+    tok = PQTokenizer.fit(x_np, tp.levels, tp.codebook_size, kp["kmeans_iters"], seed, resolve_device(tp.device))
     res = tok.quantize(x_np)
     recon = np.concatenate([tok.centroids[lv].cpu().numpy()[res.codes[:, lv]] for lv in range(tok.levels)], axis=1)
     row: dict[str, Any] = {"epoch": 1, "quant_error": float(((x_np - recon) ** 2).sum(1).mean())}
     row.update(code_metrics(res.codes, tp.codebook_size))
     row["seconds"] = time.perf_counter() - t0
-    return _write_one_shot("pq", tok, row, tp, x_np.shape[0], t0, tokenizer_dir, reports_dir)
+    return write_one_shot("pq", tok, row, tp, x_np.shape[0], t0, tokenizer_dir, reports_dir)
 
 
-def _write_one_shot(
+def write_one_shot(
     kind: str, tok: SemanticTokenizer, row: dict[str, Any], tp: TokenizerParams, n: int, t0: float, tokenizer_dir: Path, reports_dir: Path
 ) -> dict[str, Any]:
     """Files of a tokenizer without epochs: kept/<kind>.pt alone, a one-row history.csv (epoch 1)
-    and metrics.json, the same files RQ-VAE writes, so dvc.yaml is the same for every kind."""
+    and metrics.json, the same files RQ-VAE writes, so dvc.yaml is the same for every kind.
+    ``row``: the history row (``epoch``, ``usage_l*``, ``perplexity_l*``, ``collision_rate``:
+    ``code_stats.code_metrics``, ``seconds``); returns the summary written to metrics.json."""
     _clear_kept(tokenizer_dir)
     stale = tokenizer_dir / "last.pt"  # an RQ-VAE checkpoint does not describe this run
     if stale.exists():
@@ -383,15 +385,16 @@ def train_rqkmeans(
     reports_dir: str | Path,
 ) -> dict[str, Any]:
     """Fit RQ-KMeans (SPEC section 9: k-means++ and ``kmeans_iters`` Lloyd iterations per level,
-    on the residuals of the level before; ``rqkmeans_normalize``) and write the same files as PQ.
+    on the residuals of the level before; ``normalize``) and write the same files as PQ.
 
     history.csv's single row has ``quant_error`` (mean squared residual after the last level) and
     ``residual_l1..L`` (the same after each level), plus the code health figures."""
+    kp = resolved_kind_params(tp, "rqkmeans")
     tokenizer_dir, reports_dir = Path(tokenizer_dir), Path(reports_dir)
     t0 = time.perf_counter()
     seed_everything(seed)
     x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
-    tok = RQKMeansTokenizer.fit(x_np, tp.levels, tp.codebook_size, tp.kmeans_iters, seed, tp.rqkmeans_normalize, resolve_device(tp.device))
+    tok = RQKMeansTokenizer.fit(x_np, tp.levels, tp.codebook_size, kp["kmeans_iters"], seed, kp["normalize"], resolve_device(tp.device))
     res = tok.quantize(x_np)
     errors = tok.residual_errors(x_np)
     row: dict[str, Any] = {"epoch": 1, "quant_error": errors[-1]}
@@ -399,4 +402,4 @@ def train_rqkmeans(
         row[f"residual_l{level}"] = err
     row.update(code_metrics(res.codes, tp.codebook_size))
     row["seconds"] = time.perf_counter() - t0
-    return _write_one_shot("rqkmeans", tok, row, tp, x_np.shape[0], t0, tokenizer_dir, reports_dir)
+    return write_one_shot("rqkmeans", tok, row, tp, x_np.shape[0], t0, tokenizer_dir, reports_dir)
