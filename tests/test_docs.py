@@ -1,0 +1,166 @@
+"""The documentation holds: the params reference is the generator's output, every relative link
+resolves, and the README stays short."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genrec_core.params_doc import REGENERATE, field_comments, render_params_reference, yaml_comments
+
+ROOT = Path(__file__).resolve().parents[1]
+README_MAX_LINES = 200
+
+#: [text](target) and [text]: target (reference definitions); images too.
+_INLINE = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_REFDEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$", re.MULTILINE)
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative link targets in Markdown file ``path`` that name no existing file or folder
+    (fenced code and code spans are not links; URLs and in-page anchors are not checked)."""
+    text = _CODE_SPAN.sub("", _FENCE.sub("", path.read_text(encoding="utf-8")))
+    bad = []
+    for target in _INLINE.findall(text) + _REFDEF.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue
+        rel = target.split("#", 1)[0].split("?", 1)[0]
+        if rel and not (path.parent / rel).exists():
+            bad.append(target)
+    return bad
+
+
+def test_params_reference_is_the_generated_text():
+    committed = (ROOT / "docs" / "params.md").read_text(encoding="utf-8")
+    assert committed == render_params_reference(ROOT / "params.yaml"), (
+        f"docs/params.md is out of date with genrec_core/config.py or params.yaml; regenerate it: {REGENERATE}"
+    )
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    bad = {str(p.relative_to(ROOT)): links for p in doc_files() if (links := broken_links(p))}
+    assert bad == {}, f"links to missing files: {bad}"
+
+
+def test_the_readme_is_short():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/ (at most {README_MAX_LINES})"
+
+
+def test_the_docs_pages_exist_and_the_index_links_each_one():
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "index.md")
+    assert {"pipeline.md", "params.md", "datasets.md", "models-methods-losses.md", "serving.md", "distributed.md",
+            "extending.md", "results.md", "spec.md"} <= set(pages)
+    assert [p for p in pages if f"({p})" not in index] == []
+
+
+# --------------------------------------------------------------------------- the link checker itself
+
+
+def test_the_link_checker_finds_a_broken_link_and_ignores_code_and_urls(tmp_path):
+    (tmp_path / "there.md").write_text("x", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](there.md) [ok too](there.md#part) [web](https://example.org/x.md) [anchor](#top)\n"
+        "[gone](missing.md) ![img](pics/none.png)\n"
+        "`[not a link](nowhere.md)`\n"
+        "```\n[in a fence](fenced.md)\n```\n"
+        "[ref]: also-missing.md\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == ["missing.md", "pics/none.png", "also-missing.md"]
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+def test_yaml_comments_keys_nesting_continuations_and_quoted_hashes():
+    text = (
+        "# header, not a key's help\n"
+        "seed: 1   # top\n"
+        "sec:      # the section\n"
+        "  a: 2    # first line\n"
+        "          #   second line\n"
+        "  b: '#not a comment'  # real one\n"
+        "  sub:\n"
+        "    c: [1, 2]  # deep\n"
+        "  d: 3\n"
+        "\n"
+        "          # after a blank line: attached to nothing\n"
+    )
+    assert yaml_comments(text) == {
+        "seed": "top",
+        "sec": "the section",
+        "sec.a": "first line second line",
+        "sec.b": "real one",
+        "sec.sub.c": "deep",
+    }
+
+
+@dataclass
+class _Inner:
+    """Inner section."""
+
+    depth: int = 3  # how deep
+
+
+@dataclass
+class _Section:
+    """A toy section."""
+
+    name: str | None = None  # a name, or none
+    # above the field
+    sizes: list[int] = field(default_factory=lambda: [4, 8])
+    extra: dict[str, Any] = field(default_factory=dict)
+    inner: _Inner = field(default_factory=_Inner)
+
+
+@dataclass
+class _Schema:
+    seed: int = 7
+    sec: _Section = field(default_factory=_Section)
+
+
+def test_field_comments_inline_or_above():
+    assert field_comments(_Section) == {"name": "a name, or none", "sizes": "above the field"}
+
+
+def test_render_lists_every_field_with_type_default_yaml_value_and_help(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("sec:\n  sizes: [1]      # from yaml | wins\n  inner:\n    depth: 5\n", encoding="utf-8")
+    page = render_params_reference(params, schema=_Schema)
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert rows == [
+        "| `seed` | `int` | `7` | (not listed) |  |",
+        "| `sec.name` | `str \\| None` | `null` | (not listed) | a name, or none |",
+        "| `sec.sizes` | `list[int]` | `[4, 8]` | `[1]` | from yaml \\| wins |",
+        "| `sec.extra` | `dict[str, Any]` | `{}` | (not listed) |  |",
+        "| `sec.inner.depth` | `int` | `3` | `5` | how deep |",
+    ]
+    headings = [line for line in page.splitlines() if line.startswith("#")]
+    assert headings == ["# Params reference", "## Top level", "## `sec`", "### `sec.inner`"]
+    assert "A toy section." in page and "Inner section." in page
+
+
+def test_the_registry_tables_list_only_the_library_s_own_classes():
+    from genrec_core.methods import METHODS, Method
+
+    class Stray(Method):  # a test's toy registered in the shared table (as tests/test_methods.py does)
+        param_defaults = {"knob": 1}
+
+    METHODS["stray-doc-test"] = Stray
+    try:
+        page = render_params_reference(ROOT / "params.yaml")
+    finally:
+        del METHODS["stray-doc-test"]
+    assert "stray-doc-test" not in page
+    assert "- `mtgrec` (genrec_core.methods.mtgrec." in page and "`tau` = `1.0`" in page
