@@ -24,16 +24,35 @@ def doc_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the Markdown headings of ``path`` (lower case, punctuation but
+    ``-`` and ``_`` dropped, spaces to hyphens; a repeated heading gets ``-1``, ``-2``, ...)."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", _FENCE.sub("", path.read_text(encoding="utf-8")), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
 def broken_links(path: Path) -> list[str]:
-    """Relative link targets in Markdown file ``path`` that name no existing file or folder
-    (fenced code and code spans are not links; URLs and in-page anchors are not checked)."""
+    """Relative link targets in Markdown file ``path`` that name no existing file or folder, or
+    no heading of the Markdown file they point into (fenced code and code spans are not links;
+    URLs are not checked)."""
     text = _CODE_SPAN.sub("", _FENCE.sub("", path.read_text(encoding="utf-8")))
     bad = []
     for target in _INLINE.findall(text) + _REFDEF.findall(text):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
             continue
-        rel = target.split("#", 1)[0].split("?", 1)[0]
-        if rel and not (path.parent / rel).exists():
+        rel, _, anchor = target.partition("#")
+        rel = rel.split("?", 1)[0]
+        dest = path.parent / rel if rel else path
+        if not dest.exists():
+            bad.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in heading_anchors(dest):
             bad.append(target)
     return bad
 
@@ -47,12 +66,35 @@ def test_params_reference_is_the_generated_text():
 
 def test_every_relative_link_in_the_docs_resolves():
     bad = {str(p.relative_to(ROOT)): links for p in doc_files() if (links := broken_links(p))}
-    assert bad == {}, f"links to missing files: {bad}"
+    assert bad == {}, f"links to missing files or headings: {bad}"
 
 
 def test_the_readme_is_short():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/ (at most {README_MAX_LINES})"
+
+
+def decimals_not_in_reports(text: str) -> list[str]:
+    """Decimal numbers of ``text`` (``0.1368``, ``.0697``, ``7.5``) that occur in no file under
+    reports/ (written there as ``0.1368`` or ``.1368``)."""
+    corpus = "\n".join(
+        p.read_text(encoding="utf-8", errors="replace") for p in (ROOT / "reports").rglob("*") if p.is_file() and p.suffix in (".md", ".json", ".csv")
+    )
+    missing = []
+    for number in re.findall(r"(?<![\w.])\d*\.\d+", _FENCE.sub("", text)):
+        short = number[1:] if number.startswith("0.") else number
+        if number not in corpus and short not in corpus:
+            missing.append(number)
+    return missing
+
+
+def test_the_results_page_and_the_readme_quote_only_figures_found_in_reports():
+    for page in (ROOT / "docs" / "results.md", ROOT / "README.md"):
+        assert decimals_not_in_reports(page.read_text(encoding="utf-8")) == [], f"{page.name} quotes figures no report holds"
+
+
+def test_the_figure_check_finds_a_figure_no_report_holds():
+    assert decimals_not_in_reports("test N@10 0.0697 and .1368, but 0.98765 nowhere") == ["0.98765"]
 
 
 def test_the_docs_pages_exist_and_the_index_links_each_one():
@@ -67,17 +109,18 @@ def test_the_docs_pages_exist_and_the_index_links_each_one():
 
 
 def test_the_link_checker_finds_a_broken_link_and_ignores_code_and_urls(tmp_path):
-    (tmp_path / "there.md").write_text("x", encoding="utf-8")
+    (tmp_path / "there.md").write_text("# Part 1: the `x` (y)\n## Part 1: the `x` (y)\n```\n# not a heading\n```\n", encoding="utf-8")
     page = tmp_path / "page.md"
     page.write_text(
-        "[ok](there.md) [ok too](there.md#part) [web](https://example.org/x.md) [anchor](#top)\n"
-        "[gone](missing.md) ![img](pics/none.png)\n"
+        "# Top\n[ok](there.md) [ok too](there.md#part-1-the-x-y) [again](there.md#part-1-the-x-y-1) "
+        "[web](https://example.org/x.md) [anchor](#top)\n"
+        "[gone](missing.md) ![img](pics/none.png) [no such heading](there.md#not-a-heading) [here](#nowhere)\n"
         "`[not a link](nowhere.md)`\n"
         "```\n[in a fence](fenced.md)\n```\n"
         "[ref]: also-missing.md\n",
         encoding="utf-8",
     )
-    assert broken_links(page) == ["missing.md", "pics/none.png", "also-missing.md"]
+    assert broken_links(page) == ["missing.md", "pics/none.png", "there.md#not-a-heading", "#nowhere", "also-missing.md"]
 
 
 # --------------------------------------------------------------------------- the generator
