@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from genrec_core.params_doc import REGENERATE, field_comments, render_params_reference, yaml_comments
 
@@ -45,7 +45,7 @@ def broken_links(path: Path) -> list[str]:
     text = _CODE_SPAN.sub("", _FENCE.sub("", path.read_text(encoding="utf-8")))
     bad = []
     for target in _INLINE.findall(text) + _REFDEF.findall(text):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):
             continue
         rel, _, anchor = target.partition("#")
         rel = rel.split("?", 1)[0]
@@ -100,8 +100,17 @@ def test_the_figure_check_finds_a_figure_no_report_holds():
 def test_the_docs_pages_exist_and_the_index_links_each_one():
     index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
     pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "index.md")
-    assert {"pipeline.md", "params.md", "datasets.md", "models-methods-losses.md", "serving.md", "distributed.md",
-            "extending.md", "results.md", "spec.md"} <= set(pages)
+    assert {
+        "pipeline.md",
+        "params.md",
+        "datasets.md",
+        "models-methods-losses.md",
+        "serving.md",
+        "distributed.md",
+        "extending.md",
+        "results.md",
+        "spec.md",
+    } <= set(pages)
     assert [p for p in pages if f"({p})" not in index] == []
 
 
@@ -173,6 +182,20 @@ class _Schema:
     sec: _Section = field(default_factory=_Section)
 
 
+def test_values_render_as_yaml_reads_them():
+    from genrec_core.params_doc import format_value
+
+    assert [format_value(v) for v in (None, True, 0.0002, "auto", [1, 5], {"a": None}, _Inner())] == [
+        "`null`",
+        "`true`",
+        "`0.0002`",
+        "`auto`",
+        "`[1, 5]`",
+        '`{"a": null}`',
+        '`{"depth": 3}`',
+    ]
+
+
 def test_field_comments_inline_or_above():
     assert field_comments(_Section) == {"name": "a name, or none", "sizes": "above the field"}
 
@@ -198,7 +221,7 @@ def test_the_registry_tables_list_only_the_library_s_own_classes():
     from genrec_core.methods import METHODS, Method
 
     class Stray(Method):  # a test's toy registered in the shared table (as tests/test_methods.py does)
-        param_defaults = {"knob": 1}
+        param_defaults: ClassVar[dict[str, Any]] = {"knob": 1}
 
     METHODS["stray-doc-test"] = Stray
     try:
