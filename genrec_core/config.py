@@ -231,7 +231,9 @@ class RecommenderParams:
     level_softmax: bool = False  # softmax of decoding step l over level l's codes only (GRID's per-level heads); training and decoding alike
     user_tokens: int = 0  # TIGER's user token: hash buckets of the user id, prepended to the encoder input (0 = off)
     history_dropout: float = 0.0  # training only: each history item but the most recent is left out with this probability
-    pack_examples: int = 0  # decoder_only (items input): train up to n consecutive examples of a user as one sequence that holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
+    # decoder_only (items input): train up to n consecutive examples of a user as one sequence that
+    # holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
+    pack_examples: int = 0
     pack_order: str = "random"  # packed batches: random | length (chunks of one size together) | auto (length when random ones are > 25% padding; params.yaml)
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)

@@ -157,6 +157,36 @@ class _Payload:
         _Payload.loaded = True
 
 
+def test_epoch_line_gives_the_epochs_own_seconds_and_the_total_apart():
+    from genrec_core.recommender.trainer import epoch_line
+
+    line = epoch_line(2, 7, 447.2, 412.0, 1417.4, {"hit@1": 0.01, "ndcg@10": 0.05})
+    # 1417 s over 2 epochs: 708.7 s each, 5 to go at most = 3544 s
+    assert line == ("epoch 2/7: 447 s (train 412 s, valid 35 s); total 1417 s; at most 5 epochs left, ~3544 s at this pace: "
+                    "valid hit@1=0.0100, ndcg@10=0.0500")
+    assert epoch_line(3, 7, 400.0, 400.0, 1800.0, None) == "epoch 3/7: 400 s (train 400 s, no validation); total 1800 s; at most 4 epochs left, ~2400 s at this pace"
+    assert epoch_line(7, 7, 400.0, 380.0, 3000.0, {"ndcg@10": 0.05}) == "epoch 7/7: 400 s (train 380 s, valid 20 s); total 3000 s: valid ndcg@10=0.0500"
+    assert "; stopping early (recommender.patience):" in epoch_line(5, 20, 400.0, 380.0, 3000.0, {"ndcg@10": 0.05}, stopped_early=True)
+
+
+def test_without_a_terminal_training_logs_progress_and_one_line_per_epoch(tmp_path, caplog, monkeypatch):
+    """Output to a file (no progress bar): progress lines during an epoch (every step here, as if
+    each took a minute), and one line closing each epoch, with or without validation."""
+    from genrec_core.recommender import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PROGRESS_EVERY_S", 0.0)
+    trainer = make_trainer(tmp_path, small_params(epochs=3, eval_every=2))
+    with caplog.at_level(logging.INFO, logger=trainer_module.log.name):
+        trainer.fit()
+    lines = [r.getMessage() for r in caplog.records if r.name == trainer_module.log.name]
+    progress = [m for m in lines if "examples/s" in m and "s left in the epoch" in m]
+    assert len(progress) == trainer.state.step == 3 * len(trainer.sampler)
+    closing = [m for m in lines if " s (train " in m]
+    assert [m.split(":")[0] for m in closing] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "no validation" in closing[0] and "at most 2 epochs left" in closing[0]
+    assert ": valid hit@1=" in closing[1] and ": valid hit@1=" in closing[2] and "left" not in closing[2]
+
+
 def test_a_last_pt_holding_other_objects_is_refused_not_unpickled(tmp_path):
     """last.pt is loaded with weights_only=True: a pickle of arbitrary objects (a shared DVC
     remote can supply one) is one clear error and none of its objects is built."""
