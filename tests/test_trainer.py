@@ -180,6 +180,7 @@ def test_without_a_terminal_training_logs_progress_and_one_line_per_epoch(tmp_pa
     with caplog.at_level(logging.INFO, logger=trainer_module.log.name):
         trainer.fit()
     lines = [r.getMessage() for r in caplog.records if r.name == trainer_module.log.name]
+    assert f"training epochs 1 to 3 at most: {len(trainer.sampler)} batches an epoch" in lines[0]
     progress = [m for m in lines if "examples/s" in m and "s left in the epoch" in m]
     assert len(progress) == trainer.state.step == 3 * len(trainer.sampler)
     closing = [m for m in lines if " s (train " in m]

@@ -612,6 +612,9 @@ class Trainer:
             return self.write_summary()
         self._open_live(resumed)
         self.method.on_fit_start(self)
+        if self.is_main:  # what the log lines to come count against
+            log.info("training epochs %d to %d at most: %d batches an epoch (%d examples), validation every %d epoch(s)", self.state.epoch + 1,
+                     self.params.epochs, len(self.sampler), len(self.train_examples), self.params.eval_every)
         try:
             with self._signals():
                 self._loop()
