@@ -1,6 +1,8 @@
 # The two set-up commands of the README:
 #   make pipeline   - create .venv, install, run the whole DVC pipeline on the default dataset
 #   make test       - create .venv, install, run the test suite
+#   make lint       - ruff format --check and ruff check (config: pyproject.toml [tool.ruff]);
+#                     `.venv/bin/ruff format . && .venv/bin/ruff check --fix .` repairs most of it
 # TORCH_SPEC picks the torch build. The default is the CPU wheel the project's machines hold
 # locally; GPU users install a CUDA build of torch into .venv first (README, "GPU").
 VENV ?= .venv
@@ -8,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup pipeline test benchmarks clean-outputs
+.PHONY: setup pipeline test lint benchmarks clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +28,10 @@ pipeline: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 benchmarks: setup
 	$(PY) benchmarks/preprocess_scale.py --interactions 10000000,30000000

@@ -16,13 +16,13 @@ from genrec_core.runtime import set_openmp_env_defaults
 
 set_openmp_env_defaults()
 
-import importlib  # noqa: E402
-import logging
-import sys
-from pathlib import Path
-from typing import Annotated
+import importlib  # noqa: E402 (each import below: after set_openmp_env_defaults on purpose)
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
 
-import typer
+import typer  # noqa: E402
 
 app = typer.Typer(
     help="Generative recommendation pipeline: each command is one DVC stage (see dvc.yaml); "
@@ -45,11 +45,12 @@ def _run_stage(module: str, params_file: Path, overrides: list[str] | None, root
     """Load the params, seed, run ``stages.<module>.run(params, root, **options)``."""
     from genrec_core.config import load_params
     from genrec_core.errors import GenrecError
+    from genrec_core.params_validation import validate_everything
     from genrec_core.runtime import seed_everything
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        params = load_params(params_file, overrides or [])
+        params = validate_everything(load_params(params_file, overrides or []))
         seed_everything(params.seed)
         importlib.import_module(f"stages.{module}").run(params, root, **options)
     except GenrecError as exc:
@@ -213,11 +214,14 @@ def overrides(config: Annotated[Path, typer.Argument(help="A YAML overlay, e.g. 
 
     Example: dvc exp run $(genrec overrides configs/yelp-gpu.yaml)
     """
-    from genrec_core.config import flatten_overlay
+    from genrec_core.config import flatten_overlay, load_params
     from genrec_core.errors import GenrecError
+    from genrec_core.params_validation import validate_everything
 
     try:
-        typer.echo(" ".join(f"-S {item}" for item in flatten_overlay(config)))
+        items = flatten_overlay(config)
+        validate_everything(load_params(None, items))  # as any command would check them
+        typer.echo(" ".join(f"-S {item}" for item in items))
     except GenrecError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -278,12 +282,14 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long the micro-batcher waits for more requests.")] = 5.0,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most requests ranked in one model call.")] = 64,
     device: DeviceOpt = "cpu",
-    allow_writes: Annotated[bool, typer.Option("--allow-writes", help="Turn on POST /items (adding items, saving the bundle); needs a token from GENREC_TOKEN or --token-file, sent as `Authorization: Bearer <token>`.")] = False,
+    allow_writes: Annotated[bool, typer.Option("--allow-writes", help="Turn on POST /items (adding items, saving the bundle); needs a token from GENREC_TOKEN or --token-file, "
+                                                          "sent as `Authorization: Bearer <token>`.")] = False,
     token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the write token (default: the GENREC_TOKEN environment variable).")] = None,
     allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="Host name a request may name in its Host header (repeatable; '*' = any; default: 127.0.0.1, localhost, ::1 and --host). Others get 400.")] = None,
     forwarded_allow_ips: Annotated[str | None, typer.Option("--forwarded-allow-ips", help="Behind a reverse proxy: the proxy's IPs (comma-separated) whose X-Forwarded-For/-Proto headers are trusted (uvicorn's default: 127.0.0.1).")] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Limit: largest request body in bytes; more answers 413.")] = 1_000_000,
-    max_history: Annotated[int, typer.Option("--max-history", help="Limit: longest history accepted (422 beyond); a history longer than the model's window (within this cap) is cut to its last items, as in training.")] = 10_000,
+    max_history: Annotated[int, typer.Option("--max-history", help="Limit: longest history accepted (422 beyond); a history longer than the model's window "
+                                                           "(within this cap) is cut to its last items, as in training.")] = 10_000,
     max_k: Annotated[int, typer.Option("--max-k", help="Limit: largest k (422 beyond); beam search keeps max(k, beam size) beams.")] = 100,
     max_new_items: Annotated[int, typer.Option("--max-new-items", help="Limit: most items in one POST /items (413 beyond).")] = 1_000,
     max_text_chars: Annotated[int, typer.Option("--max-text-chars", help="Limit: longest text of a new item's field, in characters (422 beyond).")] = 10_000,

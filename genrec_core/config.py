@@ -202,7 +202,9 @@ class RecommenderParams:
     level_softmax: bool = False  # softmax of decoding step l over level l's codes only (GRID's per-level heads); training and decoding alike
     user_tokens: int = 0  # TIGER's user token: hash buckets of the user id, prepended to the encoder input (0 = off)
     history_dropout: float = 0.0  # training only: each history item but the most recent is left out with this probability
-    pack_examples: int = 0  # decoder_only (items input): train up to n consecutive examples of a user as one sequence that holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
+    # decoder_only (items input): train up to n consecutive examples of a user as one sequence that
+    # holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
+    pack_examples: int = 0
     pack_order: str = "random"  # packed batches: random | length (chunks of one size together) | auto (length when random ones are > 25% padding; params.yaml)
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
@@ -394,7 +396,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (missing sections take defaults), apply overrides, type-check, validate."""
+    """Read params.yaml (missing sections take defaults), apply overrides, type-check, validate
+    each section (the commands then run ``params_validation.validate_everything``)."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -465,7 +468,7 @@ def flatten_overlay(path: str | Path) -> list[str]:
         items.append(f"{prefix}={text}")
 
     walk(tree, "")
-    load_params(None, items)  # every key and value must be valid
+    load_params(None, items)  # every key and value must be valid (the overrides command checks the rest)
     return items
 
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides_read_as_yaml():
-    p = load_params(None, ["data.max_items=50", "tokenizer.kind_params.hidden_dims=[64,32]", "recommender.loss_params={half_life: 0.3}", "data.raw_dir=null"])
+    p = load_params(None, ["data.max_items=50", "tokenizer.kind_params.hidden_dims=[64,32]", "recommender.loss=curriculum", "recommender.loss_params={half_life: 0.3}", "data.raw_dir=null"])
     assert p.data.max_items == 50 and p.tokenizer.kind_params == {"hidden_dims": [64, 32]}
     assert p.recommender.loss_params == {"half_life": 0.3} and p.data.raw_dir is None
     assert isinstance(load_params(None, ["tokenizer.lr=1"]).tokenizer.lr, float)  # int accepted for float
@@ -66,12 +66,13 @@ def test_params_file_errors(tmp_path):
 
 def test_overlay_flattens_to_single_shell_words(tmp_path):
     overlay = tmp_path / "o.yaml"
-    overlay.write_text("data:\n  dataset: yelp\n  raw_dir: /d/yelp\ntokenizer:\n  hidden_dims: [512, 256]\nrecommender:\n  loss_params: {half_life: 0.2}\n")
+    overlay.write_text("data:\n  dataset: yelp\n  raw_dir: /d/yelp\ntokenizer:\n  hidden_dims: [512, 256]\nrecommender:\n  loss: curriculum\n  loss_params: {half_life: 0.2}\n")
     items = flatten_overlay(overlay)
     assert items == [
         "data.dataset=yelp",
         "data.raw_dir=/d/yelp",
         "tokenizer.hidden_dims=[512,256]",
+        "recommender.loss=curriculum",
         'recommender.loss_params={"half_life":0.2}',
     ]
     # each word round-trips through the override parser to the overlay's values

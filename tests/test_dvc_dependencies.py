@@ -9,7 +9,9 @@ prefix counts as the whole package (the data sources' registry). The CLI's ``sta
 dispatch is the one dynamic import not followed: its target is the stage module itself. The
 bodies of ``genrec`` commands that are no stage (``recommend``, ``export``, ``serve``,
 ``overrides``: they never call ``_run_stage``) are not followed in cli.py either: a stage's command
-never runs them. Modules
+never runs them. Nor are the imports of ``params_validation.validate_everything``: it only rejects params at
+every command's start, so the registries it reads (methods, losses, models) cannot change an
+output. Modules
 that hold nothing but a docstring, ``__version__``/``__all__`` and ``from __future__`` imports
 cannot change an output and need not be declared.
 
@@ -38,6 +40,9 @@ PROJECT_PACKAGES = ("genrec_core", "stages")
 CLI = REPO / "genrec_core" / "cli.py"
 #: Dynamic imports with this prefix are the CLI's dispatch to the stage module (a root already).
 DISPATCH_PREFIX = "stages."
+#: Functions whose imports are not followed, by file: they only check params (a bad value stops the
+#: run; a good one changes nothing), so preprocess need not depend on the methods' code.
+VALIDATION_ONLY = {REPO / "genrec_core" / "params_validation.py": frozenset({"validate_everything"})}
 
 
 def load_dvc_yaml() -> dict:
@@ -265,7 +270,7 @@ def missing_code_deps(dvc: dict) -> dict[str, list[str]]:
     """{stage: project files its command imports that none of its deps covers}."""
     missing = {}
     for name, stage in dvc["stages"].items():
-        files = import_closure([CLI, stage_module(stage["cmd"])], {CLI: non_stage_commands()})
+        files = import_closure([CLI, stage_module(stage["cmd"])], {CLI: non_stage_commands(), **VALIDATION_ONLY})
         deps = entry_paths(stage.get("deps"))
         rel = sorted(str(f.relative_to(REPO)) for f in files if not is_inert(f))
         if gaps := [f for f in rel if not covered(f, deps)]:
@@ -376,6 +381,16 @@ def test_the_commands_that_are_no_stage_are_not_followed_but_their_imports_exist
     closure = {str(p.relative_to(REPO)) for p in import_closure([CLI], {CLI: non_stage_commands()})}
     assert not any(p.startswith("genrec_core/serving/") for p in closure)
     assert "genrec_core/serving/commands.py" in {str(p.relative_to(REPO)) for p in import_closure([CLI])}
+
+
+def test_the_params_validation_is_not_followed_but_reaches_the_registries():
+    config = REPO / "genrec_core" / "params_validation.py"
+    functions = {n.name for n in ast.walk(ast.parse(config.read_text(encoding="utf-8"))) if isinstance(n, ast.FunctionDef)}
+    assert VALIDATION_ONLY[config] <= functions  # a renamed function would silently be followed again
+    roots = [CLI, REPO / "stages" / "preprocess.py"]
+    followed = {str(p.relative_to(REPO)) for p in import_closure(roots, {CLI: non_stage_commands(), **VALIDATION_ONLY})}
+    everything = {str(p.relative_to(REPO)) for p in import_closure(roots, {CLI: non_stage_commands()})}
+    assert "genrec_core/methods/__init__.py" not in followed and "genrec_core/methods/__init__.py" in everything
 
 
 @pytest.mark.parametrize(

@@ -132,9 +132,10 @@ def test_missing_index_file_and_wrong_dataset(tmp_path):
     params, paths = setup(tmp_path / "a", index=None)
     with pytest.raises(MissingInputError, match=r"Beauty\.index\.json: file not found"):
         emit_ids.run(params, paths.root)
-    params, paths = setup(tmp_path / "b", dataset="atomic")
+    from genrec_core.params_validation import validate_everything
+
     with pytest.raises(ParamError, match=r"ids\.source.*inter_json dataset, but data\.dataset is 'atomic'"):
-        emit_ids.run(params, paths.root)
+        validate_everything(setup(tmp_path / "b", dataset="atomic")[0])  # every command checks it at start: no stage runs
 
 
 def test_ids_source_is_validated():

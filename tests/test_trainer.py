@@ -96,6 +96,7 @@ def test_learns_a_deterministic_pattern(tmp_path):
     trainer = make_trainer(tmp_path, small_params(encoder_input="items", dropout=0.0, lr=0.03, epochs=6))
     summary = trainer.fit()
     first, best = trainer.state.evals[0], summary["best_valid"]
+    # Measured on an AMD EPYC (1 and 2 threads, the same): NDCG@10 0.52 (first evaluation 0.35), hit@10 1.0.
     assert summary["best_valid_ndcg@10"] > 0.4  # chance: ~0.11
     assert best["hit@10"] > 0.8  # chance: 0.25
     assert summary["best_valid_ndcg@10"] > first["ndcg@10"] or first["ndcg@10"] > 0.4
@@ -155,6 +156,37 @@ class _Payload:
 
     def __setstate__(self, state):
         _Payload.loaded = True
+
+
+def test_epoch_line_gives_the_epochs_own_seconds_and_the_total_apart():
+    from genrec_core.recommender.trainer import epoch_line
+
+    line = epoch_line(2, 7, 447.2, 412.0, 1417.4, {"hit@1": 0.01, "ndcg@10": 0.05})
+    # 1417 s over 2 epochs: 708.7 s each, 5 to go at most = 3544 s
+    assert line == ("epoch 2/7: 447 s (train 412 s, valid 35 s); total 1417 s; at most 5 epochs left, ~3544 s at this pace: "
+                    "valid hit@1=0.0100, ndcg@10=0.0500")
+    assert epoch_line(3, 7, 400.0, 400.0, 1800.0, None) == "epoch 3/7: 400 s (train 400 s, no validation); total 1800 s; at most 4 epochs left, ~2400 s at this pace"
+    assert epoch_line(7, 7, 400.0, 380.0, 3000.0, {"ndcg@10": 0.05}) == "epoch 7/7: 400 s (train 380 s, valid 20 s); total 3000 s: valid ndcg@10=0.0500"
+    assert "; stopping early (recommender.patience):" in epoch_line(5, 20, 400.0, 380.0, 3000.0, {"ndcg@10": 0.05}, stopped_early=True)
+
+
+def test_without_a_terminal_training_logs_progress_and_one_line_per_epoch(tmp_path, caplog, monkeypatch):
+    """Output to a file (no progress bar): progress lines during an epoch (every step here, as if
+    each took a minute), and one line closing each epoch, with or without validation."""
+    from genrec_core.recommender import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PROGRESS_EVERY_S", 0.0)
+    trainer = make_trainer(tmp_path, small_params(epochs=3, eval_every=2))
+    with caplog.at_level(logging.INFO, logger=trainer_module.log.name):
+        trainer.fit()
+    lines = [r.getMessage() for r in caplog.records if r.name == trainer_module.log.name]
+    assert f"training epochs 1 to 3 at most: {len(trainer.sampler)} batches an epoch" in lines[0]
+    progress = [m for m in lines if "examples/s" in m and "s left in the epoch" in m]
+    assert len(progress) == trainer.state.step == 3 * len(trainer.sampler)
+    closing = [m for m in lines if " s (train " in m]
+    assert [m.split(":")[0] for m in closing] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "no validation" in closing[0] and "at most 2 epochs left" in closing[0]
+    assert ": valid hit@1=" in closing[1] and ": valid hit@1=" in closing[2] and "left" not in closing[2]
 
 
 def test_a_last_pt_holding_other_objects_is_refused_not_unpickled(tmp_path):

@@ -221,6 +221,22 @@ class ProgressLines:
                  self.epoch, self.epochs, self.done, self.batches, self.examples / elapsed, loss, (self.batches - self.done) * elapsed / self.timed)
 
 
+def epoch_line(epoch: int, epochs: int, seconds: float, train_seconds: float, total_seconds: float, metrics: dict[str, float] | None, stopped_early: bool = False) -> str:
+    """The log line that closes an epoch: the epoch's own seconds (training and, when it validated,
+    validation), the run's total apart from them (over resumed runs too: a bare cumulative figure
+    read like the epoch's own), the epochs still to come at most (early stopping may end sooner)
+    with their time at the run's mean pace, and the validation metrics when there are any."""
+    own = f"train {train_seconds:.0f} s, valid {seconds - train_seconds:.0f} s" if metrics is not None else f"train {train_seconds:.0f} s, no validation"
+    line = f"epoch {epoch}/{epochs}: {seconds:.0f} s ({own}); total {total_seconds:.0f} s"
+    if stopped_early:
+        line += "; stopping early (recommender.patience)"
+    elif left := epochs - epoch:
+        line += f"; at most {left} epoch{'s' if left > 1 else ''} left, ~{left * total_seconds / epoch:.0f} s at this pace"
+    if metrics:
+        line += ": valid " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    return line
+
+
 class Trainer:
     """The loop around a method: early stopping on validation ``select_metric``, resumable checkpoints.
 
@@ -558,6 +574,9 @@ class Trainer:
             return self.write_summary()
         self._open_live(resumed)
         self.method.on_fit_start(self)
+        if self.is_main:  # what the log lines to come count against
+            log.info("training epochs %d to %d at most: %d batches an epoch (%d examples), validation every %d epoch(s)", self.state.epoch + 1,
+                     self.params.epochs, len(self.sampler), len(self.train_examples), self.params.eval_every)
         try:
             with self._signals():
                 self._loop()
@@ -603,6 +622,7 @@ class Trainer:
             self.sampler.set_epoch(s.epoch)
             self.method.on_epoch_end(self, epoch)
             train_seconds = time.perf_counter() - t0
+            metrics = None
             if s.epoch % p.eval_every == 0 or s.epoch == p.epochs:
                 metrics = distributed.broadcast_object(self.evaluate() if self.is_main else None)  # rank 0 validates
                 # wall-clock of the run so far (training and validation, over resumed runs too):
@@ -618,14 +638,14 @@ class Trainer:
                     self.save_best(metrics)
                 else:
                     s.bad_evals += 1
-                log.info("epoch %d/%d: train %.0f s, valid %.0f s (%.0f s so far): valid %s", s.epoch, p.epochs, train_seconds, elapsed - s.seconds - train_seconds,
-                         elapsed, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 self.write_curve()  # the learning curve so far, readable while training runs
                 if s.bad_evals >= p.patience:
                     s.stopped_early = True
             seconds = time.perf_counter() - t0
             s.seconds += seconds
             self._log({"epoch": s.epoch, "epoch_seconds": seconds})
+            if self.is_main:
+                log.info("%s", epoch_line(s.epoch, p.epochs, seconds, train_seconds, s.seconds, metrics, s.stopped_early))
             if self.live is not None:
                 self.live.summary[f"best/valid_{self.params.select_metric}"] = s.best_score
                 self.live.summary["best/epoch"] = s.best_epoch
