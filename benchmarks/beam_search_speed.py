@@ -39,7 +39,17 @@ from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, SemanticIdVocab
 
 
-def make_setting(id_length: int, encoder_input: str, n_items: int, n_users: int, history: int, seed: int, codebook: int = 256, model_kind: str = "t5", base: RecommenderParams | None = None):
+def make_setting(
+    id_length: int,
+    encoder_input: str,
+    n_items: int,
+    n_users: int,
+    history: int,
+    seed: int,
+    codebook: int = 256,
+    model_kind: str = "t5",
+    base: RecommenderParams | None = None,
+):
     rng = np.random.default_rng(seed)
     level_sizes = (codebook, codebook, codebook, 8)[:id_length] if id_length <= 4 else (codebook,) * id_length
     vocab = SemanticIdVocab(level_sizes)
@@ -119,7 +129,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1349)
     ap.add_argument("--codebook-size", type=int, default=256, help="codes per level (L = 4: the 4th, collision level, has 8)")
     ap.add_argument("--models", nargs="+", default=["t5"], choices=[*model_names("generative"), *MODEL_ALIASES])
-    ap.add_argument("--params", default=None, help="build the models from this params.yaml's recommender section (default: the SPEC's T5, the dataclass defaults)")
+    ap.add_argument(
+        "--params", default=None, help="build the models from this params.yaml's recommender section (default: the SPEC's T5, the dataclass defaults)"
+    )
     ap.add_argument("--no-generate", action="store_true", help="skip HF generate() (it is compared for the T5 only)")
     ap.add_argument("--users", type=int, default=256, help="one batch of this many users")
     ap.add_argument("--history", type=int, default=20)
@@ -134,8 +146,10 @@ def main() -> None:
 
     base = load_params(args.params).recommender if args.params else None
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.items} items, {args.codebook_size} codes per level, {args.users} users/batch, {args.history}-item histories; "
-          f"models: {'the recommender section of ' + args.params if args.params else 'the SPEC T5 (dataclass defaults)'}; uptime: {load}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.items} items, {args.codebook_size} codes per level, {args.users} users/batch, {args.history}-item histories; "
+        f"models: {'the recommender section of ' + args.params if args.params else 'the SPEC T5 (dataclass defaults)'}; uptime: {load}"
+    )
     header = f"{'device':6} {'model':12} {'input':6} {'L':>2} {'beam':>4} | {'ours users/s':>12} {'generate users/s':>16} {'speed-up':>8} | {'same top-1':>10} {'same top-K':>10} {'max |d score|':>13}"
     print(header)
     print("-" * len(header))
@@ -143,7 +157,9 @@ def main() -> None:
         for model_kind in args.models:
             for encoder_input in args.encoder_input:
                 for id_length in args.id_length:
-                    vocab, items, model, input_ids, mask = make_setting(id_length, encoder_input, args.items, args.users, args.history, 0, args.codebook_size, model_kind, base)
+                    vocab, items, model, input_ids, mask = make_setting(
+                        id_length, encoder_input, args.items, args.users, args.history, 0, args.codebook_size, model_kind, base
+                    )
                     model.to(device)
                     input_ids, mask = input_ids.to(device), mask.to(device)
                     trie = ItemTrie.build(items, vocab.size).to(device)
@@ -154,7 +170,10 @@ def main() -> None:
                         ours = lambda: constrained_beam_search(model, input_ids, mask, trie, beam)  # noqa: E731
                         t_ours = timed(ours, args.repeats)
                         if not compare:
-                            print(f"{device:6} {model_kind:12} {encoder_input:6} {id_length:>2} {beam:>4} | {args.users / t_ours:>12.0f} {'-':>16} {'-':>8} | {'-':>10} {'-':>10} {'-':>13}", flush=True)
+                            print(
+                                f"{device:6} {model_kind:12} {encoder_input:6} {id_length:>2} {beam:>4} | {args.users / t_ours:>12.0f} {'-':>16} {'-':>8} | {'-':>10} {'-':>10} {'-':>13}",
+                                flush=True,
+                            )
                             continue
                         theirs = lambda: hf_generate(model, input_ids, mask, trie, fn, beam)  # noqa: E731
                         t_hf = timed(theirs, args.repeats)

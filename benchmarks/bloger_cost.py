@@ -61,13 +61,19 @@ def child(args: argparse.Namespace) -> None:
             steps.append(total - sum(inside))
             tokenizer_steps.extend(inside)
         if len(steps) >= args.steps:
-            print("RESULT " + json.dumps({
-                "step_s": statistics.median(steps),
-                "tokenizer_step_s": statistics.median(tokenizer_steps) if tokenizer_steps else None,
-                "tokenizer_steps": len(tokenizer_steps),
-                "steps_per_epoch": len(self.sampler),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }), flush=True)
+            print(
+                "RESULT "
+                + json.dumps(
+                    {
+                        "step_s": statistics.median(steps),
+                        "tokenizer_step_s": statistics.median(tokenizer_steps) if tokenizer_steps else None,
+                        "tokenizer_steps": len(tokenizer_steps),
+                        "steps_per_epoch": len(self.sampler),
+                        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    }
+                ),
+                flush=True,
+            )
             os._exit(0)
         return out
 
@@ -103,7 +109,7 @@ def measure(mode: str | None, args: argparse.Namespace) -> dict:
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if not lines:
             raise SystemExit(f"child failed ({' '.join(command)}):\n{out.stderr[-3000:]}")
-        return json.loads(lines[-1][len("RESULT "):])
+        return json.loads(lines[-1][len("RESULT ") :])
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -125,8 +131,10 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, mode in METHODS.items():
             results[name].append(measure(mode, args))
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch 1 thread per child; "
-          f"{args.steps} timed steps after {args.warmup}, {args.repeats} alternating measurements per method (medians)")
+    print(
+        f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch 1 thread per child; "
+        f"{args.steps} timed steps after {args.warmup}, {args.repeats} alternating measurements per method (medians)"
+    )
     print("| method | s / step | s / tokenizer step | est. s / epoch (M'=%d) | ratio to tiger | peak RSS MB |" % args.updates_per_epoch)
     print("|---|---:|---:|---:|---:|---:|")
     base = None

@@ -95,8 +95,10 @@ def _mixed_rows(root: Path, rec, cold: list[int], ks: list[int], epsilons: list[
     warm_prefixes = {prefix[i] for i in prefix if i not in cold_set}
     reachable = sum(prefix[int(t)] in {prefix[int(i)] for i in b if i >= 0} for b, t in zip(beams[is_cold], targets[is_cold]))
     shared = sum(prefix[i] in warm_prefixes for i in cold)
-    why = (f"{reachable} of {int(is_cold.sum())} cold targets share their first {tokens.shape[1] - 1} tokens with an item of the beam list; "
-           f"{shared} of {len(cold)} held-out items share them with a trained item")
+    why = (
+        f"{reachable} of {int(is_cold.sum())} cold targets share their first {tokens.shape[1] - 1} tokens with an item of the beam list; "
+        f"{shared} of {len(cold)} held-out items share them with a trained item"
+    )
     out = []
     for eps in epsilons:
         cold_m: dict = {}
@@ -127,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports/cold_start.md"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--note", default="", help="a reading of the table, printed under it")
-    ap.add_argument("--epsilon", type=float, nargs="*", default=[0.1, 0.2, 0.3], help="TIGER cold-start retrieval: max share of cold items in the top K (rows per value; none: off)")
+    ap.add_argument(
+        "--epsilon",
+        type=float,
+        nargs="*",
+        default=[0.1, 0.2, 0.3],
+        help="TIGER cold-start retrieval: max share of cold items in the top K (rows per value; none: off)",
+    )
     args = ap.parse_args(argv)
 
     from genrec_core.artifacts import load_item_vectors

@@ -67,7 +67,12 @@ def curve_stats(curve: list[dict[str, float]], train_examples: int, fraction: fl
     plateau = max(r[metric] for r in curve)
     first = next(r for r in curve if r[metric] >= fraction * plateau)
     train_s = sum(r.get("train_seconds", 0.0) for r in curve)
-    return {"plateau": plateau, "epoch_95": int(first["epoch"]), "seconds_95": float(first["seconds"]), "samples_per_s": samples_per_second(train_examples, len(curve), train_s)}
+    return {
+        "plateau": plateau,
+        "epoch_95": int(first["epoch"]),
+        "seconds_95": float(first["seconds"]),
+        "samples_per_s": samples_per_second(train_examples, len(curve), train_s),
+    }
 
 
 def record_of(result) -> dict[str, Any]:
@@ -125,9 +130,20 @@ def row_of(rec: dict[str, Any]) -> dict[str, Any]:
     s = rec["summary"]
     stats = curve_stats(rec["curve"], int(s.get("train_examples") or 0))
     test = rec.get("test") or {}
-    return {"run": rec["run"], "overrides": ",".join(rec["overrides"]), **stats, "best_epoch": s.get("best_epoch"), "seconds": s.get("seconds"),
-            "test_hit@10": test.get("hit@10"), "test_ndcg@10": test.get("ndcg@10"), "curve": rec["curve"],
-            "epochs": s.get("epochs"), "stopped_early": s.get("stopped_early"), "threads": rec.get("threads"), "started": rec.get("started", "")[:16].replace("T", " ")}
+    return {
+        "run": rec["run"],
+        "overrides": ",".join(rec["overrides"]),
+        **stats,
+        "best_epoch": s.get("best_epoch"),
+        "seconds": s.get("seconds"),
+        "test_hit@10": test.get("hit@10"),
+        "test_ndcg@10": test.get("ndcg@10"),
+        "curve": rec["curve"],
+        "epochs": s.get("epochs"),
+        "stopped_early": s.get("stopped_early"),
+        "threads": rec.get("threads"),
+        "started": rec.get("started", "")[:16].replace("T", " "),
+    }
 
 
 def _f(v: Any, fmt: str) -> str:
@@ -143,9 +159,14 @@ def markdown(rows: list[dict[str, Any]], commands: list[str], machine: str, fail
         "",
         machine,
         "",
-        (f"Each run trained here: `genrec train` on ml-100k data of the project root, params.yaml plus the run's overrides, "
-        f"`recommender.epochs={args.epochs} recommender.patience={args.patience} recommender.eval_every=1`"
-        + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "") + ". " if args.runs else "")
+        (
+            f"Each run trained here: `genrec train` on ml-100k data of the project root, params.yaml plus the run's overrides, "
+            f"`recommender.epochs={args.epochs} recommender.patience={args.patience} recommender.eval_every=1`"
+            + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "")
+            + ". "
+            if args.runs
+            else ""
+        )
         + ("Runs included from elsewhere (`--include`): read from their workspaces, overrides as listed. " if args.include else "")
         + "Plateau: best validation NDCG@10; 95%: the first evaluation reaching 95% of it; seconds: cumulative "
         "training + validation wall-clock; samples/s: training examples per second of training alone.",
@@ -164,8 +185,13 @@ def markdown(rows: list[dict[str, Any]], commands: list[str], machine: str, fail
         )
     longest = max((len(r["curve"]) for r in rows), default=0)
     if longest:
-        lines += ["", "Validation NDCG@10 by epoch (the learning curves of the table; `.` = not evaluated, the run had stopped):", "",
-                  "| run | " + " | ".join(str(e) for e in range(1, longest + 1)) + " |", "|---|" + "---:|" * longest]
+        lines += [
+            "",
+            "Validation NDCG@10 by epoch (the learning curves of the table; `.` = not evaluated, the run had stopped):",
+            "",
+            "| run | " + " | ".join(str(e) for e in range(1, longest + 1)) + " |",
+            "|---|" + "---:|" * longest,
+        ]
         for r in rows:
             by_epoch = {int(c["epoch"]): c.get(METRIC) for c in r["curve"]}
             lines.append(f"| {r['run']} | " + " | ".join(_f(by_epoch.get(e), ".4f") if e in by_epoch else "." for e in range(1, longest + 1)) + " |")
@@ -224,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--append", action="store_true", help="keep the runs already in <out>.json that are not rerun now")
     ap.add_argument("--force", action="store_true", help="retrain even when a finished workspace matches")
     ap.add_argument("--note", action="append", default=[], help="a paragraph for the report (repeatable), e.g. how included runs were made")
-    ap.add_argument("--include", nargs="+", default=[], metavar="NAME=DIR", help="also table runs finished elsewhere (e.g. converged.py workspaces); nothing is retrained")
+    ap.add_argument(
+        "--include", nargs="+", default=[], metavar="NAME=DIR", help="also table runs finished elsewhere (e.g. converged.py workspaces); nothing is retrained"
+    )
     args = ap.parse_args(argv)
 
     command = command_line()

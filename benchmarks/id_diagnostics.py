@@ -37,7 +37,6 @@ from genrec_core.analysis.id_analysis import codebook_usage, transition_informat
 from genrec_core.recommender.model_spec import FamilyNames  # noqa: E402
 from genrec_core.tokenizers.id_table import read_id_table_with_items  # noqa: E402
 
-
 ITEM_ID_MODELS = FamilyNames("item_id")  # their row's "IDs" are the items themselves (one level)
 
 

@@ -161,7 +161,13 @@ def step_baseline(args, work: Path) -> dict:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    for module in ("genrec_core.cli", "genrec_core.embed.encoders", "genrec_core.tokenizers.training", "genrec_core.recommender.decoder_only", "genrec_core.recommender.beam_search"):
+    for module in (
+        "genrec_core.cli",
+        "genrec_core.embed.encoders",
+        "genrec_core.tokenizers.training",
+        "genrec_core.recommender.decoder_only",
+        "genrec_core.recommender.beam_search",
+    ):
         importlib.import_module(module)
     return {"items": 0, "note": "imports only (torch, transformers, sentence-transformers, the pipeline's modules): every step's floor"}
 
@@ -266,7 +272,7 @@ def step_emit(args, work: Path, kind: str) -> dict:
     run_stage("emit_ids", args, root, f"ids.collision={args.collision}")
     seconds = time.perf_counter() - t0
     report = json.loads((root / "reports" / "ids" / "emit.json").read_text())
-    (name, st), = report["per_tokenizer"].items()
+    ((name, st),) = report["per_tokenizer"].items()
     note = f"{report['collision']}: {st['colliding_groups']:,} colliding groups (largest {st['max_group_size']}), {st['items_moved']:,} items moved, ID length {st['id_length']}"
     return {"items": report["n_items"], "seconds": seconds, "note": note}
 
@@ -291,10 +297,21 @@ def step_trie(args, work: Path) -> dict:
     t0 = time.perf_counter()
     trie = ItemTrie.build(tokens, vocab.size)
     seconds = time.perf_counter() - t0
-    mib = sum(getattr(trie, k).numel() * getattr(trie, k).element_size() for k in ("level_start", "node_token", "child_start", "child_count", "edge_keys", "leaf_item")) / 2**20
+    mib = (
+        sum(
+            getattr(trie, k).numel() * getattr(trie, k).element_size()
+            for k in ("level_start", "node_token", "child_start", "child_count", "edge_keys", "leaf_item")
+        )
+        / 2**20
+    )
     check = min(trie.num_items, 1000)
     assert bool(trie.lookup(tokens[:check]).eq(__import__("torch").arange(check)).all()), "trie lookup does not give back the items"
-    return {"items": trie.num_items, "seconds": seconds, "rate": trie.num_items / seconds, "note": f"{trie.num_nodes:,} nodes, {mib:.0f} MiB of trie tensors; widest node per level {trie.max_children}"}
+    return {
+        "items": trie.num_items,
+        "seconds": seconds,
+        "rate": trie.num_items / seconds,
+        "note": f"{trie.num_nodes:,} nodes, {mib:.0f} MiB of trie tensors; widest node per level {trie.max_children}",
+    }
 
 
 def step_beam(args, work: Path) -> dict:
@@ -390,7 +407,7 @@ def child(name: str, argv: list[str], limit_gib: float) -> dict:
     result = None
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
     if result is None:
         why = f"killed at {killed['rss']:.1f} GiB RSS (limit {limit_gib})" if killed["rss"] else f"exit code {proc.returncode}"
         return {"step": name, "failed": why, "wall": wall}
@@ -455,7 +472,19 @@ def main() -> None:
         print("RESULT " + json.dumps(run_step(args.step, args)), flush=True)
         return
 
-    steps = args.steps or ["baseline", "texts", *[f"embed-{n}" for n in args.embed_items], "vectors", "log", "rqvae", "rqkmeans", "emit-rqvae", "emit-rqkmeans", "trie", "beam"]
+    steps = args.steps or [
+        "baseline",
+        "texts",
+        *[f"embed-{n}" for n in args.embed_items],
+        "vectors",
+        "log",
+        "rqvae",
+        "rqkmeans",
+        "emit-rqvae",
+        "emit-rqkmeans",
+        "trie",
+        "beam",
+    ]
     argv = [a for a in sys.argv[1:]]
     rows = []
     t_all = time.perf_counter()

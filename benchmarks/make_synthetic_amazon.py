@@ -126,7 +126,10 @@ def make_synthetic_amazon(
 
     item_ids = _ids("B0", np.arange(n_items), 8, rng)
     user_ids = _ids("AE", np.arange(n_users), 26, rng)
-    pools = {name: _pool(rng, mean, sigma) for name, mean, sigma in [('title', 24, 0.6), ('text', 220, 1.0), ('mtitle', 80, 0.5), ('feature', 60, 0.5), ('desc', 300, 0.8)]}
+    pools = {
+        name: _pool(rng, mean, sigma)
+        for name, mean, sigma in [("title", 24, 0.6), ("text", 220, 1.0), ("mtitle", 80, 0.5), ("feature", 60, 0.5), ("desc", 300, 0.8)]
+    }
 
     reviews = out / f"{category}.jsonl"
     with open(reviews, "wb") as fh:
@@ -136,13 +139,23 @@ def make_synthetic_amazon(
             parent = item_ids.gather(item_of_row[lo:hi])
             has_image = rng.random(m) < 0.05
             url = "https://m.media-amazon.com/images/I/71synthetic._SL256_.jpg"
-            chunk = pl.DataFrame({"i": np.arange(m)}).select(
+            chunk = pl.DataFrame(
+                {"i": np.arange(m)}
+            ).select(
                 rating=pl.Series(rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], m, p=[0.07, 0.05, 0.08, 0.15, 0.65])),
-                title=_draw(pools['title'], rng, m),
-                text=_draw(pools['text'], rng, m),
+                title=_draw(pools["title"], rng, m),
+                text=_draw(pools["text"], rng, m),
                 images=pl.when(pl.Series(has_image))
-                .then(pl.concat_list(pl.struct(small_image_url=pl.lit(url), medium_image_url=pl.lit(url), large_image_url=pl.lit(url), attachment_type=pl.lit("IMAGE"))))
-                .otherwise(pl.concat_list(pl.struct(small_image_url=pl.lit(url), medium_image_url=pl.lit(url), large_image_url=pl.lit(url), attachment_type=pl.lit("IMAGE"))).list.head(0)),
+                .then(
+                    pl.concat_list(
+                        pl.struct(small_image_url=pl.lit(url), medium_image_url=pl.lit(url), large_image_url=pl.lit(url), attachment_type=pl.lit("IMAGE"))
+                    )
+                )
+                .otherwise(
+                    pl.concat_list(
+                        pl.struct(small_image_url=pl.lit(url), medium_image_url=pl.lit(url), large_image_url=pl.lit(url), attachment_type=pl.lit("IMAGE"))
+                    ).list.head(0)
+                ),
                 asin=parent,  # variants share the parent in most rows of the real data too
                 parent_asin=parent,
                 user_id=user_ids.gather(user_of_row[lo:hi]),
@@ -162,14 +175,16 @@ def make_synthetic_amazon(
             n_desc = rng.integers(0, 3, m)
             chunk = pl.DataFrame({"i": np.arange(m)}).select(
                 main_category=pl.lit("Musical Instruments"),
-                title=_draw(pools['mtitle'], rng, m),
+                title=_draw(pools["mtitle"], rng, m),
                 average_rating=pl.Series(np.round(rng.uniform(1, 5, m), 1)),
                 rating_number=pl.Series(rng.integers(1, 5000, m)),
-                features=pl.concat_list([pl.lit(_draw(pools['feature'], rng, m)) for _ in range(5)]).list.head(pl.lit(pl.Series(n_feat))),
-                description=pl.concat_list([pl.lit(_draw(pools['desc'], rng, m)) for _ in range(2)]).list.head(pl.lit(pl.Series(n_desc))),
+                features=pl.concat_list([pl.lit(_draw(pools["feature"], rng, m)) for _ in range(5)]).list.head(pl.lit(pl.Series(n_feat))),
+                description=pl.concat_list([pl.lit(_draw(pools["desc"], rng, m)) for _ in range(2)]).list.head(pl.lit(pl.Series(n_desc))),
                 # The real file mixes numbers and nulls here; readers must not care.
                 price=pl.when(pl.Series(rng.random(m) < 0.3)).then(None).otherwise(pl.Series(np.round(rng.uniform(2, 500, m), 2))),
-                images=pl.concat_list(pl.struct(thumb=pl.lit("https://x/t.jpg"), large=pl.lit("https://x/l.jpg"), variant=pl.lit("MAIN"), hi_res=pl.lit(None, pl.String))),
+                images=pl.concat_list(
+                    pl.struct(thumb=pl.lit("https://x/t.jpg"), large=pl.lit("https://x/l.jpg"), variant=pl.lit("MAIN"), hi_res=pl.lit(None, pl.String))
+                ),
                 videos=pl.concat_list(pl.struct(title=pl.lit(""), url=pl.lit(""), user_id=pl.lit(""))).list.head(0),
                 store=pl.concat_str(pl.lit("Brand"), pl.Series(rng.integers(0, 2000, m)).cast(pl.String)),
                 categories=tree.gather(rng.integers(0, len(_CATEGORY_TREE), m)),

@@ -75,8 +75,18 @@ def worker(args) -> None:
             trainer.train_step(trainer.method.collate(trainer, examples, index, None))
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
-        print(json.dumps({"median": float(np.median(times)), "mean": float(np.mean(times)), "start": start, "end": time.time(),
-                          "threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}))
+        print(
+            json.dumps(
+                {
+                    "median": float(np.median(times)),
+                    "mean": float(np.mean(times)),
+                    "start": start,
+                    "end": time.time(),
+                    "threads": torch.get_num_threads(),
+                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                }
+            )
+        )
 
 
 def child_env(threads: int) -> dict[str, str]:
@@ -88,7 +98,21 @@ def child_env(threads: int) -> dict[str, str]:
 
 
 def base_cmd(args) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup), "--items", str(args.items), "--codebook", str(args.codebook), "--params", args.params]
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--items",
+        str(args.items),
+        "--codebook",
+        str(args.codebook),
+        "--params",
+        args.params,
+    ]
 
 
 def load() -> str:
@@ -184,15 +208,25 @@ def main() -> None:
     for r in rows:
         groups.setdefault(key(r), []).append(r)
     base = statistics.median(r["median"] for r in groups[(2, False, False)])
-    lines = ["| threads | beside a 1-thread job | OpenMP wait | s/step (median) | runs | slowdown | competitor steps/s (alone: %.2f) | load before |" % comp_alone,
-             "|---:|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| threads | beside a 1-thread job | OpenMP wait | s/step (median) | runs | slowdown | competitor steps/s (alone: %.2f) | load before |" % comp_alone,
+        "|---:|---|---|---:|---:|---:|---:|---|",
+    ]
     for k, rs in groups.items():
         threads, fix, busy = k
         s = statistics.median(r["median"] for r in rs)
-        policy = f"PASSIVE (fix: `genrec_core.cli`)" if fix else "default (unset)"
-        comp = f"{statistics.mean(r['competitor_steps_per_s'] for r in rs):.2f} ({statistics.mean(r['competitor_steps_per_s'] for r in rs) / comp_alone:.0%})" if busy else "-"
+        policy = "PASSIVE (fix: `genrec_core.cli`)" if fix else "default (unset)"
+        comp = (
+            f"{statistics.mean(r['competitor_steps_per_s'] for r in rs):.2f} ({statistics.mean(r['competitor_steps_per_s'] for r in rs) / comp_alone:.0%})"
+            if busy
+            else "-"
+        )
         per_run = ", ".join(f"{r['median']:.3f}" for r in rs)
-        lines.append(f"| {threads} | {'yes' if busy else 'no'} | {policy} | {s:.3f}" + (f" ({per_run})" if len(rs) > 1 else "") + f" | {len(rs)} | {s / base:.2f}x | {comp} | {' / '.join(r['load_before'] for r in rs)} |")
+        lines.append(
+            f"| {threads} | {'yes' if busy else 'no'} | {policy} | {s:.3f}"
+            + (f" ({per_run})" if len(rs) > 1 else "")
+            + f" | {len(rs)} | {s / base:.2f}x | {comp} | {' / '.join(r['load_before'] for r in rs)} |"
+        )
     table = "\n".join(lines)
     total = time.perf_counter() - t_all
     print(table)

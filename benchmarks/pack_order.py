@@ -71,7 +71,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {}
         for order in ORDERS:
-            trainers[order] = model_trainer("decoder_only", dataclasses.replace(base, pack_order=order), vocab, tokens, examples, f"{tmp}/{order}", base.batch_size)
+            trainers[order] = model_trainer(
+                "decoder_only", dataclasses.replace(base, pack_order=order), vocab, tokens, examples, f"{tmp}/{order}", base.batch_size
+            )
             s = trainers[order].sampler
             epoch = s.batches(0)
             padding[order], n_batches[order] = s.padding_share(epoch), len(epoch)
@@ -100,7 +102,9 @@ def main() -> None:
     ]
     for order in ORDERS:
         epoch_s = np.mean(rows[order]) * n_batches[order]
-        lines.append(f"| {order} | {n_batches[order]} | {100 * padding[order]:.0f}% | {np.mean(rows[order]):.3f} | {epoch_s:.0f} | {base_epoch / epoch_s:.2f}x |")
+        lines.append(
+            f"| {order} | {n_batches[order]} | {100 * padding[order]:.0f}% | {np.mean(rows[order]):.3f} | {epoch_s:.0f} | {base_epoch / epoch_s:.2f}x |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

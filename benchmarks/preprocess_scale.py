@@ -77,19 +77,41 @@ def measure(interactions: int, workdir: Path, max_rss_gib: float | None = None) 
     review_gb = (raw_dir / f"{CATEGORY}.jsonl").stat().st_size / 1e9
     (root / "params.yaml").write_text("seed: 0\n")
     cmd = [
-        sys.executable, "-m", "genrec_core.cli", "preprocess", "--params", str(root / "params.yaml"), "--root", str(root),
-        "-S", "data.dataset=amazon2023", "-S", f"data.raw_dir={raw_dir}", "-S", f"data.category={CATEGORY}",
+        sys.executable,
+        "-m",
+        "genrec_core.cli",
+        "preprocess",
+        "--params",
+        str(root / "params.yaml"),
+        "--root",
+        str(root),
+        "-S",
+        "data.dataset=amazon2023",
+        "-S",
+        f"data.raw_dir={raw_dir}",
+        "-S",
+        f"data.category={CATEGORY}",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
     seconds, peak_gib, stopped = run_child(cmd, max_rss_gib, env)
     row = {
-        "interactions": interactions, "files_gb": size_gb, "reviews_gb": review_gb, "generation_s": gen_s,
-        "preprocess_s": seconds, "peak_rss_gib": peak_gib, "stopped": stopped,
+        "interactions": interactions,
+        "files_gb": size_gb,
+        "reviews_gb": review_gb,
+        "generation_s": gen_s,
+        "preprocess_s": seconds,
+        "peak_rss_gib": peak_gib,
+        "stopped": stopped,
     }
     if not stopped:
         stats = json.loads((root / "reports" / "data_stats.json").read_text())
-        row.update(after_interactions=stats["interactions"], users=stats["users"], items=stats["items"],
-                   rounds=stats["k_core_rounds"], train_examples=stats["examples"]["train"])
+        row.update(
+            after_interactions=stats["interactions"],
+            users=stats["users"],
+            items=stats["items"],
+            rounds=stats["k_core_rounds"],
+            train_examples=stats["examples"]["train"],
+        )
     shutil.rmtree(raw_dir, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
     return row

@@ -52,8 +52,12 @@ UPSTREAM = ("preprocess", "embed", "train-tokenizer", "emit-ids")
 UPSTREAM_SECTION = {"data": "preprocess", "embed": "embed", "tokenizer": "train-tokenizer", "ids": "emit-ids"}
 UPSTREAM_OUTPUT = {"preprocess": "processed", "embed": "embeddings", "train-tokenizer": "tokenizer", "emit-ids": "ids"}
 #: What an upstream stage run in a workspace leaves when it finished (its ``done_files``).
-UPSTREAM_DONE = {"preprocess": "data/processed/test.parquet", "embed": "data/embeddings/item_vectors.parquet", "train-tokenizer": "data/tokenizer",
-                 "emit-ids": "data/ids/item_ids.parquet"}
+UPSTREAM_DONE = {
+    "preprocess": "data/processed/test.parquet",
+    "embed": "data/embeddings/item_vectors.parquet",
+    "train-tokenizer": "data/tokenizer",
+    "emit-ids": "data/ids/item_ids.parquet",
+}
 LOG_TAIL_LINES = 30
 _print_lock = threading.Lock()
 
@@ -256,7 +260,12 @@ def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any
         return False
     if record.get("resolved_params") != key.get("resolved_params") and (root / "params.yaml").exists():
         try:
-            record = {**record, "resolved_params": params_digest(root / "params.yaml", absolute_overrides(record.get("overrides", [])), digest_sections(record.get("stages", [])))}
+            record = {
+                **record,
+                "resolved_params": params_digest(
+                    root / "params.yaml", absolute_overrides(record.get("overrides", [])), digest_sections(record.get("stages", []))
+                ),
+            }
         except Exception:  # a copy today's code rejects cannot match
             return False
     recorded_inputs = record.get("inputs") or {}
@@ -322,7 +331,9 @@ def prepare_workspace(root: Path, spec: RunSpec, params_file: Path, force: bool,
                 link.unlink()
             continue
         if not target.exists():
-            raise FileNotFoundError(f"{target} missing: " + (f"run `dvc repro` in {PROJECT_ROOT} first" if upstream_root is None else "build that upstream root first"))
+            raise FileNotFoundError(
+                f"{target} missing: " + (f"run `dvc repro` in {PROJECT_ROOT} first" if upstream_root is None else "build that upstream root first")
+            )
         if not link.is_symlink():
             shutil.rmtree(link, ignore_errors=True)
             link.symlink_to(target, target_is_directory=True)
@@ -344,7 +355,9 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], out) -> tuple[i
     return proc.returncode, round(usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, force: bool = False, command: str = "", upstream_root: Path | None = None) -> RunResult:
+def run_one(
+    spec: RunSpec, work_dir: Path, params_file: Path, threads: int, force: bool = False, command: str = "", upstream_root: Path | None = None
+) -> RunResult:
     """Prepare the workspace of one run, run its stages (unless reusable) and read its outputs."""
     root = (work_dir / spec.name).resolve()
     key = reuse_key(spec, params_file, upstream_root)
@@ -353,8 +366,16 @@ def run_one(spec: RunSpec, work_dir: Path, params_file: Path, threads: int, forc
         say(f"[{spec.name}] reused {root} (same resolved params and inputs, outputs present; --force retrains)")
     else:
         prepare_workspace(root, spec, params_file, force, upstream_root)
-        record = {**key, "overrides": list(spec.overrides), "name": spec.name, "threads": threads, "command": command, "upstream": workspace_upstream(spec),
-                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node()}
+        record = {
+            **key,
+            "overrides": list(spec.overrides),
+            "name": spec.name,
+            "threads": threads,
+            "command": command,
+            "upstream": workspace_upstream(spec),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(),
+        }
         (root / "overrides.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         env, log = stage_env(threads), root / "run.log"
         t0 = time.perf_counter()
@@ -398,8 +419,16 @@ def load_result(spec: RunSpec, root: Path) -> RunResult:
     return res
 
 
-def run_all(specs: list[RunSpec], work_dir: Path, params_file: Path | None = None, jobs: int = 1, threads: int = 1, force: bool = False, command: str = "",
-            upstream_root: Path | None = None) -> list[RunResult]:
+def run_all(
+    specs: list[RunSpec],
+    work_dir: Path,
+    params_file: Path | None = None,
+    jobs: int = 1,
+    threads: int = 1,
+    force: bool = False,
+    command: str = "",
+    upstream_root: Path | None = None,
+) -> list[RunResult]:
     """Every run (``jobs`` at a time), results in ``specs`` order; failures are returned, not raised.
     ``upstream_root``: the root whose data/{processed,embeddings,tokenizer,ids} the workspaces link to
     (default the project root)."""

@@ -80,7 +80,9 @@ def build_workspace(root: Path) -> Path:
     raw.mkdir(parents=True)
     inter = ["user_id:token\titem_id:token\ttimestamp:float"] + [f"u{u}\ti{(u * 5 + t * 7) % 96}\t{u * 100 + t}" for u in range(120) for t in range(9)]
     (raw / "tiny.inter").write_text("\n".join(inter) + "\n", encoding="utf-8")
-    items = ["item_id:token\ttitle:token_seq\tgenre:token"] + [f"i{i}\tThe {WORDS[i % 12]} of {WORDS[(i * 5 + 3) % 12]} {i}\t{GENRES[i % 6]}" for i in range(96)]
+    items = ["item_id:token\ttitle:token_seq\tgenre:token"] + [
+        f"i{i}\tThe {WORDS[i % 12]} of {WORDS[(i * 5 + 3) % 12]} {i}\t{GENRES[i % 6]}" for i in range(96)
+    ]
     (raw / "tiny.item").write_text("\n".join(items) + "\n", encoding="utf-8")
     ws = root / "workspace"
     ws.mkdir()
@@ -133,7 +135,9 @@ def free_port() -> int:
 
 def start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen(_genrec("serve", str(bundle), "--port", str(port), "--allow-writes"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _genrec("serve", str(bundle), "--port", str(port), "--allow-writes"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(proc, url, 300.0)
     return proc, url
@@ -193,7 +197,9 @@ async def run_level(url: str, clients: int, histories: list[list[str]], requests
         async def killer() -> None:
             while sent < requests and time.perf_counter() < stop_at:
                 body = json.dumps({"history": histories[rng.randrange(len(histories))], "k": 10})
-                proc = await asyncio.create_subprocess_exec(sys.executable, "-c", KILLED_CLIENT, str(port), body, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", KILLED_CLIENT, str(port), body, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                )
                 await asyncio.sleep(rng.uniform(0.0, 0.3))  # while it starts, sends, or waits for its answer
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGKILL)
@@ -359,16 +365,26 @@ def report(args, load: list[dict], load_check: dict, adds: dict, exports: dict, 
     for r in load:
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
-    rows = ["| Clients | Run | /recommend completed | Seconds | p50 ms | p99 ms | serve.md p50 / p99 ms | Answers by status | Dropped (client gone; running total since the server started) |", "|---:|---|---:|---:|---:|---:|---|---|---:|"]
+    rows = [
+        "| Clients | Run | /recommend completed | Seconds | p50 ms | p99 ms | serve.md p50 / p99 ms | Answers by status | Dropped (client gone; running total since the server started) |",
+        "|---:|---|---:|---:|---:|---:|---|---|---:|",
+    ]
     for r in load:
         ref = reference.get(r["clients"])
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
-        rows.append(f"| {r['clients']} | {'faults' if r['faults'] else 'plain'} | {r['completed']} | {r['seconds']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {ref[0] + ' / ' + ref[1] if ref else 'n/a'} | {answers} | {r['dropped']} |")
+        rows.append(
+            f"| {r['clients']} | {'faults' if r['faults'] else 'plain'} | {r['completed']} | {r['seconds']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {ref[0] + ' / ' + ref[1] if ref else 'n/a'} | {answers} | {r['dropped']} |"
+        )
     five = sum(v for k, v in statuses.items() if k.split()[-1].startswith("5") and not k.endswith("503"))
-    kill_rows = ["| Writer killed | Kills tried | Killed / finished first | Bundle afterwards: old | new | broken or mixed | Leftover temp folders | One unkilled run |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    kill_rows = [
+        "| Writer killed | Kills tried | Killed / finished first | Bundle afterwards: old | new | broken or mixed | Leftover temp folders | One unkilled run |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for name, r in (("genrec add-items", adds), ("genrec export --force", exports)):
         runs = ", ".join(f"{k} {v}" for k, v in sorted(r["runs"].items()))
-        kill_rows.append(f"| `{name}` | {sum(r['runs'].values())} | {runs} | {r['outcome']['old']} | {r['outcome']['new']} | {r['outcome']['bad']} | {r['leftovers']} | {r['duration']:.1f} s |")
+        kill_rows.append(
+            f"| `{name}` | {sum(r['runs'].values())} | {runs} | {r['outcome']['old']} | {r['outcome']['new']} | {r['outcome']['bad']} | {r['leftovers']} | {r['duration']:.1f} s |"
+        )
     return "\n".join(
         [
             "# Fault and load test of the service and of bundle writes (genrec serve, add-items, export)",
@@ -380,7 +396,7 @@ def report(args, load: list[dict], load_check: dict, adds: dict, exports: dict, 
             "## 1. Ranking while items are added and saved, clients killed mid-request",
             "",
             f"Per level at most {args.requests} /recommend requests or {args.seconds:g} s; k=10, histories of 10 random catalogue items (seed {args.seed}); each client sends one request at a time; "
-            "latency is the client's. *plain*: the clients alone. *faults*: meanwhile one writer posts two new items with `\"save\": true` in a loop (their ids then appear in histories) and client "
+            'latency is the client\'s. *plain*: the clients alone. *faults*: meanwhile one writer posts two new items with `"save": true` in a loop (their ids then appear in histories) and client '
             "processes are started and `kill -9`-ed 0-0.3 s later (while starting, sending or waiting). The serve.md column is `reports/benchmarks/serve.md`'s figure at the same client count: "
             "a different model (decoder_only over ml-100k's 1349 items, beam 20) on another day, so it places these numbers, it is not a like-for-like comparison; the plain rows are that.",
             "",
@@ -401,7 +417,8 @@ def report(args, load: list[dict], load_check: dict, adds: dict, exports: dict, 
             "",
             f"add-items: {adds['items']} items in the bundle at the end, none lost or duplicated. Leftover temporary folders are removed by the next writer.",
             "",
-            machine_line(os.environ.get("OMP_NUM_THREADS", "all"), 1) + " The clients, the server and the killed writers share the machine (other jobs were running on it).",
+            machine_line(os.environ.get("OMP_NUM_THREADS", "all"), 1)
+            + " The clients, the server and the killed writers share the machine (other jobs were running on it).",
             "",
             "Command:",
             "",
@@ -432,12 +449,19 @@ def main(argv: list[str] | None = None) -> int:
         bundle = work / "bundles" / "b"
         subprocess.run(_genrec("export", str(bundle), "--root", str(workspace)), env=_env(), check=True, capture_output=True)
         manifest = json.loads((bundle / "manifest.json").read_text())
-        model = f"{manifest['model_kind']} over {manifest['num_items']} items (a tiny text-vector model built by the script in {time.perf_counter() - t0:.0f} s)"
+        model = (
+            f"{manifest['model_kind']} over {manifest['num_items']} items (a tiny text-vector model built by the script in {time.perf_counter() - t0:.0f} s)"
+        )
         load, load_check = load_phase(bundle, levels, args.requests, args.seconds, args.seed)
         adds = add_items_kills(bundle, work, args.kills, rng)
         exports = export_kills(bundle, workspace, args.kills, rng)
     statuses = [k for r in load for k in r["statuses"]]
-    ok = load_check["ok"] and adds["outcome"]["bad"] == 0 and exports["outcome"]["bad"] == 0 and not any(k.split()[-1].startswith("5") and not k.endswith("503") for k in statuses)
+    ok = (
+        load_check["ok"]
+        and adds["outcome"]["bad"] == 0
+        and exports["outcome"]["bad"] == 0
+        and not any(k.split()[-1].startswith("5") and not k.endswith("503") for k in statuses)
+    )
     text = report(args, load, load_check, adds, exports, model, ok)
     with atomic_path(args.out) as out:
         out.write_text(text, encoding="utf-8")

@@ -58,7 +58,21 @@ def _histories(bundle: Path, n: int, length: int, seed: int) -> list[list[str]]:
 def start_server(bundle: Path, max_wait_ms: float, max_batch: int, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    cmd = [sys.executable, "-m", "genrec_core.cli", "serve", str(bundle), "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", str(max_wait_ms), "--max-batch", str(max_batch)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genrec_core.cli",
+        "serve",
+        str(bundle),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-wait-ms",
+        str(max_wait_ms),
+        "--max-batch",
+        str(max_batch),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(proc, url, timeout)
@@ -173,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     header = "| Clients | Requests | Errors | Seconds | Requests/s | p50 ms | p99 ms | Largest batch so far |"
     rows = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        rows.append(f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['seconds']:.1f} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['largest_batch']} |")
+        rows.append(
+            f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['seconds']:.1f} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['largest_batch']} |"
+        )
     server = "started by the script" if proc is not None else f"already running at {url}"
     text = "\n".join(
         [

@@ -77,22 +77,40 @@ def bench(x: np.ndarray, device: str, epochs: int, batch_size: int) -> list[dict
                 tok = load_kept_tokenizers(Path(tmp) / "tok", device=device)[-1][1]
                 ips = throughput(tok, x)
             later = h["seconds"].to_list()[1:] or h["seconds"].to_list()
-            rows.append({
-                "device": device, "kind": "rqvae", "L": levels, "batch": "full" if bs == 0 else str(bs),
-                "epoch1_s": h["seconds"][0],
-                "s_per_epoch": statistics.median(later),
-                "train_s_per_epoch": statistics.median(h["train_seconds"].to_list()[1:] or h["train_seconds"].to_list()),
-                "assign_items_per_s": ips, "usage_l1": s["usage_share"]["l1"], "collision_rate": s["collision_rate"],
-            })
+            rows.append(
+                {
+                    "device": device,
+                    "kind": "rqvae",
+                    "L": levels,
+                    "batch": "full" if bs == 0 else str(bs),
+                    "epoch1_s": h["seconds"][0],
+                    "s_per_epoch": statistics.median(later),
+                    "train_s_per_epoch": statistics.median(h["train_seconds"].to_list()[1:] or h["train_seconds"].to_list()),
+                    "assign_items_per_s": ips,
+                    "usage_l1": s["usage_share"]["l1"],
+                    "collision_rate": s["collision_rate"],
+                }
+            )
         tp = TokenizerParams(kind="pq", levels=levels, codebook_size=256, kind_params={"kmeans_iters": 50}, device=device)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             s = train_pq(x, tp, 0, Path(tmp) / "tok", Path(tmp) / "rep")
             fit = time.perf_counter() - t
             ips = throughput(load_kept_tokenizers(Path(tmp) / "tok", device=device)[-1][1], x)
-        rows.append({"device": device, "kind": "pq", "L": levels, "batch": "-", "epoch1_s": fit,
-                     "s_per_epoch": float("nan"), "train_s_per_epoch": float("nan"),
-                     "assign_items_per_s": ips, "usage_l1": s["usage_share"]["l1"], "collision_rate": s["collision_rate"]})
+        rows.append(
+            {
+                "device": device,
+                "kind": "pq",
+                "L": levels,
+                "batch": "-",
+                "epoch1_s": fit,
+                "s_per_epoch": float("nan"),
+                "train_s_per_epoch": float("nan"),
+                "assign_items_per_s": ips,
+                "usage_l1": s["usage_share"]["l1"],
+                "collision_rate": s["collision_rate"],
+            }
+        )
     return rows
 
 
@@ -107,14 +125,24 @@ def main() -> None:
     x, source = load_data(args.root)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [r for dev in devices for r in bench(x, dev, args.epochs, args.batch_size)]
-    header = (f"data: {source}\nK=256, latent 32, hidden [512,256,128], adamw lr 1e-3, {args.epochs} epochs per run; "
-              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-              f"load average {os.getloadavg()[0]:.1f}\n"
-              "epoch1_s: first epoch incl. k-means init of the codebooks (RQ-VAE) / whole fit (PQ, 50 k-means iterations); "
-              "s_per_epoch: median of later epochs incl. metrics pass and checkpoint; train_s_per_epoch: optimisation only; "
-              "assign_items_per_s: quantize() of all items, best of 3\n")
+    header = (
+        f"data: {source}\nK=256, latent 32, hidden [512,256,128], adamw lr 1e-3, {args.epochs} epochs per run; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+        "epoch1_s: first epoch incl. k-means init of the codebooks (RQ-VAE) / whole fit (PQ, 50 k-means iterations); "
+        "s_per_epoch: median of later epochs incl. metrics pass and checkpoint; train_s_per_epoch: optimisation only; "
+        "assign_items_per_s: quantize() of all items, best of 3\n"
+    )
     table = pl.DataFrame(rows)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=250,
+        float_precision=3,
+        tbl_formatting="MARKDOWN",
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
         text = header + str(table)
     print(text)
     if args.out:

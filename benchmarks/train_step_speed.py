@@ -126,8 +126,23 @@ def model_trainer(name: str, base: RecommenderParams, vocab, tokens, examples, t
     params.validate()
     torch.manual_seed(seed)
     model = build_generative_model(params, vocab, tokens)
-    method = build_method("plain", {}, MethodContext(SequenceEncoder(tokens, encoder_input), build_loss(params.loss, params.loss_params, LossContext(vocab, tokens))))
-    return Trainer(model, params, method, examples, examples.subset(np.arange(8)), checkpoint_dir=tmp, reports_dir=tmp, seed=seed, fingerprint="bench", device="cpu", progress=False, use_dvclive=False)
+    method = build_method(
+        "plain", {}, MethodContext(SequenceEncoder(tokens, encoder_input), build_loss(params.loss, params.loss_params, LossContext(vocab, tokens)))
+    )
+    return Trainer(
+        model,
+        params,
+        method,
+        examples,
+        examples.subset(np.arange(8)),
+        checkpoint_dir=tmp,
+        reports_dir=tmp,
+        seed=seed,
+        fingerprint="bench",
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
+    )
 
 
 def time_trainer(trainer: Trainer, steps: int, warmup: int, flop_batches: int = 4) -> dict:
@@ -162,7 +177,11 @@ def synthetic(args) -> tuple[SemanticIdVocab, torch.Tensor, object]:
     vocab, tokens = random_ids(args.items, args.levels, args.codebook)
     n = args.batch * (args.steps + args.warmup)
     df = pl.DataFrame(
-        {"user_id": np.arange(n, dtype=np.int32), "history": rng.integers(0, args.items, size=(n, args.history)).astype(np.int32).tolist(), "target": rng.integers(0, args.items, size=n).astype(np.int32)},
+        {
+            "user_id": np.arange(n, dtype=np.int32),
+            "history": rng.integers(0, args.items, size=(n, args.history)).astype(np.int32).tolist(),
+            "target": rng.integers(0, args.items, size=n).astype(np.int32),
+        },
         schema={"user_id": pl.Int32, "history": pl.List(pl.Int32), "target": pl.Int32},
     )
     return vocab, tokens, examples_from_frame(df)
@@ -172,8 +191,15 @@ def variant_params(name: str, args) -> tuple[RecommenderParams, bool, bool]:
     """(params, fused AdamW, compile) of a variant: each adds one change to the previous one."""
     upto = VARIANTS.index(name)
     params = RecommenderParams(
-        encoder_input="items", num_layers=args.layers, num_decoder_layers=args.layers, d_model=args.d_model, batch_size=args.batch, epochs=1, warmup_steps=10,
-        dropout=0.0 if upto >= VARIANTS.index("+dropout0") else 0.1, level_softmax=upto >= VARIANTS.index("+level_softmax"),
+        encoder_input="items",
+        num_layers=args.layers,
+        num_decoder_layers=args.layers,
+        d_model=args.d_model,
+        batch_size=args.batch,
+        epochs=1,
+        warmup_steps=10,
+        dropout=0.0 if upto >= VARIANTS.index("+dropout0") else 0.1,
+        level_softmax=upto >= VARIANTS.index("+level_softmax"),
     )
     return params, upto >= VARIANTS.index("+fused"), upto >= VARIANTS.index("+compile")
 
@@ -183,8 +209,20 @@ def time_variant(name: str, args, vocab, tokens, examples, tmp: str) -> dict:
     torch.manual_seed(0)
     model = GenerativeRecommender(params, vocab)
     method = build_method("plain", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("ce", {}, LossContext(vocab, tokens))))
-    trainer = Trainer(model, params, method, examples, examples.subset(np.arange(8)),
-                      checkpoint_dir=tmp, reports_dir=tmp, seed=0, fingerprint="bench", device="cpu", progress=False, use_dvclive=False)
+    trainer = Trainer(
+        model,
+        params,
+        method,
+        examples,
+        examples.subset(np.arange(8)),
+        checkpoint_dir=tmp,
+        reports_dir=tmp,
+        seed=0,
+        fingerprint="bench",
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
+    )
     if not fused:  # the step as it was: AdamW's for-each implementation
         method.optimizer = torch.optim.AdamW(method.optimizer.param_groups[0]["params"], lr=params.lr, weight_decay=params.weight_decay, foreach=True)
         method.scheduler = torch.optim.lr_scheduler.LambdaLR(method.optimizer, lambda s: 1.0)
@@ -233,8 +271,12 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--models", default=",".join(MODELS), help=f"part 1: comma-separated, of {', '.join(MODELS)}; empty: none")
     ap.add_argument("--variants", default="", help=f"part 2, the ladder: comma-separated, of {', '.join(VARIANTS)}; empty (default): none")
-    ap.add_argument("--data", default="custom", help=f"part 1: comma-separated data sizes, of {', '.join(PRESETS)} (items, codes per level, items per user) "
-                    "or custom (--items, --codebook-size, --user-items)")
+    ap.add_argument(
+        "--data",
+        default="custom",
+        help=f"part 1: comma-separated data sizes, of {', '.join(PRESETS)} (items, codes per level, items per user) "
+        "or custom (--items, --codebook-size, --user-items)",
+    )
     ap.add_argument("--out", default=None, help="write <out>.md as well as printing the tables")
     args = ap.parse_args()
     machine_line = machine()
@@ -263,8 +305,21 @@ def main() -> None:
                     trainer = model_trainer(name, base, vocab, tokens, examples, tmp, args.batch)
                     r = time_trainer(trainer, args.steps, args.warmup)
                     params_count = sum(p.numel() for p in trainer.model.parameters())
-                model_rows.append({"threads": threads, "data": data, "model": name, "ms/step": r["seconds"] * 1000, "examples/step": r["examples"], "samples/s": r["examples"] / r["seconds"],
-                                   "GFLOP/step": r["flops"] / 1e9, "GFLOP/s": r["flops"] / r["seconds"] / 1e9, "peak GFLOP/s": peak / 1e9, "MFU": r["flops"] / r["seconds"] / peak, "params": params_count})
+                model_rows.append(
+                    {
+                        "threads": threads,
+                        "data": data,
+                        "model": name,
+                        "ms/step": r["seconds"] * 1000,
+                        "examples/step": r["examples"],
+                        "samples/s": r["examples"] / r["seconds"],
+                        "GFLOP/step": r["flops"] / 1e9,
+                        "GFLOP/s": r["flops"] / r["seconds"] / 1e9,
+                        "peak GFLOP/s": peak / 1e9,
+                        "MFU": r["flops"] / r["seconds"] / peak,
+                        "params": params_count,
+                    }
+                )
                 print(model_rows[-1], flush=True)
         if variants:
             ladder_vocab, ladder_tokens, ladder_examples = synthetic(args)
@@ -279,26 +334,52 @@ def main() -> None:
             # compile does not change the arithmetic: count it as the variant before it
             flops = r["flops"] or flops_by_name.get(VARIANTS[VARIANTS.index(name) - 1], 0)
             flops_by_name[name] = flops
-            rows.append({"threads": threads, "variant": name, "ms/step": r["seconds"] * 1000, "samples/s": args.batch / r["seconds"], "GFLOP/step": flops / 1e9,
-                         "GFLOP/s": flops / r["seconds"] / 1e9, "peak GFLOP/s": peak / 1e9, "MFU": flops / r["seconds"] / peak, "compile s": r["compile_s"]})
+            rows.append(
+                {
+                    "threads": threads,
+                    "variant": name,
+                    "ms/step": r["seconds"] * 1000,
+                    "samples/s": args.batch / r["seconds"],
+                    "GFLOP/step": flops / 1e9,
+                    "GFLOP/s": flops / r["seconds"] / 1e9,
+                    "peak GFLOP/s": peak / 1e9,
+                    "MFU": flops / r["seconds"] / peak,
+                    "compile s": r["compile_s"],
+                }
+            )
             print(rows[-1], flush=True)
     tables = []
     if model_rows:
-        lines = ["| threads | data | model | params | examples/step | ms/step | samples/s | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            "| threads | data | model | params | examples/step | ms/step | samples/s | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in model_rows:
-            lines.append(f"| {r['threads']} | {r['data']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['examples/step']:.0f} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} |")
+            lines.append(
+                f"| {r['threads']} | {r['data']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['examples/step']:.0f} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} |"
+            )
         tables.append("\n".join(lines))
     if rows:
-        lines = ["| threads | variant | ms/step | samples/s | speed-up | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU | compile s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            "| threads | variant | ms/step | samples/s | speed-up | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU | compile s |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             first = next(x for x in rows if x["threads"] == r["threads"])
-            lines.append(f"| {r['threads']} | {r['variant']} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {first['ms/step'] / r['ms/step']:.2f}x | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} | {r['compile s']:.1f} |")
+            lines.append(
+                f"| {r['threads']} | {r['variant']} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {first['ms/step'] / r['ms/step']:.2f}x | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} | {r['compile s']:.1f} |"
+            )
         tables.append("\n".join(lines))
     for table in tables:
         print(table)
     if args.out:
-        shapes = ("; ".join(f"{name}: {items} items with random distinct {args.levels}x{codebook} IDs, users of {user_items} items" for name, (items, codebook, user_items) in sizes.items())
-                  + f"; each user's sliding-window training examples (up to {args.history}-item histories), batch {args.batch} (the trainer's sampler: packed chunks for the decoder)")
+        shapes = (
+            "; ".join(
+                f"{name}: {items} items with random distinct {args.levels}x{codebook} IDs, users of {user_items} items"
+                for name, (items, codebook, user_items) in sizes.items()
+            )
+            + f"; each user's sliding-window training examples (up to {args.history}-item histories), batch {args.batch} (the trainer's sampler: packed chunks for the decoder)"
+        )
         text = (
             "# Training-step throughput (CPU)\n\n"
             f"Command: `python benchmarks/train_step_speed.py {' '.join(sys.argv[1:])}`\n\n"
@@ -309,12 +390,16 @@ def main() -> None:
             "Timings compare only within one run of this script.\n"
         )
         if model_rows:
-            text += ("\n## The models, with the project's recommender params\n\n`decoder_only`: packed training (`pack_examples` from params.yaml); "
-                     "`tiger_items` / `tiger_tokens`: the T5 with `encoder_input: items` / `tokens` (unpacked: one sequence per example). "
-                     "Timed: `Method.collate` + `Trainer.train_step`, median over the timed steps.\n\n" + tables[0] + "\n")
+            text += (
+                "\n## The models, with the project's recommender params\n\n`decoder_only`: packed training (`pack_examples` from params.yaml); "
+                "`tiger_items` / `tiger_tokens`: the T5 with `encoder_input: items` / `tokens` (unpacked: one sequence per example). "
+                "Timed: `Method.collate` + `Trainer.train_step`, median over the timed steps.\n\n" + tables[0] + "\n"
+            )
         if rows:
-            text += ("\n## The T5 items step's optimisation ladder\n\nFull 20-item histories, one example per user; each variant adds one change to the row above it; "
-                     "speed-up is against `before` at the same thread count.\n\n" + tables[-1] + "\n")
+            text += (
+                "\n## The T5 items step's optimisation ladder\n\nFull 20-item histories, one example per user; each variant adds one change to the row above it; "
+                "speed-up is against `before` at the same thread count.\n\n" + tables[-1] + "\n"
+            )
         Path(args.out).with_suffix(".md").write_text(text, encoding="utf-8")
 
 

@@ -123,7 +123,13 @@ def main() -> None:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="valid_sample_"))
     root = scratch_root(Path(args.root).resolve(), work)
-    overrides = [*args.set, f"recommender.epochs={args.epochs}", f"recommender.patience={args.epochs + 1}", "recommender.max_eval_users=0", f"recommender.threads={args.threads}"]
+    overrides = [
+        *args.set,
+        f"recommender.epochs={args.epochs}",
+        f"recommender.patience={args.epochs + 1}",
+        "recommender.max_eval_users=0",
+        f"recommender.threads={args.threads}",
+    ]
     try:
         ranks, summary, eval_times = train_recording(root, overrides)
     finally:
@@ -190,14 +196,38 @@ def main() -> None:
             f"Machine: {cpu}, {os.cpu_count()} CPUs, {args.threads} thread(s); `uptime` at the start: `{uptime}`; "
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, total {total:.0f} s.\n\n"
             f"One training run validating every user at every epoch; the sample's metric is the same pass's per-user results restricted to "
-            f"{n} users seeded by {args.sample_seed} (`recommender.trainer.eval_user_index`'s draw).\n\n" + table + "\n\n" + "\n".join(f"- {f}" for f in facts) + "\n"
+            f"{n} users seeded by {args.sample_seed} (`recommender.trainer.eval_user_index`'s draw).\n\n"
+            + table
+            + "\n\n"
+            + "\n".join(f"- {f}" for f in facts)
+            + "\n"
         )
         Path(args.out).with_suffix(".md").write_text(text, encoding="utf-8")
-        Path(args.out).with_suffix(".json").write_text(json.dumps({
-            "epochs": epochs, "metric": metric, "users": n_users, "sample": n, "sample_seed": args.sample_seed, "all": full.tolist(), "sampled": sampled.tolist(),
-            "best_epoch_all": epochs[best_full], "best_epoch_sample": epochs[best_sample], "draws": args.draws, "draws_same_epoch": float(np.mean(choices == best_full)),
-            "draws_loss_mean": float(loss.mean()), "draws_loss_max": float(loss.max()), "sd_per_user": sd, "train_seconds_per_epoch": train_s, "valid_seconds_per_epoch": val_s,
-        }, indent=2) + "\n", encoding="utf-8")
+        Path(args.out).with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    "epochs": epochs,
+                    "metric": metric,
+                    "users": n_users,
+                    "sample": n,
+                    "sample_seed": args.sample_seed,
+                    "all": full.tolist(),
+                    "sampled": sampled.tolist(),
+                    "best_epoch_all": epochs[best_full],
+                    "best_epoch_sample": epochs[best_sample],
+                    "draws": args.draws,
+                    "draws_same_epoch": float(np.mean(choices == best_full)),
+                    "draws_loss_mean": float(loss.mean()),
+                    "draws_loss_max": float(loss.max()),
+                    "sd_per_user": sd,
+                    "train_seconds_per_epoch": train_s,
+                    "valid_seconds_per_epoch": val_s,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 if __name__ == "__main__":

@@ -163,7 +163,9 @@ def _relaunch_under_torchrun(processes: int, args: list[str]) -> int:
 
 @app.command()
 def finetune(
-    slot: Annotated[int, typer.Option("--slot", help="Fine-tuning slot r: the r-th tokenizer by cumulative influence (dvc.yaml: one stage per finetune.slots entry).")] = 0,
+    slot: Annotated[
+        int, typer.Option("--slot", help="Fine-tuning slot r: the r-th tokenizer by cumulative influence (dvc.yaml: one stage per finetune.slots entry).")
+    ] = 0,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     root: RootOpt = Path("."),
@@ -238,7 +240,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N | 
 
 @app.command()
 def recommend(
-    history: Annotated[str | None, typer.Option("--history", help='One user\'s items, oldest first, as the dataset\'s own ids: "id1,id2,..." ("" = empty: popular items).')] = None,
+    history: Annotated[
+        str | None, typer.Option("--history", help='One user\'s items, oldest first, as the dataset\'s own ids: "id1,id2,..." ("" = empty: popular items).')
+    ] = None,
     input_: Annotated[Path | None, typer.Option("--input", help="Many users: CSV / Parquet / JSONL with a history column (and optional user_id).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="With --input: the Parquet file to write (atomically).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items per user.")] = 10,
@@ -262,7 +266,9 @@ def export(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the bundle to (created; must be empty unless --force).")],
     root: RootOpt = Path("."),
     params: Annotated[Path | None, typer.Option("--params", "-p", help="params.yaml the model came from (default ROOT/params.yaml).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder (only a genrec bundle or an empty folder; anything else is refused).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing bundle folder (only a genrec bundle or an empty folder; anything else is refused).")
+    ] = False,
 ) -> None:
     """Export the trained model of a workspace as a self-contained bundle (serve it without DVC).
 
@@ -282,14 +288,40 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long the micro-batcher waits for more requests.")] = 5.0,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most requests ranked in one model call.")] = 64,
     device: DeviceOpt = "cpu",
-    allow_writes: Annotated[bool, typer.Option("--allow-writes", help="Turn on POST /items (adding items, saving the bundle); needs a token from GENREC_TOKEN or --token-file, "
-                                                          "sent as `Authorization: Bearer <token>`.")] = False,
-    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the write token (default: the GENREC_TOKEN environment variable).")] = None,
-    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="Host name a request may name in its Host header (repeatable; '*' = any; default: 127.0.0.1, localhost, ::1 and --host). Others get 400.")] = None,
-    forwarded_allow_ips: Annotated[str | None, typer.Option("--forwarded-allow-ips", help="Behind a reverse proxy: the proxy's IPs (comma-separated) whose X-Forwarded-For/-Proto headers are trusted (uvicorn's default: 127.0.0.1).")] = None,
+    allow_writes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-writes",
+            help="Turn on POST /items (adding items, saving the bundle); needs a token from GENREC_TOKEN or --token-file, "
+            "sent as `Authorization: Bearer <token>`.",
+        ),
+    ] = False,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the write token (default: the GENREC_TOKEN environment variable).")
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Host name a request may name in its Host header (repeatable; '*' = any; default: 127.0.0.1, localhost, ::1 and --host). Others get 400.",
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Behind a reverse proxy: the proxy's IPs (comma-separated) whose X-Forwarded-For/-Proto headers are trusted (uvicorn's default: 127.0.0.1).",
+        ),
+    ] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Limit: largest request body in bytes; more answers 413.")] = 1_000_000,
-    max_history: Annotated[int, typer.Option("--max-history", help="Limit: longest history accepted (422 beyond); a history longer than the model's window "
-                                                           "(within this cap) is cut to its last items, as in training.")] = 10_000,
+    max_history: Annotated[
+        int,
+        typer.Option(
+            "--max-history",
+            help="Limit: longest history accepted (422 beyond); a history longer than the model's window "
+            "(within this cap) is cut to its last items, as in training.",
+        ),
+    ] = 10_000,
     max_k: Annotated[int, typer.Option("--max-k", help="Limit: largest k (422 beyond); beam search keeps max(k, beam size) beams.")] = 100,
     max_new_items: Annotated[int, typer.Option("--max-new-items", help="Limit: most items in one POST /items (413 beyond).")] = 1_000,
     max_text_chars: Annotated[int, typer.Option("--max-text-chars", help="Limit: longest text of a new item's field, in characters (422 beyond).")] = 10_000,
@@ -313,12 +345,26 @@ def serve(
         "max_queue": max_queue,
         "request_timeout_s": request_timeout_s,
     }
-    serve_command(bundle, host, port, max_wait_ms, max_batch, device, limits=limits, allow_writes=allow_writes, token_file=token_file, allowed_hosts=allowed_host, forwarded_allow_ips=forwarded_allow_ips)
+    serve_command(
+        bundle,
+        host,
+        port,
+        max_wait_ms,
+        max_batch,
+        device,
+        limits=limits,
+        allow_writes=allow_writes,
+        token_file=token_file,
+        allowed_hosts=allowed_host,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
 
 
 @app.command("add-items")
 def add_items(
-    file: Annotated[Path, typer.Argument(help="New items: JSONL (one {\"item_id\", \"text\"} or {\"item_id\", <text fields>} per line), a JSON list, or CSV with a header.")],
+    file: Annotated[
+        Path, typer.Argument(help='New items: JSONL (one {"item_id", "text"} or {"item_id", <text fields>} per line), a JSON list, or CSV with a header.')
+    ],
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The exported bundle to extend.")],
     out: Annotated[Path | None, typer.Option("--out", help="Write the extended bundle here instead of over --bundle.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (encoding the texts).")] = "cpu",

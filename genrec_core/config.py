@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from genrec_core.errors import MissingInputError, ParamError
-from genrec_core.recommender.model_spec import DEFAULT_MODEL, canonical_model_name, model_spec
 from genrec_core.param_checks import check_param_dict  # noqa: F401  (re-exported: losses and methods import it from here)
+from genrec_core.recommender.model_spec import DEFAULT_MODEL, canonical_model_name, model_spec
 from genrec_core.tokenizers import spec as tokenizer_specs
 
 DATASETS = ("ml-100k", "ml-1m", "yelp", "amazon2023", "atomic", "inter_json", "idgenrec")
@@ -61,7 +61,11 @@ class DataParams:
         _check(self.dataset in DATASETS, f"{prefix}.dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         _check(self.download in ("pypi", "grouplens"), f"{prefix}.download", f"must be 'pypi' or 'grouplens', got {self.download!r}")
         _check(self.yelp_format in ("auto", "p5", "official"), f"{prefix}.yelp_format", f"must be auto, p5 or official, got {self.yelp_format!r}")
-        _check(self.min_interactions >= 3, f"{prefix}.min_interactions", f"must be >= 3 (leave-one-out needs a training item, a validation and a test item per user), got {self.min_interactions}")
+        _check(
+            self.min_interactions >= 3,
+            f"{prefix}.min_interactions",
+            f"must be >= 3 (leave-one-out needs a training item, a validation and a test item per user), got {self.min_interactions}",
+        )
         _check(self.max_items >= 1, f"{prefix}.max_items", f"must be >= 1, got {self.max_items}")
         _check(
             not isinstance(self.cold_item_share, bool) and isinstance(self.cold_item_share, (int, float)) and 0.0 <= self.cold_item_share < 1.0,
@@ -98,7 +102,9 @@ class EmbedParams:
     seed: int = 0  # collaborative vectors only (SVD start vector, SASRec init); text encoding draws no random numbers
 
     def validate(self, prefix: str = "embed") -> None:
-        _check(self.source in ("text", "collaborative", "concat", "auto"), f"{prefix}.source", f"must be text, collaborative, concat or auto, got {self.source!r}")
+        _check(
+            self.source in ("text", "collaborative", "concat", "auto"), f"{prefix}.source", f"must be text, collaborative, concat or auto, got {self.source!r}"
+        )
         _check(self.collaborative in ("svd", "sasrec"), f"{prefix}.collaborative", f"must be svd or sasrec, got {self.collaborative!r}")
         _check(self.collaborative_dim >= 1, f"{prefix}.collaborative_dim", f"must be >= 1, got {self.collaborative_dim}")
         _check(self.cooccurrence_window >= 0, f"{prefix}.cooccurrence_window", f"must be >= 0 (0 = whole training sequence), got {self.cooccurrence_window}")
@@ -148,7 +154,11 @@ class TokenizerParams:
         spec = tokenizer_specs.tokenizer_spec(self.kind, f"{prefix}.kind")
         spec.check_params(self.kind_params, f"{prefix}.kind_params")
         _check(self.levels >= 1, f"{prefix}.levels", f"must be >= 1, got {self.levels}")
-        _check(self.codebook_size == "auto" or (isinstance(self.codebook_size, int) and self.codebook_size >= 2), f"{prefix}.codebook_size", f"must be an integer >= 2 or auto, got {self.codebook_size!r}")
+        _check(
+            self.codebook_size == "auto" or (isinstance(self.codebook_size, int) and self.codebook_size >= 2),
+            f"{prefix}.codebook_size",
+            f"must be an integer >= 2 or auto, got {self.codebook_size!r}",
+        )
         _check(isinstance(self.seed, int) and self.seed >= 0, f"{prefix}.seed", f"must be a non-negative integer, got {self.seed!r}")
         _check(self.optimizer in ("adagrad", "adamw"), f"{prefix}.optimizer", f"must be adagrad or adamw, got {self.optimizer!r}")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
@@ -158,7 +168,11 @@ class TokenizerParams:
         _check(self.kept_from in KEPT_FROM, f"{prefix}.kept_from", f"must be {' or '.join(KEPT_FROM)}, got {self.kept_from!r}")
         if self.kept_from == "seeds":
             seeded = [k for k in tokenizer_specs.tokenizer_kinds() if tokenizer_specs.tokenizer_spec(k).seed_runs]
-            _check(spec.seed_runs, f"{prefix}.kept_from", f"seeds needs a tokenizer.kind trained in independently seeded runs ({', '.join(seeded)}), got kind {self.kind!r}")
+            _check(
+                spec.seed_runs,
+                f"{prefix}.kept_from",
+                f"seeds needs a tokenizer.kind trained in independently seeded runs ({', '.join(seeded)}), got kind {self.kind!r}",
+            )
         if self.kept_from == "epochs":
             _check(1 <= self.keep_last <= self.epochs, f"{prefix}.keep_last", f"must be between 1 and tokenizer.epochs ({self.epochs}), got {self.keep_last}")
         else:  # one run per kept tokenizer
@@ -191,7 +205,9 @@ class RecommenderParams:
     # decoder_only (LLaMA-style decoder over the same IDs) | sasrec | gru4rec (item-ID baselines, genrec_core.sequential)
     model: str = DEFAULT_MODEL
     tokenizer: str = "last"  # which kept tokenizer's IDs to train on: last | first | epoch_XXXX
-    encoder_input: str = "tokens"  # tokens: the history's IDs flattened (SPEC 4) | items: one position per item (sum of its token embeddings; ~4x faster on a CPU)
+    encoder_input: str = (
+        "tokens"  # tokens: the history's IDs flattened (SPEC 4) | items: one position per item (sum of its token embeddings; ~4x faster on a CPU)
+    )
     num_layers: int = 4  # encoder layers
     num_decoder_layers: int = 4
     d_model: int = 128
@@ -243,10 +259,27 @@ class RecommenderParams:
     def validate(self, prefix: str = "recommender") -> None:
         spec = model_spec(self.model, f"{prefix}.model")
         spec.check_params(self, prefix)
-        _check(self.select_metric in SELECT_METRICS, f"{prefix}.select_metric", f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}")
+        _check(
+            self.select_metric in SELECT_METRICS,
+            f"{prefix}.select_metric",
+            f"must be one of {', '.join(SELECT_METRICS)} (the validation metrics), got {self.select_metric!r}",
+        )
         _check(bool(self.method), f"{prefix}.method", "must name a training method, e.g. plain")
         _check(self.encoder_input in ("tokens", "items"), f"{prefix}.encoder_input", f"must be tokens or items, got {self.encoder_input!r}")
-        for name in ("num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "batch_size", "patience", "eval_every", "eval_beam_size", "eval_batch_size", "log_every"):
+        for name in (
+            "num_layers",
+            "num_decoder_layers",
+            "d_model",
+            "d_ff",
+            "num_heads",
+            "d_kv",
+            "batch_size",
+            "patience",
+            "eval_every",
+            "eval_beam_size",
+            "eval_batch_size",
+            "log_every",
+        ):
             _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
         _check(self.optimizer in ("adamw",), f"{prefix}.optimizer", f"must be adamw, got {self.optimizer!r}")
@@ -259,17 +292,31 @@ class RecommenderParams:
         _check(0.0 <= self.history_dropout < 1.0, f"{prefix}.history_dropout", f"must be in [0, 1), got {self.history_dropout}")
         _check(self.pack_examples >= 0, f"{prefix}.pack_examples", f"must be >= 0 (0 = off), got {self.pack_examples}")
         if self.pack_examples and spec.packs:  # the other models have no packed forward and ignore it
-            _check(self.encoder_input == "items", f"{prefix}.pack_examples", f"needs encoder_input: items (one position per history item), got {self.encoder_input!r}")
-            _check(self.user_tokens == 0, f"{prefix}.pack_examples", "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)")
+            _check(
+                self.encoder_input == "items",
+                f"{prefix}.pack_examples",
+                f"needs encoder_input: items (one position per history item), got {self.encoder_input!r}",
+            )
+            _check(
+                self.user_tokens == 0,
+                f"{prefix}.pack_examples",
+                "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)",
+            )
         _check(self.pack_order in ("auto", "random", "length"), f"{prefix}.pack_order", f"must be auto, random or length, got {self.pack_order!r}")
         _check(self.precision in ("auto", "float32", "bfloat16"), f"{prefix}.precision", f"must be auto, float32 or bfloat16, got {self.precision!r}")
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")
         _check(self.processes >= 1, f"{prefix}.processes", f"must be >= 1 (1 = no data parallelism), got {self.processes}")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
-        _check(self.epochs == "auto" or (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1),
-               f"{prefix}.epochs", f"must be auto or a number of epochs >= 1, got {self.epochs!r}")
-        _check(self.max_eval_users == "auto" or (isinstance(self.max_eval_users, int) and not isinstance(self.max_eval_users, bool) and self.max_eval_users >= 0),
-               f"{prefix}.max_eval_users", f"must be auto, 0 (every validation user) or a positive number of users, got {self.max_eval_users!r}")
+        _check(
+            self.epochs == "auto" or (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1),
+            f"{prefix}.epochs",
+            f"must be auto or a number of epochs >= 1, got {self.epochs!r}",
+        )
+        _check(
+            self.max_eval_users == "auto" or (isinstance(self.max_eval_users, int) and not isinstance(self.max_eval_users, bool) and self.max_eval_users >= 0),
+            f"{prefix}.max_eval_users",
+            f"must be auto, 0 (every validation user) or a positive number of users, got {self.max_eval_users!r}",
+        )
         _check(self.eval_beam_size <= 50, f"{prefix}.eval_beam_size", f"must be <= 50, got {self.eval_beam_size}")
         _check_device(self.device, f"{prefix}.device")
 
@@ -286,7 +333,11 @@ class EvaluateParams:
     def validate(self, prefix: str = "evaluate") -> None:
         _check(1 <= self.beam_size <= 50, f"{prefix}.beam_size", f"must be between 1 and 50, got {self.beam_size}")
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), f"{prefix}.ks", f"must be a non-empty list of positive integers, got {self.ks}")
-        _check(max(self.ks) <= self.beam_size, f"{prefix}.ks", f"the largest K ({max(self.ks)}) cannot exceed evaluate.beam_size ({self.beam_size}): beam search returns beam_size items")
+        _check(
+            max(self.ks) <= self.beam_size,
+            f"{prefix}.ks",
+            f"the largest K ({max(self.ks)}) cannot exceed evaluate.beam_size ({self.beam_size}): beam search returns beam_size items",
+        )
         _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
@@ -297,7 +348,11 @@ class FinetuneParams:
     slots: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
 
     def validate(self, prefix: str = "finetune") -> None:
-        _check(len(self.slots) > 0 and all(s >= 0 for s in self.slots) and len(set(self.slots)) == len(self.slots), f"{prefix}.slots", f"must be distinct non-negative integers, got {self.slots}")
+        _check(
+            len(self.slots) > 0 and all(s >= 0 for s in self.slots) and len(set(self.slots)) == len(self.slots),
+            f"{prefix}.slots",
+            f"must be distinct non-negative integers, got {self.slots}",
+        )
 
 
 @dataclass

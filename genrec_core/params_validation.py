@@ -35,6 +35,9 @@ def validate_everything(params: Params) -> Params:
 
         _check(rp.loss in SEQUENTIAL_LOSSES, "recommender.loss", f"recommender.model {rp.model} trains with {' or '.join(SEQUENTIAL_LOSSES)}, got {rp.loss!r}")
         check_sizes(rp.model, rp)
-    _check(params.ids.source != "index_json" or params.data.dataset == "inter_json", "ids.source",
-           f"index_json imports <data.raw_dir>/<name>.index.json of an inter_json dataset, but data.dataset is {params.data.dataset!r}; use ids.source: tokenizer")
+    _check(
+        params.ids.source != "index_json" or params.data.dataset == "inter_json",
+        "ids.source",
+        f"index_json imports <data.raw_dir>/<name>.index.json of an inter_json dataset, but data.dataset is {params.data.dataset!r}; use ids.source: tokenizer",
+    )
     return params

@@ -137,4 +137,3 @@ class ArtifactPaths:
     @property
     def reports_readme(self) -> Path:
         return self.reports_dir / "README.md"
-

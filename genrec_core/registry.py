@@ -3,7 +3,8 @@ that files a class in its table and refuses a name given twice."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T", bound=type)
 

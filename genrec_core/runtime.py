@@ -40,8 +40,10 @@ def shared_cpu_warning(threads: int) -> str | None:
     free = max(1, int(cpus - load + 0.5))
     if threads <= 1 or threads <= free:
         return None
-    return (f"{threads} torch threads on {cpus} CPUs with a 1-minute load of {load:.1f}: other jobs are running and the threads will wait for each "
-            f"other; set recommender.threads={free} (or OMP_NUM_THREADS={free}) for runs beside them")
+    return (
+        f"{threads} torch threads on {cpus} CPUs with a 1-minute load of {load:.1f}: other jobs are running and the threads will wait for each "
+        f"other; set recommender.threads={free} (or OMP_NUM_THREADS={free}) for runs beside them"
+    )
 
 
 def resolve_device(name: str = "auto") -> str:

@@ -28,8 +28,8 @@ import torch
 
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import InputFormatError
-from genrec_core.methods.base import PreparedIds
 from genrec_core.io import write_json
+from genrec_core.methods.base import PreparedIds
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.checkpoint_format import BEST, generative_meta, item_id_meta, read_checkpoint, read_weights
 from genrec_core.recommender.model_spec import DEFAULT_MODEL, model_spec
@@ -109,10 +109,14 @@ def build_training(
     rp = recommender or params.recommender
     if is_item_id_model(rp.model):
         return _build_item_id(params, paths, rp, checkpoint_dir, reports_dir, use_dvclive, progress)
-    return _build_generative(params, paths, rp, ids, examples, init_state, checkpoint_dir, reports_dir, fingerprint, checkpoint_meta or {}, decode_with_trie, use_dvclive, progress)
+    return _build_generative(
+        params, paths, rp, ids, examples, init_state, checkpoint_dir, reports_dir, fingerprint, checkpoint_meta or {}, decode_with_trie, use_dvclive, progress
+    )
 
 
-def _build_generative(params, paths, rp, ids, examples, init_state, checkpoint_dir, reports_dir, fp, meta, decode_with_trie, use_dvclive, progress) -> TrainingRun:
+def _build_generative(
+    params, paths, rp, ids, examples, init_state, checkpoint_dir, reports_dir, fp, meta, decode_with_trie, use_dvclive, progress
+) -> TrainingRun:
     from genrec_core.methods import MethodContext, build_method, check_method_params, method_class
     from genrec_core.recommender.data import SequenceEncoder, load_examples
     from genrec_core.recommender.fingerprint import fingerprint as fingerprint_of
@@ -144,8 +148,17 @@ def _build_generative(params, paths, rp, ids, examples, init_state, checkpoint_d
     loss = build_loss(rp.loss, rp.loss_params, context)
     method = build_method(rp.method, rp.method_params, MethodContext(encoder, loss, extra=dict(ids.extra)))
     model = build_generative_model(rp, ids.vocab, item_tokens)
-    log.info("training %s with method %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)",
-             rp.model, rp.method, ids.tokenizer, n_items, ids.vocab.id_length, ids.vocab.size, len(train), sum(p.numel() for p in model.parameters()))
+    log.info(
+        "training %s with method %s on tokenizer %s (%d items, ID length %d, vocab %d, %d train examples, %d params)",
+        rp.model,
+        rp.method,
+        ids.tokenizer,
+        n_items,
+        ids.vocab.id_length,
+        ids.vocab.size,
+        len(train),
+        sum(p.numel() for p in model.parameters()),
+    )
     if init_state is not None:
         model.load_state_dict(init_state)
     if decode_with_trie is not None:
@@ -161,8 +174,9 @@ def _build_generative(params, paths, rp, ids, examples, init_state, checkpoint_d
         seed=params.seed,
         fingerprint=fp[0],
         fingerprint_info=fp[1],
-        checkpoint_meta=generative_meta(dataclasses.asdict(rp), ids.vocab.to_dict(), ids.tokenizer, item_tokens,
-                                        **({} if rp.model == DEFAULT_MODEL else {"model_kind": rp.model}), **meta),  # the T5 was the only kind when model_kind came
+        checkpoint_meta=generative_meta(
+            dataclasses.asdict(rp), ids.vocab.to_dict(), ids.tokenizer, item_tokens, **({} if rp.model == DEFAULT_MODEL else {"model_kind": rp.model}), **meta
+        ),  # the T5 was the only kind when model_kind came
         progress=progress,
         use_dvclive=use_dvclive,
     )
@@ -229,9 +243,19 @@ def finetune_final_ids(params: Params, paths: ArtifactPaths, run: TrainingRun, s
     ids = PreparedIds(run.ids.vocab, tokens[None], [run.ids.tokenizer], 0)
     folder = paths.recommender_dir / "finetune"
     base_keys = ("params", "vocab", "tokenizer", "item_tokens", "model_kind")
-    ft_run = build_training(params, paths, recommender=recipe, ids=ids, examples=(run.trainer.train_examples, run.trainer.valid_examples),
-                            init_state=best["model"], checkpoint_dir=folder, reports_dir=folder, fingerprint=(f"{run.fingerprint}:finetune", {}),
-                            checkpoint_meta={k: v for k, v in run.trainer.checkpoint_meta.items() if k not in base_keys}, use_dvclive=False)
+    ft_run = build_training(
+        params,
+        paths,
+        recommender=recipe,
+        ids=ids,
+        examples=(run.trainer.train_examples, run.trainer.valid_examples),
+        init_state=best["model"],
+        checkpoint_dir=folder,
+        reports_dir=folder,
+        fingerprint=(f"{run.fingerprint}:finetune", {}),
+        checkpoint_meta={k: v for k, v in run.trainer.checkpoint_meta.items() if k not in base_keys},
+        use_dvclive=False,
+    )
     ft = ft_run.fit()
     metric = f"best_valid_{recipe.select_metric}"
     won = bool(ft["best_epoch"]) and ft[metric] > summary[metric]
@@ -240,11 +264,24 @@ def finetune_final_ids(params: Params, paths: ArtifactPaths, run: TrainingRun, s
         shutil.copyfile(ft_run.trainer.best_path, tmp)
         tmp.replace(paths.recommender_dir / BEST)
     out = dict(summary)
-    out["final_ids_finetune"] = {"epochs": ft["epochs"], "best_epoch": ft["best_epoch"], metric: ft[metric], "best_valid": ft["best_valid"], "seconds": ft["seconds"], "selected": won}
+    out["final_ids_finetune"] = {
+        "epochs": ft["epochs"],
+        "best_epoch": ft["best_epoch"],
+        metric: ft[metric],
+        "best_valid": ft["best_valid"],
+        "seconds": ft["seconds"],
+        "selected": won,
+    }
     if won:
         out.update({metric: ft[metric], "best_valid": ft["best_valid"]})
     write_json(out, paths.train_reports_dir / "summary.json")
-    log.info("fine-tuning on the final IDs: best validation %s %.4f (before %.4f): %s", recipe.select_metric, ft[metric], summary[metric], "selected" if won else "not selected")
+    log.info(
+        "fine-tuning on the final IDs: best validation %s %.4f (before %.4f): %s",
+        recipe.select_metric,
+        ft[metric],
+        summary[metric],
+        "selected" if won else "not selected",
+    )
     return out
 
 
@@ -264,11 +301,23 @@ def build_slot_finetuning(params: Params, paths: ArtifactPaths, slot: int, table
     item_ids, tables, _ = read_ids(paths, params.recommender.tokenizer)
     names = list(tables)
     ids = dataclasses.replace(method_class(recipe.method).prepare_ids(params, paths, item_ids, tables, names[table]), extra={})
-    _, info = fingerprint_of(dataclasses.replace(params, recommender=recipe), names[table],
-                             {"pretrained": pretrained, "id_table": paths.id_table, "train": paths.examples("train"), "valid": paths.examples("valid")})
+    _, info = fingerprint_of(
+        dataclasses.replace(params, recommender=recipe),
+        names[table],
+        {"pretrained": pretrained, "id_table": paths.id_table, "train": paths.examples("train"), "valid": paths.examples("valid")},
+    )
     info["evaluate.trie"] = params.evaluate.trie
     fp = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()
     log.info("fine-tuning slot %d on tokenizer %s from %s (lr %g, %d epochs)", slot, names[table], pretrained, recipe.lr, recipe.epochs)
-    return build_training(params, paths, recommender=recipe, ids=ids, init_state=read_weights(pretrained),
-                          checkpoint_dir=paths.finetune_dir(slot), reports_dir=paths.finetune_reports_dir(slot), fingerprint=(fp, info),
-                          decode_with_trie=params.evaluate.trie, use_dvclive=False)  # one dvclive run per pipeline (the train stage's)
+    return build_training(
+        params,
+        paths,
+        recommender=recipe,
+        ids=ids,
+        init_state=read_weights(pretrained),
+        checkpoint_dir=paths.finetune_dir(slot),
+        reports_dir=paths.finetune_reports_dir(slot),
+        fingerprint=(fp, info),
+        decode_with_trie=params.evaluate.trie,
+        use_dvclive=False,
+    )  # one dvclive run per pipeline (the train stage's)

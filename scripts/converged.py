@@ -181,7 +181,11 @@ def lead_sentence(table, labels: dict[str, str], method: str = "sasrec-ce") -> s
         parts.append(f"{short} {a:.4f} vs {b:.4f} ({100 * rel:+.1f}% relative, p={rows[method].p.get(m, float('nan')):.3g})")
     won = [a for a in ahead if a]
     verdict = f"ahead on {' and '.join(won)}" if won else "not ahead on N@10 or H@10"
-    return f"Where {labels.get(method, method)} is ahead of {labels.get(base, base)}, by how much: {verdict}; " + "; ".join(parts) + " (means over seeds; p: two-sided Mann-Whitney U)."
+    return (
+        f"Where {labels.get(method, method)} is ahead of {labels.get(base, base)}, by how much: {verdict}; "
+        + "; ".join(parts)
+        + " (means over seeds; p: two-sided Mann-Whitney U)."
+    )
 
 
 def _f(v: float, fmt: str = ".4f") -> str:
@@ -201,7 +205,8 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
         "",
         f"Seeds: {', '.join(map(str, args.seeds))}. Every method x seed: `genrec train` then `genrec evaluate` in a scratch workspace, "
         f"params.yaml plus `seed=<seed> recommender.epochs={args.epochs} recommender.patience={args.patience}`, then the method's overrides (a method's own `recommender.epochs` wins)"
-        + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "") + " (applied in that order; later wins). "
+        + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "")
+        + " (applied in that order; later wins). "
         "Model selection on validation NDCG@10; test metrics of the selected checkpoint.",
         "",
         "MostPop and Markov are deterministic (computed once on the project's test split): they enter with the same "
@@ -212,8 +217,16 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
         lines += [f"(baseline `{args.baseline}` has no finished runs: no gains or p-values)", ""]
     for note in getattr(args, "note", None) or []:
         lines += [note, ""]
-    lines += [to_markdown(table), "", lead_sentence(table, labels), "", "## Methods", "",
-              "| method | label | overrides | runs | best valid N@10 (mean) | epochs (mean) | stopped early | seconds (mean) |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        to_markdown(table),
+        "",
+        lead_sentence(table, labels),
+        "",
+        "## Methods",
+        "",
+        "| method | label | overrides | runs | best valid N@10 (mean) | epochs (mean) | stopped early | seconds (mean) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for m in methods:
         mine = [r for r in runs if r["method"] == m.name]
         if not mine:
@@ -225,8 +238,11 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
         )
     for name in FLOORS:
         lines.append(f"| `{name}` | {FLOOR_LABELS[name]} | (no training) | - | - | - | - | - |")
-    lines += ["", "Seconds: training + validation wall-clock of `genrec train` (summary.json), comparable only within one invocation. "
-              f"Per-run test metrics: `{args.out.name}_runs.csv`."]
+    lines += [
+        "",
+        "Seconds: training + validation wall-clock of `genrec train` (summary.json), comparable only within one invocation. "
+        f"Per-run test metrics: `{args.out.name}_runs.csv`.",
+    ]
     lines += cost_and_ids_lines(methods, runs, table.baseline or args.baseline)
     if notes or failures:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes], *[f"- FAILED {f}" for f in failures]]
@@ -263,29 +279,48 @@ def cost_and_ids_lines(methods: list[Method], runs: list[dict[str, Any]], baseli
 
     base = mean(baseline, "seconds_per_epoch")
     base_peak = mean(baseline, "peak_rss_train_mb")
-    lines = ["", "## Cost and IDs", "",
-             f"| method | seconds / epoch (mean) | ratio to `{baseline}` | peak RSS of train, MiB (mean) | ratio | level-1 density before -> after | level-1 entropy (bits) before -> after |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "",
+        "## Cost and IDs",
+        "",
+        f"| method | seconds / epoch (mean) | ratio to `{baseline}` | peak RSS of train, MiB (mean) | ratio | level-1 density before -> after | level-1 entropy (bits) before -> after |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
     for m in methods:
         if not any(r["method"] == m.name for r in runs):
             continue
         spe, peak = mean(m.name, "seconds_per_epoch"), mean(m.name, "peak_rss_train_mb")
-        ids = [f"{_f(mean(m.name, f'{k}_1_before'), '.3f')} -> {_f(mean(m.name, f'{k}_1_after'), '.3f')}" if mean(m.name, f"{k}_1_before") is not None else "(fixed IDs)" for k in ("density", "entropy")]
-        lines.append(f"| `{m.name}` | {_f(spe, '.1f')} | {_f(spe / base if spe and base else None, '.2f')} | {_f(peak, '.0f')} | "
-                     f"{_f(peak / base_peak if peak and base_peak else None, '.2f')} | {ids[0]} | {ids[1]} |")
-    lines += ["", "Seconds per epoch: training + validation seconds of summary.json over its epochs. Peak RSS: the `genrec train` "
-              "process's maximum resident memory (recorded by benchmarks/runs.py per stage; '-' for workspaces run before it did). "
-              "Density: share of the K level-1 codes some item uses; entropy of the items' level-1 codes; before = the kept "
-              "tokenizer's IDs BLOGER starts from (= the fixed IDs), after = the IDs of the selected checkpoint."]
+        ids = [
+            f"{_f(mean(m.name, f'{k}_1_before'), '.3f')} -> {_f(mean(m.name, f'{k}_1_after'), '.3f')}"
+            if mean(m.name, f"{k}_1_before") is not None
+            else "(fixed IDs)"
+            for k in ("density", "entropy")
+        ]
+        lines.append(
+            f"| `{m.name}` | {_f(spe, '.1f')} | {_f(spe / base if spe and base else None, '.2f')} | {_f(peak, '.0f')} | "
+            f"{_f(peak / base_peak if peak and base_peak else None, '.2f')} | {ids[0]} | {ids[1]} |"
+        )
+    lines += [
+        "",
+        "Seconds per epoch: training + validation seconds of summary.json over its epochs. Peak RSS: the `genrec train` "
+        "process's maximum resident memory (recorded by benchmarks/runs.py per stage; '-' for workspaces run before it did). "
+        "Density: share of the K level-1 codes some item uses; entropy of the items' level-1 codes; before = the kept "
+        "tokenizer's IDs BLOGER starts from (= the fixed IDs), after = the IDs of the selected checkpoint.",
+    ]
     return lines
 
 
 def run_row(r) -> dict[str, Any]:
     """One run's line of the runs table (a ``runs.RunResult`` whose ``spec.info`` has ``method`` and
     ``seed``): status, workspace, test metrics, training summary fields and ``run_extras``."""
-    row = {"method": r.spec.info["method"], "seed": r.spec.info["seed"], "status": "ok" if r.ok else "failed", "workspace": str(r.root),
-           "metrics": {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-           "error": r.short_error()}
+    row = {
+        "method": r.spec.info["method"],
+        "seed": r.spec.info["seed"],
+        "status": "ok" if r.ok else "failed",
+        "workspace": str(r.root),
+        "metrics": {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        "error": r.short_error(),
+    }
     row.update({k: r.summary.get(k) for k in RUN_FIELDS})
     row.update(run_extras(r.summary, r.record))
     return row
@@ -339,9 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {n}")
 
     specs = [
-        RunSpec(f"{m.name}-s{seed}", [f"seed={seed}", f"recommender.epochs={args.epochs}", f"recommender.patience={args.patience}", *m.overrides, *args.set],
-                ("train", "evaluate"), {"method": m.name, "seed": seed})
-        for m in methods for seed in args.seeds
+        RunSpec(
+            f"{m.name}-s{seed}",
+            [f"seed={seed}", f"recommender.epochs={args.epochs}", f"recommender.patience={args.patience}", *m.overrides, *args.set],
+            ("train", "evaluate"),
+            {"method": m.name, "seed": seed},
+        )
+        for m in methods
+        for seed in args.seeds
     ]
     try:
         results = run_all(specs, args.work_dir, args.params, args.jobs, args.threads, args.force, command)

@@ -74,9 +74,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "scripts"))
+from converged import FLOOR_LABELS, _f, _mean, floor_metrics, overlay_overrides, override_list, run_row, write_runs_csv  # noqa: E402
+
 from benchmarks import runs  # noqa: E402
 from benchmarks.runs import RunSpec, command_line, machine_line, report_failures, run_all  # noqa: E402
-from converged import FLOOR_LABELS, _f, _mean, floor_metrics, overlay_overrides, override_list, run_row, write_runs_csv  # noqa: E402
 
 METRICS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")
 SHORT = {"hit@5": "H@5", "ndcg@5": "N@5", "hit@10": "H@10", "ndcg@10": "N@10"}
@@ -193,9 +194,16 @@ def _row(entry: Any, where: str) -> Row:
     if name == UPSTREAM_NAME:
         raise ConfigError(f"{where}: the name {UPSTREAM_NAME!r} is the dataset's upstream folder; choose another")
     where = f"{where} ({name})"
-    row = Row(name, str(entry.get("label") or name), _overrides(entry.get("overrides"), where), _path(entry.get("config")),
-              None if entry.get("base") is None else str(entry["base"]), None if entry.get("runs_of") is None else str(entry["runs_of"]),
-              _paper(entry.get("paper"), where), str(entry.get("note") or ""))
+    row = Row(
+        name,
+        str(entry.get("label") or name),
+        _overrides(entry.get("overrides"), where),
+        _path(entry.get("config")),
+        None if entry.get("base") is None else str(entry["base"]),
+        None if entry.get("runs_of") is None else str(entry["runs_of"]),
+        _paper(entry.get("paper"), where),
+        str(entry.get("note") or ""),
+    )
     if row.runs_of and (row.overrides or row.config):
         raise ConfigError(f"{where}: runs_of {row.runs_of!r} tables that row's runs; it cannot have overrides or a config of its own")
     return row
@@ -228,8 +236,16 @@ def parse_config(tree: Any, source: str = "config") -> list[Dataset]:
                 raise ConfigError(f"{where}, row {r.name!r}: runs_of {r.runs_of!r} itself has runs_of; name the row that runs")
             if r.base == r.name:
                 raise ConfigError(f"{where}, row {r.name!r}: base names the row itself")
-        datasets.append(Dataset(name, str(section.get("label") or name), _overrides(section.get("overrides"), where), _path(section.get("config")),
-                                rows, str(section.get("note") or "")))
+        datasets.append(
+            Dataset(
+                name,
+                str(section.get("label") or name),
+                _overrides(section.get("overrides"), where),
+                _path(section.get("config")),
+                rows,
+                str(section.get("note") or ""),
+            )
+        )
     return datasets
 
 
@@ -351,8 +367,26 @@ def scan_runs(ds: Dataset, ds_dir: Path, params_file: Path, extra: list[str]) ->
 
 def row_command(args: argparse.Namespace, dataset: str, row: str) -> str:
     """The command that runs one row of one dataset (into the same work dir and report)."""
-    words = ["python", "scripts/reproduction.py", "--config", str(args.config), "--seeds", ",".join(map(str, args.seeds)), "--jobs", str(args.jobs),
-             "--threads", str(args.threads), "--work-dir", str(args.work_dir), "--out", str(args.out), "--datasets", dataset, "--rows", row]
+    words = [
+        "python",
+        "scripts/reproduction.py",
+        "--config",
+        str(args.config),
+        "--seeds",
+        ",".join(map(str, args.seeds)),
+        "--jobs",
+        str(args.jobs),
+        "--threads",
+        str(args.threads),
+        "--work-dir",
+        str(args.work_dir),
+        "--out",
+        str(args.out),
+        "--datasets",
+        dataset,
+        "--rows",
+        row,
+    ]
     for s in args.set:
         words += ["--set", s]
     return shlex.join(words)
@@ -362,7 +396,9 @@ def _ratio(ours: float, paper: float | None) -> float:
     return ours / paper if paper and math.isfinite(ours) else float("nan")
 
 
-def dataset_table(ds: Dataset, found: list[dict[str, Any]], floors: dict[str, dict[str, float]] | None, command=lambda dataset, row: "") -> list[dict[str, Any]]:
+def dataset_table(
+    ds: Dataset, found: list[dict[str, Any]], floors: dict[str, dict[str, float]] | None, command=lambda dataset, row: ""
+) -> list[dict[str, Any]]:
     """One record per row of ``ds`` (YAML order), then the floors: means, sample std, seeds, p
     against the row's base, mean training seconds, the paper's figures and ours/paper, status
     (``ok`` | ``not run yet`` | ``skipped: ...`` | ``deterministic``) and, for rows without a
@@ -384,9 +420,18 @@ def dataset_table(ds: Dataset, found: list[dict[str, Any]], floors: dict[str, di
         tables[base] = results_table(groups, base, METRICS, seeds=seeds)
     out = []
     for r in ds.rows:
-        rec: dict[str, Any] = {"dataset": ds.name, "row": r.name, "label": r.label, "base": r.base or "", "runs_of": r.runs_of or "",
-                               "paper_source": r.paper.source, "seeds_finished": len(seeds.get(r.name, [])), "seeds": " ".join(map(str, seeds.get(r.name, []))),
-                               "train_seconds": seconds.get(r.name, float("nan")), "command": ""}
+        rec: dict[str, Any] = {
+            "dataset": ds.name,
+            "row": r.name,
+            "label": r.label,
+            "base": r.base or "",
+            "runs_of": r.runs_of or "",
+            "paper_source": r.paper.source,
+            "seeds_finished": len(seeds.get(r.name, [])),
+            "seeds": " ".join(map(str, seeds.get(r.name, []))),
+            "train_seconds": seconds.get(r.name, float("nan")),
+            "command": "",
+        }
         if r.name in groups:
             rec["status"] = "ok"
             plain = next(x for x in tables[None].rows if x.method == r.name)
@@ -403,10 +448,29 @@ def dataset_table(ds: Dataset, found: list[dict[str, Any]], floors: dict[str, di
             rec[f"ratio_{m}"] = _ratio(rec[f"{m}_mean"], r.paper.figures.get(m))
         out.append(rec)
     for name, met in (floors or {}).items():
-        rec = {"dataset": ds.name, "row": name, "label": FLOOR_LABELS.get(name, name), "base": "", "runs_of": "", "paper_source": "", "seeds_finished": "",
-               "seeds": "", "train_seconds": float("nan"), "command": "", "status": "deterministic"}
+        rec = {
+            "dataset": ds.name,
+            "row": name,
+            "label": FLOOR_LABELS.get(name, name),
+            "base": "",
+            "runs_of": "",
+            "paper_source": "",
+            "seeds_finished": "",
+            "seeds": "",
+            "train_seconds": float("nan"),
+            "command": "",
+            "status": "deterministic",
+        }
         for m in METRICS:
-            rec.update({f"{m}_mean": met.get(m, float("nan")), f"{m}_std": float("nan"), f"{m}_p": float("nan"), f"paper_{m}": float("nan"), f"ratio_{m}": float("nan")})
+            rec.update(
+                {
+                    f"{m}_mean": met.get(m, float("nan")),
+                    f"{m}_std": float("nan"),
+                    f"{m}_p": float("nan"),
+                    f"paper_{m}": float("nan"),
+                    f"ratio_{m}": float("nan"),
+                }
+            )
         out.append(rec)
     return out
 
@@ -419,7 +483,10 @@ def markdown_table(records: list[dict[str, Any]]) -> list[str]:
     """The dataset's table: ours (mean ± std, p vs base under it), seeds, base, seconds, and per
     metric the paper's figure with ours/paper under it."""
     head = ["row", "method", "seeds", *(SHORT[m] for m in METRICS), "base", "train s / run", *(f"paper {SHORT[m]}" for m in METRICS), "paper's source"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (1 + len(METRICS)) + ["---", "---:"] + ["---:"] * len(METRICS) + ["---"]) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (1 + len(METRICS)) + ["---", "---:"] + ["---:"] * len(METRICS) + ["---"]) + "|",
+    ]
     for rec in records:
         if rec["status"] == "ok":
             seeds = str(rec["seeds_finished"])
@@ -458,12 +525,21 @@ def data_line(upstream: Path) -> str:
     stats = runs.read_json(upstream / "reports" / "data_stats.json")
     if not stats:
         return "Data: upstream not built yet."
-    return (f"Data after the {stats.get('min_interactions')}-core filter: {stats['users']:,} users, {stats['items']:,} items, "
-            f"{stats['interactions']:,} interactions (history window {stats.get('max_items')}); upstream: `{upstream}`.")
+    return (
+        f"Data after the {stats.get('min_interactions')}-core filter: {stats['users']:,} users, {stats['items']:,} items, "
+        f"{stats['interactions']:,} interactions (history window {stats.get('max_items')}); upstream: `{upstream}`."
+    )
 
 
 def dataset_section(ds: Dataset, records: list[dict[str, Any]], upstream: Path, transitions: dict[str, Any] | None, notes: list[str]) -> list[str]:
-    lines = [f"## {ds.name}: {ds.label}", "", f"Dataset overrides: `{' '.join(dict.fromkeys(ds.resolved)) or '(params.yaml as is)'}`.", "", data_line(upstream), ""]
+    lines = [
+        f"## {ds.name}: {ds.label}",
+        "",
+        f"Dataset overrides: `{' '.join(dict.fromkeys(ds.resolved)) or '(params.yaml as is)'}`.",
+        "",
+        data_line(upstream),
+        "",
+    ]
     lines += markdown_table(records)
     lines += ["", *transition_lines(transitions), ""]
     todo = [r for r in records if r["command"]]
@@ -490,7 +566,9 @@ def markdown(sections: list[list[str]], command: str, machine: str, args: argpar
         "Per dataset, the upstream (preprocess -> embed -> train-tokenizer -> emit-ids) is built once in `<work-dir>/<dataset>/upstream` "
         "with the dataset's overrides; every row x seed is `genrec train` then `genrec evaluate` in `<work-dir>/<dataset>/<row>-s<seed>`, linked to it "
         "(a row overriding `data.`/`embed.`/`tokenizer.`/`ids.` rebuilds that part in its own workspace), params: the dataset's, then `seed`, the row's "
-        "overrides" + (", then " + " ".join(f"`{s}`" for s in args.set) if args.set else "") + ". Model selection on validation NDCG@10; test metrics of the selected checkpoint, "
+        "overrides"
+        + (", then " + " ".join(f"`{s}`" for s in args.set) if args.set else "")
+        + ". Model selection on validation NDCG@10; test metrics of the selected checkpoint, "
         "full ranking of every test user (leave-one-out: the papers' R@K is our H@K).",
         "",
         "Cells: mean ± sample std (ddof 1) over the finished seeds; under it, the two-sided Mann-Whitney U p against the row's `base` "
@@ -506,8 +584,21 @@ def markdown(sections: list[list[str]], command: str, machine: str, args: argpar
 
 
 def write_csv(path: Path, records: list[dict[str, Any]]) -> None:
-    cols = ["dataset", "row", "label", "status", "seeds_finished", "seeds", "base", "runs_of", "train_seconds",
-            *(f"{m}_{k}" for m in METRICS for k in ("mean", "std", "p")), *(f"{k}_{m}" for m in METRICS for k in ("paper", "ratio")), "paper_source", "command"]
+    cols = [
+        "dataset",
+        "row",
+        "label",
+        "status",
+        "seeds_finished",
+        "seeds",
+        "base",
+        "runs_of",
+        "train_seconds",
+        *(f"{m}_{k}" for m in METRICS for k in ("mean", "std", "p")),
+        *(f"{k}_{m}" for m in METRICS for k in ("paper", "ratio")),
+        "paper_source",
+        "command",
+    ]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
@@ -536,7 +627,15 @@ def select(datasets: list[Dataset], names: list[str] | None, rows: list[str] | N
 def run_dataset(ds: Dataset, chosen: list[Row], args: argparse.Namespace, params_file: Path, command: str) -> list[runs.RunResult]:
     """Build (or reuse) the dataset's upstream, then run (or reuse) the chosen rows x seeds."""
     ds_dir = args.work_dir / ds.name
-    [up] = run_all([RunSpec(UPSTREAM_NAME, [], runs.UPSTREAM, {"dataset": ds.name, "method": UPSTREAM_NAME, "seed": ""})], ds_dir, params_file, 1, args.threads, False, command)
+    [up] = run_all(
+        [RunSpec(UPSTREAM_NAME, [], runs.UPSTREAM, {"dataset": ds.name, "method": UPSTREAM_NAME, "seed": ""})],
+        ds_dir,
+        params_file,
+        1,
+        args.threads,
+        False,
+        command,
+    )
     if not up.ok:
         ds.notes.append(f"FAILED upstream: {up.short_error()} (log: {up.root}/run.log); no run of {ds.name} started.")
         return [up]
@@ -556,7 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=Path("scripts/reproduction.yaml"), help="the reproduction YAML (datasets, rows, papers' figures)")
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[42, 43, 44], help="comma-separated seeds")
-    ap.add_argument("--datasets", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None, help="comma-separated datasets to run (default all)")
+    ap.add_argument(
+        "--datasets", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None, help="comma-separated datasets to run (default all)"
+    )
     ap.add_argument("--rows", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None, help="comma-separated rows to run (default all)")
     ap.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE", help="extra override for every run (repeatable; not the upstream)")
     ap.add_argument("--jobs", type=int, default=2)
@@ -613,7 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         recs = dataset_table(ds, found, floors, lambda d, r: row_command(args, d, r))
         records += recs
         sections.append(dataset_section(ds, recs, upstream, transitions, notes))
-        run_lines += found + [{**run_row(r), "dataset": ds.name} for r in results if not r.ok and r.spec.info.get("dataset") == ds.name and r.spec.name != UPSTREAM_NAME]
+        run_lines += found + [
+            {**run_row(r), "dataset": ds.name} for r in results if not r.ok and r.spec.info.get("dataset") == ds.name and r.spec.name != UPSTREAM_NAME
+        ]
         run_lines += [{"dataset": ds.name, "method": name, "seed": "", "status": "deterministic", "metrics": met} for name, met in (floors or {}).items()]
 
     out = args.out

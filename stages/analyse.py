@@ -18,10 +18,10 @@ import polars as pl
 
 from genrec_core.analysis.recommendations import (
     decile_report,
-    method_labels,
     head_tail_markdown,
     head_tail_report,
     item_titles,
+    method_labels,
     pick_examples,
     plot_deciles,
     plot_head_tail,
@@ -179,5 +179,8 @@ def run(params: Params, root: Path) -> None:
     write_text(readme, paths.reports_readme)
     log.info(
         "test NDCG@%d: model %.4f, Markov %.4f, MostPop %.4f",
-        ks[-1], metrics["model"][f"ndcg@{ks[-1]}"], metrics["markov"][f"ndcg@{ks[-1]}"], metrics["mostpop"][f"ndcg@{ks[-1]}"],
+        ks[-1],
+        metrics["model"][f"ndcg@{ks[-1]}"],
+        metrics["markov"][f"ndcg@{ks[-1]}"],
+        metrics["mostpop"][f"ndcg@{ks[-1]}"],
     )

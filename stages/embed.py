@@ -95,9 +95,14 @@ def choose_source(p: EmbedParams, items: pl.DataFrame, info: dict) -> tuple[str,
         except ParamError as exc:
             if fields:
                 raise
-            raise ParamError("embed.source", f"is text, but the dataset has no item text fields (dataset.json) and the template failed ({exc}); use embed.source: collaborative or auto") from None
+            raise ParamError(
+                "embed.source",
+                f"is text, but the dataset has no item text fields (dataset.json) and the template failed ({exc}); use embed.source: collaborative or auto",
+            ) from None
         if not any(t.strip() for t in texts):
-            log.warning("embed.source is text but all %d item texts are empty: every item gets the same vector (embed.source: auto would use collaborative vectors)", n)
+            log.warning(
+                "embed.source is text but all %d item texts are empty: every item gets the same vector (embed.source: auto would use collaborative vectors)", n
+            )
         return "text", "embed.source is text", texts
     # auto / concat: find out whether there is text
     if not fields:
@@ -132,7 +137,10 @@ def read_train_sequences(paths: ArtifactPaths, n_items: int) -> list[np.ndarray]
     offsets = offsets - offsets[0]
     values = np.asarray(arrow.values.to_numpy(zero_copy_only=False), dtype=np.int32)[: offsets[-1]] if len(arrow) else np.zeros(0, np.int32)
     if values.size and (values.min() < 0 or values.max() >= n_items):
-        raise InputFormatError(path, f"train_items holds item id {int(values.max()) if values.max() >= n_items else int(values.min())} outside 0..{n_items - 1} (items.parquet); rerun the preprocess stage")
+        raise InputFormatError(
+            path,
+            f"train_items holds item id {int(values.max()) if values.max() >= n_items else int(values.min())} outside 0..{n_items - 1} (items.parquet); rerun the preprocess stage",
+        )
     return np.split(values, offsets[1:-1]) if len(arrow) else []
 
 
@@ -146,7 +154,9 @@ def collaborative_vectors(params: Params, paths: ArtifactPaths, n_items: int) ->
     if p.collaborative == "svd":
         vectors, info = cooccurrence_svd_vectors(sequences, n_items, p.collaborative_dim, seed=p.seed, window=p.cooccurrence_window, return_info=True)
     elif p.collaborative == "sasrec":
-        vectors, info = sasrec_item_vectors(sequences, n_items, p.collaborative_dim, seed=p.seed, epochs=p.sasrec_epochs, patience=p.sasrec_patience, device=p.device, return_info=True)
+        vectors, info = sasrec_item_vectors(
+            sequences, n_items, p.collaborative_dim, seed=p.seed, epochs=p.sasrec_epochs, patience=p.sasrec_patience, device=p.device, return_info=True
+        )
     else:
         raise ParamError("embed.collaborative", f"must be svd or sasrec, got {p.collaborative!r}")
     if not np.isfinite(vectors).all():
@@ -162,7 +172,9 @@ def collaborative_vectors(params: Params, paths: ArtifactPaths, n_items: int) ->
     return vectors, report
 
 
-def text_vectors(p: EmbedParams, texts: list[str], info: dict, check_pca: bool = True, assemble: bool = True) -> tuple[np.ndarray | Iterator[np.ndarray], dict, dict]:
+def text_vectors(
+    p: EmbedParams, texts: list[str], info: dict, check_pca: bool = True, assemble: bool = True
+) -> tuple[np.ndarray | Iterator[np.ndarray], dict, dict]:
     """Encoded item texts [N, model dim], L2-normalised when ``embed.normalize``, and the report
     entries that go before and after the common ones (the text-only embed.json layout).
     ``check_pca``: check ``embed.pca_dim`` against the model's dimension before encoding.

@@ -74,6 +74,13 @@ def run_index_json(params: Params, paths: ArtifactPaths) -> None:
     validate_id_table(table, paths.id_table, item_ids)
     write_parquet(table, paths.id_table)
     write_json(
-        {"source": "index_json", "file": str(path), "collision": params.ids.collision, "n_items": int(item_ids.size), "tokenizers": [IMPORTED], "per_tokenizer": {IMPORTED: stats}},
+        {
+            "source": "index_json",
+            "file": str(path),
+            "collision": params.ids.collision,
+            "n_items": int(item_ids.size),
+            "tokenizers": [IMPORTED],
+            "per_tokenizer": {IMPORTED: stats},
+        },
         paths.id_reports_dir / "emit.json",
     )

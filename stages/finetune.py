@@ -67,7 +67,14 @@ def run(params: Params, root: Path, slot: int = 0) -> None:
         "checkpoint": (Path("data") / "finetune" / str(slot) / "best.pt").as_posix(),
     }
     write_json(result, paths.finetune_result(slot))
-    log.info("fine-tuned slot %d (tokenizer %s): best validation %s %.4f at epoch %s", slot, names[t], rp.select_metric, best.get(rp.select_metric, float("nan")), summary["best_epoch"])
+    log.info(
+        "fine-tuned slot %d (tokenizer %s): best validation %s %.4f at epoch %s",
+        slot,
+        names[t],
+        rp.select_metric,
+        best.get(rp.select_metric, float("nan")),
+        summary["best_epoch"],
+    )
 
 
 def _skip(paths: ArtifactPaths, slot: int, reason: str, planned: int) -> None:

@@ -18,7 +18,9 @@ def run(params: Params, root: Path) -> None:
     paths = ArtifactPaths(Path(root))
     data = params.data
     raw = get_source(data).load()
-    processed = apply_protocol(raw, data.min_interactions, data.max_items, dataset_display_name(data.dataset, data.category), data.cold_item_share, data.cold_item_seed)
+    processed = apply_protocol(
+        raw, data.min_interactions, data.max_items, dataset_display_name(data.dataset, data.category), data.cold_item_share, data.cold_item_seed
+    )
 
     # Everything is computed before the first write, so bad input leaves no partial outputs.
     write_parquet(processed.items, paths.items)

@@ -67,7 +67,16 @@ def floor_groups(path: Path) -> dict[str, list[dict]]:
     return {name: [data[name]] for name in ("mostpop", "markov") if name in data}
 
 
-def build(exp_show: list | None, by: list[str], baseline: str | None, metrics: list[str] | None, metrics_file: str, include_baselines: bool = False, floors: Path | None = None, folders: list[Path] | None = None):
+def build(
+    exp_show: list | None,
+    by: list[str],
+    baseline: str | None,
+    metrics: list[str] | None,
+    metrics_file: str,
+    include_baselines: bool = False,
+    floors: Path | None = None,
+    folders: list[Path] | None = None,
+):
     if folders:
         runs = runs_from_folders(folders, metrics_file)
         if not runs:
@@ -88,7 +97,9 @@ def build(exp_show: list | None, by: list[str], baseline: str | None, metrics: l
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.results", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="a saved `dvc exp show --json` output (default: run it)")
-    ap.add_argument("--runs", type=Path, nargs="+", default=None, help="run folders (params.yaml, overrides.json, reports/metrics.json) instead of DVC experiments")
+    ap.add_argument(
+        "--runs", type=Path, nargs="+", default=None, help="run folders (params.yaml, overrides.json, reports/metrics.json) instead of DVC experiments"
+    )
     ap.add_argument("-A", "--all-commits", action="store_true", help="pass -A to dvc exp show (experiments of every commit)")
     ap.add_argument("--include-baselines", action="store_true", help="also count the commits' own results as runs")
     ap.add_argument("--by", default="recommender.model,recommender.loss", help="comma-separated params that define a method")
@@ -96,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys (empty: all shared numeric keys)")
     ap.add_argument("--metrics-file", default="reports/metrics.json")
     ap.add_argument("--out", type=Path, default=Path("reports"), help="folder for results.md and results.csv")
-    ap.add_argument("--floors", type=Path, default=Path("reports/analysis/baselines.json"), help="add the MostPop and Markov rows of this analyse-stage file (skipped when absent)")
+    ap.add_argument(
+        "--floors",
+        type=Path,
+        default=Path("reports/analysis/baselines.json"),
+        help="add the MostPop and Markov rows of this analyse-stage file (skipped when absent)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     data = None if args.runs else json.loads(args.json.read_text(encoding="utf-8")) if args.json else exp_show_json(args.all_commits)

@@ -43,25 +43,58 @@ def run(params: Params, root: Path) -> None:
     if not method_class(rp.method).tests_selected_model:
         rows[0]["selected"] = True
         write_text(finetune_table(rows, METRICS), paths.finetune_table)
-        write_json({"checkpoint": PRETRAINED, "method": rp.method, "tokenizer": None, "note": "no fine-tuning: the pre-trained model is tested"}, paths.selected_model)
+        write_json(
+            {"checkpoint": PRETRAINED, "method": rp.method, "tokenizer": None, "note": "no fine-tuning: the pre-trained model is tested"}, paths.selected_model
+        )
         return
     slots = sorted(params.finetune.slots)
     results = {s: _read(paths.finetune_result(s), f"fine-tuning slot {s}; run stage finetune@{s}") for s in slots}
     planned = max((r.get("planned", 0) for r in results.values()), default=0)
     if missing := [s for s in range(planned) if s not in results]:
-        raise ParamError("finetune.slots", f"{planned} tables are to be fine-tuned (the method's finetune plan, e.g. recommender.method_params.finetune_top_m) but slots {missing} are missing from {params.finetune.slots}: add them (dvc.yaml runs one finetune stage per slot)")
+        raise ParamError(
+            "finetune.slots",
+            f"{planned} tables are to be fine-tuned (the method's finetune plan, e.g. recommender.method_params.finetune_top_m) but slots {missing} are missing from {params.finetune.slots}: add them (dvc.yaml runs one finetune stage per slot)",
+        )
     done = {s: r for s, r in results.items() if r.get("tokenizer") is not None}
     if sorted(done) != list(range(planned)):
-        raise MissingInputError(paths.method_reports_dir / "finetune", f"slots {sorted(set(range(planned)) - set(done))} were not fine-tuned; rerun their finetune stages")
+        raise MissingInputError(
+            paths.method_reports_dir / "finetune", f"slots {sorted(set(range(planned)) - set(done))} were not fine-tuned; rerun their finetune stages"
+        )
     best = select_tokenizer({s: done[s]["best_valid"] for s in sorted(done)}, rp.select_metric)
     for s in sorted(done):
         r = done[s]
-        rows.append({"stage": "finetune", "slot": s, "tokenizer": r["tokenizer"], "cumulative_influence": r["cumulative_influence"], "best_epoch": r["best_epoch"], **{m: r["best_valid"].get(m) for m in METRICS}, "selected": s == best})
+        rows.append(
+            {
+                "stage": "finetune",
+                "slot": s,
+                "tokenizer": r["tokenizer"],
+                "cumulative_influence": r["cumulative_influence"],
+                "best_epoch": r["best_epoch"],
+                **{m: r["best_valid"].get(m) for m in METRICS},
+                "selected": s == best,
+            }
+        )
     rows[0]["selected"] = False
     write_text(finetune_table(rows, METRICS), paths.finetune_table)
     chosen = done[best]
-    write_json({"checkpoint": chosen["checkpoint"], "method": rp.method, "tokenizer": chosen["tokenizer"], "slot": best, "select_metric": rp.select_metric, "valid": chosen["best_valid"]}, paths.selected_model)
-    log.info("selected tokenizer %s (slot %d): validation %s %.4f", chosen["tokenizer"], best, rp.select_metric, chosen["best_valid"].get(rp.select_metric, float("nan")))
+    write_json(
+        {
+            "checkpoint": chosen["checkpoint"],
+            "method": rp.method,
+            "tokenizer": chosen["tokenizer"],
+            "slot": best,
+            "select_metric": rp.select_metric,
+            "valid": chosen["best_valid"],
+        },
+        paths.selected_model,
+    )
+    log.info(
+        "selected tokenizer %s (slot %d): validation %s %.4f",
+        chosen["tokenizer"],
+        best,
+        rp.select_metric,
+        chosen["best_valid"].get(rp.select_metric, float("nan")),
+    )
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:

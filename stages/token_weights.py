@@ -35,7 +35,9 @@ DEFAULT_FR_BETA = 0.99
 DEFAULT_IGD_BETA = 0.1
 
 
-def token_weight_report(codes: np.ndarray, item_counts: np.ndarray, vectors: np.ndarray | None, fr_beta: float = DEFAULT_FR_BETA, igd_beta: float = DEFAULT_IGD_BETA) -> dict[str, Any]:
+def token_weight_report(
+    codes: np.ndarray, item_counts: np.ndarray, vectors: np.ndarray | None, fr_beta: float = DEFAULT_FR_BETA, igd_beta: float = DEFAULT_IGD_BETA
+) -> dict[str, Any]:
     """The report's content from IDs [N, L] (codes), training-target counts [N] and embeddings [N, D]."""
     from genrec_core.recommender import token_weights as tw
 
@@ -75,9 +77,19 @@ def run(params: Params, root: Path) -> None:
     if not np.array_equal(ids, np.arange(codes.shape[0])):
         raise InputFormatError(paths.embeddings, f"item ids must be 0..{codes.shape[0] - 1}, as in the ID table")
     lp = params.recommender.loss_params or {}
-    fr_beta = float(lp.get("beta", lp.get("fr_beta", DEFAULT_FR_BETA))) if params.recommender.loss in ("frequency", "fg_ce_fr", "multi_target", "curriculum") else DEFAULT_FR_BETA
+    fr_beta = (
+        float(lp.get("beta", lp.get("fr_beta", DEFAULT_FR_BETA)))
+        if params.recommender.loss in ("frequency", "fg_ce_fr", "multi_target", "curriculum")
+        else DEFAULT_FR_BETA
+    )
     report = {"tokenizer": name, **token_weight_report(codes, item_counts, vectors, fr_beta=fr_beta)}
     out = paths.reports_dir / "token_weights.json"
     write_json(report, out)
     fg = report["front_greater"]["paper"]
-    log.info("front-greater mu %s -> weights %s; zero-gain share per level %s; wrote %s", np.round(fg["mu"], 4).tolist(), np.round(fg["weights"], 4).tolist(), np.round(report["igd"]["zero_gain_share"]["items"], 4).tolist(), out)
+    log.info(
+        "front-greater mu %s -> weights %s; zero-gain share per level %s; wrote %s",
+        np.round(fg["mu"], 4).tolist(),
+        np.round(fg["weights"], 4).tolist(),
+        np.round(report["igd"]["zero_gain_share"]["items"], 4).tolist(),
+        out,
+    )

@@ -50,7 +50,9 @@ def resolve_tokenizer_params(tp: TokenizerParams, num_items: int) -> TokenizerPa
     if tp.codebook_size != "auto":
         return tp
     k = auto_codebook_size(num_items, tp.levels)
-    log.info("tokenizer.codebook_size auto: K = %d for %d items and L = %d (smallest power of two with K^(L-1) >= N, within [16, 256])", k, num_items, tp.levels)
+    log.info(
+        "tokenizer.codebook_size auto: K = %d for %d items and L = %d (smallest power of two with K^(L-1) >= N, within [16, 256])", k, num_items, tp.levels
+    )
     return dataclasses.replace(tp, codebook_size=k)
 
 

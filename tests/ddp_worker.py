@@ -48,7 +48,25 @@ class StopAt(PlainMethod):
 
 
 def params(kind: str) -> RecommenderParams:
-    base = dict(num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2, d_kv=16, dropout=0.0, lr=0.01, warmup_steps=3, batch_size=25, epochs=2, patience=10, eval_beam_size=10, eval_batch_size=32, log_every=3, max_eval_users=20, threads=1)
+    base = dict(
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=32,
+        d_ff=64,
+        num_heads=2,
+        d_kv=16,
+        dropout=0.0,
+        lr=0.01,
+        warmup_steps=3,
+        batch_size=25,
+        epochs=2,
+        patience=10,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=3,
+        max_eval_users=20,
+        threads=1,
+    )
     if kind == "decoder_only":
         base.update(model="decoder_only", encoder_input="items", pack_examples=3)
     if kind == "mtgrec":
@@ -86,11 +104,23 @@ def build(kind: str, workdir: Path) -> Trainer:
             method = MTGRecMethod(context, **MTGREC_STAGES)
         else:
             model = build_generative_model(rp, vocab, tokens)
-            context = MethodContext(SequenceEncoder(tokens, rp.encoder_input), build_loss(os.environ.get("DDP_TEST_LOSS", "ce"), {}, LossContext(vocab, tokens)))
+            context = MethodContext(
+                SequenceEncoder(tokens, rp.encoder_input), build_loss(os.environ.get("DDP_TEST_LOSS", "ce"), {}, LossContext(vocab, tokens))
+            )
     return Trainer(
-        model, rp, method or StopAt(context), examples_from_frame(frames["train"]), examples_from_frame(frames["valid"]),
-        checkpoint_dir=workdir / "ckpt", reports_dir=workdir / "reports", seed=0, fingerprint="fp",
-        fingerprint_info={"fp": "fp"}, device="cpu", progress=False, use_dvclive=os.environ.get("DDP_TEST_DVCLIVE") == "1",
+        model,
+        rp,
+        method or StopAt(context),
+        examples_from_frame(frames["train"]),
+        examples_from_frame(frames["valid"]),
+        checkpoint_dir=workdir / "ckpt",
+        reports_dir=workdir / "reports",
+        seed=0,
+        fingerprint="fp",
+        fingerprint_info={"fp": "fp"},
+        device="cpu",
+        progress=False,
+        use_dvclive=os.environ.get("DDP_TEST_DVCLIVE") == "1",
     )
 
 

@@ -36,7 +36,25 @@ FIXTURE = HERE / "data" / "reference_runs.json"
 N_ITEMS = 40
 MAX_LEN = 5
 CODES = np.stack([np.arange(N_ITEMS) // 8, np.arange(N_ITEMS) % 8], axis=1)
-TINY = dict(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=2, patience=10, eval_beam_size=5, eval_batch_size=16, log_every=1, threads=1, device="cpu")
+TINY = dict(
+    num_layers=1,
+    num_decoder_layers=1,
+    d_model=16,
+    d_ff=32,
+    num_heads=2,
+    d_kv=8,
+    dropout=0.1,
+    lr=0.01,
+    warmup_steps=3,
+    batch_size=16,
+    epochs=2,
+    patience=10,
+    eval_beam_size=5,
+    eval_batch_size=16,
+    log_every=1,
+    threads=1,
+    device="cpu",
+)
 
 #: name -> (recommender params beyond TINY). Every loss, both encoder inputs, history dropout, user
 #: tokens, level softmax, no clipping, the decoder-only model, SASRec (ce, bce) and GRU4Rec.
@@ -114,14 +132,23 @@ def _run(name: str, tmp: Path) -> dict[str, Any]:
         tokens = torch.from_numpy(vocab.codes_to_tokens(CODES))
         rng = np.random.default_rng(1)
         vectors = rng.normal(size=(N_ITEMS, 6)) + CODES[:, :1]
-        context = LossContext(vocab, tokens, target_counts=np.bincount(data["train"].targets, minlength=N_ITEMS), item_vectors=lambda: vectors, total_steps=params.epochs * -(-len(data["train"]) // params.batch_size))
+        context = LossContext(
+            vocab,
+            tokens,
+            target_counts=np.bincount(data["train"].targets, minlength=N_ITEMS),
+            item_vectors=lambda: vectors,
+            total_steps=params.epochs * -(-len(data["train"]) // params.batch_size),
+        )
         loss = build_loss(params.loss, params.loss_params, context)
         model = build_generative_model(params, vocab)
         encoder = SequenceEncoder(tokens, params.encoder_input, user_buckets=params.user_tokens, user_token_offset=vocab.size)
         trainer = Trainer(model, params, Recorder(MethodContext(encoder, loss)), data["train"], data["valid"], **common)
         trainer.fit()
         items, scores = rank_examples(trainer.model, data["test"], encoder.collate, 5, 16)
-    state = {**{f"model.{k}": v for k, v in trainer.model.state_dict().items()}, **{f"loss.{k}": v for k, v in trainer.method.loss_strategy.state_dict().items() if isinstance(v, torch.Tensor)}}
+    state = {
+        **{f"model.{k}": v for k, v in trainer.model.state_dict().items()},
+        **{f"loss.{k}": v for k, v in trainer.method.loss_strategy.state_dict().items() if isinstance(v, torch.Tensor)},
+    }
     return {
         "steps": steps,
         "parameters": {k: tensor_digest(v) for k, v in state.items()},
@@ -189,7 +216,10 @@ def main() -> int:
         saved = json.loads(FIXTURE.read_text(encoding="utf-8"))
         runs = {**saved["runs"], **runs}
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text(json.dumps({"environment": environment(), "default_fingerprint": default_fingerprint(), "runs": runs}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    FIXTURE.write_text(
+        json.dumps({"environment": environment(), "default_fingerprint": default_fingerprint(), "runs": runs}, indent=1, sort_keys=True) + "\n",
+        encoding="utf-8",
+    )
     print(f"wrote {FIXTURE} ({len(runs)} cases)")
     return 0
 

@@ -221,8 +221,10 @@ def test_methods_from_args_and_config(tmp_path):
         ("x", "x", ["seed=1"]),
     ]
     cfg = tmp_path / "m.yaml"
-    cfg.write_text("- {name: a, label: A, overrides: [recommender.lr=0.001]}\n- {name: b, overrides: 'recommender.model=gru4rec,recommender.loss=ce'}\n"
-                   "- {name: c, overrides: {recommender.d_model: 64, tokenizer.hidden_dims: [64, 32]}}\n")
+    cfg.write_text(
+        "- {name: a, label: A, overrides: [recommender.lr=0.001]}\n- {name: b, overrides: 'recommender.model=gru4rec,recommender.loss=ce'}\n"
+        "- {name: c, overrides: {recommender.d_model: 64, tokenizer.hidden_dims: [64, 32]}}\n"
+    )
     got = converged.methods_from_config(cfg)
     assert [(m.name, m.label, m.overrides) for m in got] == [
         ("a", "A", ["recommender.lr=0.001"]),
@@ -299,7 +301,13 @@ def test_stage_commands_run_mtgrec_finetuning_and_selection_before_evaluate():
     assert runs.stage_commands(("train", "evaluate"), params, ["seed=1"]) == [["train"], ["evaluate"]]
     assert runs.stage_commands(("train",), params, ["recommender.method=mtgrec"]) == [["train"]]
     assert runs.stage_commands(("train", "evaluate"), params, ["recommender.method=mtgrec", "finetune.slots=[0,1,2]"]) == [
-        ["train"], ["finetune", "--slot", "0"], ["finetune", "--slot", "1"], ["finetune", "--slot", "2"], ["select-tokenizer"], ["evaluate"]]
+        ["train"],
+        ["finetune", "--slot", "0"],
+        ["finetune", "--slot", "1"],
+        ["finetune", "--slot", "2"],
+        ["select-tokenizer"],
+        ["evaluate"],
+    ]
 
 
 def test_run_measured_gives_the_status_and_the_childs_own_peak_memory(tmp_path):
@@ -321,9 +329,21 @@ def test_run_measured_gives_the_status_and_the_childs_own_peak_memory(tmp_path):
 
 
 def test_cost_and_ids_section_of_runs_with_moving_ids():
-    summary = {"seconds": 100.0, "epochs": 4, "bloger_before": {"density": [0.5, 1.0], "entropy": [5.0, 6.0]}, "bloger_after": {"density": [0.75, 1.0], "entropy": [5.5, 6.0]}}
+    summary = {
+        "seconds": 100.0,
+        "epochs": 4,
+        "bloger_before": {"density": [0.5, 1.0], "entropy": [5.0, 6.0]},
+        "bloger_after": {"density": [0.75, 1.0], "entropy": [5.5, 6.0]},
+    }
     extras = converged.run_extras(summary, {"peak_rss_mb": {"train": 900.0, "evaluate": 400.0}})
-    assert extras == {"seconds_per_epoch": 25.0, "peak_rss_train_mb": 900.0, "density_1_before": 0.5, "entropy_1_before": 5.0, "density_1_after": 0.75, "entropy_1_after": 5.5}
+    assert extras == {
+        "seconds_per_epoch": 25.0,
+        "peak_rss_train_mb": 900.0,
+        "density_1_before": 0.5,
+        "entropy_1_before": 5.0,
+        "density_1_after": 0.75,
+        "entropy_1_after": 5.5,
+    }
     base = converged.run_extras({"seconds": 40.0, "epochs": 4}, {"peak_rss_mb": {"train": 600.0}})
     runs_ = [{"method": "fixed", **base}, {"method": "bloger", **extras}]
     methods = [converged.Method("fixed", "Fixed"), converged.Method("bloger", "BLOGER")]

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import next_item_pattern_splits
 from torch import nn
 
 from genrec_core.config import RecommenderParams
@@ -43,7 +44,6 @@ from genrec_core.runtime import seed_everything
 from genrec_core.tokenizers.collisions import group_ids
 from genrec_core.tokenizers.rqvae import RQVAE, RQVAEConfig, RQVAETokenizer
 from genrec_core.tokenizers.runtime import RuntimeItemTokenizer
-from helpers import next_item_pattern_splits
 
 N_ITEMS, D, L, K = 40, 6, 3, 8
 FRAMES = next_item_pattern_splits(N_ITEMS, 5, 30, 8, 0)
@@ -79,8 +79,25 @@ def make_trainer(tmp_path, method_params=None, kind="tiger", init_seed=0, method
     if double:
         rt = rt.double()
     seed_everything(init_seed)
-    base = dict(model=kind, encoder_input="items", num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3,
-                batch_size=16, epochs=3, patience=10, eval_beam_size=10, eval_batch_size=32, log_every=2)
+    base = dict(
+        model=kind,
+        encoder_input="items",
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=3,
+        batch_size=16,
+        epochs=3,
+        patience=10,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=2,
+    )
     base.update(kw)
     method_params = dict(method_params or {})
     params = RecommenderParams(method="bloger", method_params=method_params, **base)
@@ -91,9 +108,21 @@ def make_trainer(tmp_path, method_params=None, kind="tiger", init_seed=0, method
     loss = loss if loss is not None else build_loss("ce", {}, LossContext(rt.vocab, tokens))
     encoder = SequenceEncoder(tokens, params.encoder_input, user_buckets=params.user_tokens, user_token_offset=rt.vocab.size)
     method = method_cls(MethodContext(encoder, loss, extra={"runtime_tokenizer": rt}), **method_params)
-    return Trainer(model, params, method, examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), checkpoint_dir=tmp_path / "ckpt",
-                   reports_dir=tmp_path / "reports" / "train", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False,
-                   checkpoint_meta={"item_tokens": tokens.clone()})
+    return Trainer(
+        model,
+        params,
+        method,
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports" / "train",
+        seed=0,
+        fingerprint="fp",
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
+        checkpoint_meta={"item_tokens": tokens.clone()},
+    )
 
 
 def first_batch(trainer: Trainer, n: int = 16):
@@ -110,11 +139,21 @@ def phi_of(trainer: Trainer) -> list[torch.Tensor]:
 def test_bloger_is_registered_and_its_params_are_validated():
     assert method_class("bloger") is BlogerMethod
     assert check_method_params("bloger", {"lam": 1}) == {**BlogerMethod.param_defaults, "lam": 1.0}
-    for given, key in [({"lamda": 1.0}, "lamda"), ({"mode": "bi"}, "mode"), ({"surgery": "pcgrad"}, "surgery"), ({"outer_batch": "test"}, "outer_batch"),
-                       ({"lam": -1.0}, "lam"), ({"lookahead_lr": float("nan")}, "lookahead_lr"), ({"tokenizer_lr": 0.0}, "tokenizer_lr"),
-                       ({"tokenizer_weight_decay": -1e-4}, "tokenizer_weight_decay"), ({"updates_per_epoch": 0}, "updates_per_epoch"),
-                       ({"updates_per_epoch": 1.5}, "updates_per_epoch"), ({"temperature": 0}, "temperature"), ({"finetune_epochs": -1}, "finetune_epochs"),
-                       ({"finetune_lr": 0.0}, "finetune_lr")]:
+    for given, key in [
+        ({"lamda": 1.0}, "lamda"),
+        ({"mode": "bi"}, "mode"),
+        ({"surgery": "pcgrad"}, "surgery"),
+        ({"outer_batch": "test"}, "outer_batch"),
+        ({"lam": -1.0}, "lam"),
+        ({"lookahead_lr": float("nan")}, "lookahead_lr"),
+        ({"tokenizer_lr": 0.0}, "tokenizer_lr"),
+        ({"tokenizer_weight_decay": -1e-4}, "tokenizer_weight_decay"),
+        ({"updates_per_epoch": 0}, "updates_per_epoch"),
+        ({"updates_per_epoch": 1.5}, "updates_per_epoch"),
+        ({"temperature": 0}, "temperature"),
+        ({"finetune_epochs": -1}, "finetune_epochs"),
+        ({"finetune_lr": 0.0}, "finetune_lr"),
+    ]:
         with pytest.raises(ParamError, match=rf"recommender\.method_params\.{key}"):
             check_method_params("bloger", given)
     rt = runtime_tokenizer()
@@ -127,7 +166,9 @@ def test_bloger_is_registered_and_its_params_are_validated():
     with pytest.raises(GenrecError, match="no decoder"):
         build_method("bloger", {}, MethodContext(SequenceEncoder(tokens, "items"), ce, extra={"runtime_tokenizer": old_file}))
     with pytest.raises(ParamError, match=r"recommender\.loss"):
-        build_method("bloger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("cft", {}, LossContext(rt.vocab, tokens)), extra={"runtime_tokenizer": rt}))
+        build_method(
+            "bloger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("cft", {}, LossContext(rt.vocab, tokens)), extra={"runtime_tokenizer": rt})
+        )
 
 
 # --------------------------------------------------------------------------- surgery
@@ -308,7 +349,9 @@ def test_after_a_tokenizer_step_the_trie_accepts_exactly_the_new_ids(tmp_path):
     assert torch.equal(fresh.item_tokens(), new)
     # the encoder tokenizes, and checkpoints store, the new IDs
     assert torch.equal(method.encoder.tables[0], new) and torch.equal(trainer.checkpoint_meta["item_tokens"], new)
-    assert torch.equal(method.collate(trainer, trainer.train_examples, np.arange(4)).labels[:, :L], new[torch.from_numpy(trainer.train_examples.targets[:4]).long()])
+    assert torch.equal(
+        method.collate(trainer, trainer.train_examples, np.arange(4)).labels[:, :L], new[torch.from_numpy(trainer.train_examples.targets[:4]).long()]
+    )
     density, entropy = code_usage(method.runtime.hard_ids(NAME).numpy(), L, K)
     assert record["density"] == density and record["entropy"] == entropy
     ids = method.runtime.hard_ids(NAME).numpy()
@@ -435,9 +478,14 @@ class StoppedAt13(BlogerMethod):
             trainer.handle_signal(signal.SIGTERM, None)
 
 
-@pytest.mark.parametrize("method_params,kw", [({"updates_per_epoch": 2, "tokenizer_lr": 0.003}, {}),
-                                              ({"updates_per_epoch": 2, "mode": "joint", "outer_batch": "valid", "surgery": "rowwise"}, {}),
-                                              ({"updates_per_epoch": 2}, {"kind": "decoder_only", "pack_examples": 3, "history_dropout": 0.2})])
+@pytest.mark.parametrize(
+    "method_params,kw",
+    [
+        ({"updates_per_epoch": 2, "tokenizer_lr": 0.003}, {}),
+        ({"updates_per_epoch": 2, "mode": "joint", "outer_batch": "valid", "surgery": "rowwise"}, {}),
+        ({"updates_per_epoch": 2}, {"kind": "decoder_only", "pack_examples": 3, "history_dropout": 0.2}),
+    ],
+)
 def test_resumed_between_two_tokenizer_steps_is_bit_identical(tmp_path, method_params, kw):
     """Dropout on (the global RNG matters); the last case trains packed with history dropout (12
     batches an epoch: tokenizer steps after 6, 12, 18, ..., step 13 still lies between two)."""
@@ -495,8 +543,11 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     from genrec_core.tokenizers.id_table import read_id_table_with_items, validate_id_table
 
     root, overrides = tiny_project(tmp_path)
-    overrides += ["ids.collision=dedup_level", "recommender.method=bloger",
-                  'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}']
+    overrides += [
+        "ids.collision=dedup_level",
+        "recommender.method=bloger",
+        'recommender.method_params={"tokenizer_lr":0.01,"updates_per_epoch":2,"finetune_epochs":2,"finetune_lr":0.003}',
+    ]
     dvc = load_dvc_yaml()
     names = ["preprocess", "embed", "train_tokenizer", "emit_ids", "train", "evaluate", "analyse"]
     written = run_stages_recording_writes(root, names, overrides)
@@ -506,7 +557,7 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     item_ids, tables = read_id_table_with_items(final)
     validate_id_table(pl.read_parquet(final), final, item_ids)
     start_ids, start = read_id_table_with_items(root / "data" / "ids" / "item_ids.parquet")
-    (name, ids), = tables.items()
+    ((name, ids),) = tables.items()
     assert name == list(start)[-1] and np.array_equal(item_ids, start_ids) and ids.shape == start[name].shape  # the dedup level kept
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert len(summary["bloger_updates"]) == 2 * summary["epochs"] and summary["bloger_before"]["density"][0] > 0
@@ -518,7 +569,9 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     # fine-tuning on the frozen final IDs: plain training from BLOGER's best, kept only if better on validation
     ft = summary["final_ids_finetune"]
     tuned = torch.load(root / "data" / "recommender" / "finetune" / "best.pt", weights_only=True)
-    assert ft["epochs"] == 2 and tuned["params"]["method"] == "plain" and tuned["params"]["lr"] == 0.003 and torch.equal(tuned["item_tokens"], best["item_tokens"])
+    assert (
+        ft["epochs"] == 2 and tuned["params"]["method"] == "plain" and tuned["params"]["lr"] == 0.003 and torch.equal(tuned["item_tokens"], best["item_tokens"])
+    )
     ft_summary = json.loads((root / "data" / "recommender" / "finetune" / "summary.json").read_text())
     bloger_best = max(e["ndcg@10"] for e in summary_evals(root))
     assert ft["selected"] == (ft_summary["best_valid_ndcg@10"] > bloger_best)
@@ -541,7 +594,9 @@ def test_the_train_stage_writes_the_final_ids_and_evaluate_decodes_with_them(tmp
     from genrec_core.evaluation.metrics import as_padded, relaxed_prefix_ndcg
 
     preds = pl.read_parquet(root / "data" / "predictions" / "test.parquet")
-    examples = preds.select("user_id", "target_item").join(pl.read_parquet(root / "data" / "processed" / "test.parquet"), on="user_id", how="left", maintain_order="left")
+    examples = preds.select("user_id", "target_item").join(
+        pl.read_parquet(root / "data" / "processed" / "test.parquet"), on="user_id", how="left", maintain_order="left"
+    )
     sequences = pl.read_parquet(root / "data" / "processed" / "sequences.parquet")
     n_items = int(pl.read_parquet(root / "data" / "processed" / "items.parquet")["item_id"].max()) + 1
     mostpop = as_padded(baseline_predictions(sequences, examples.select("user_id", "history", "target"), "test", n_items, 10)["mostpop"]["items"])
@@ -568,19 +623,40 @@ def test_the_ablation_rows_and_the_gpu_configuration_are_valid():
     assert list(rows) == ["decoder-only-packed", "bloger-joint", "bloger-joint-surgery", "bloger-no-surgery", "bloger"]
     params = {name: load_params(root / "params.yaml", m.overrides) for name, m in rows.items()}
     fixed = params["decoder-only-packed"].recommender
-    assert fixed.method == "plain" and (fixed.model, fixed.pack_examples, fixed.epochs, fixed.history_dropout) == ("decoder_only", 10, 7, 0.2)  # the packed CPU default
-    expected = {"bloger-joint": ("joint", "none"), "bloger-joint-surgery": ("joint", "projection"), "bloger-no-surgery": ("bilevel", "none"), "bloger": ("bilevel", "projection")}
+    assert fixed.method == "plain" and (fixed.model, fixed.pack_examples, fixed.epochs, fixed.history_dropout) == (
+        "decoder_only",
+        10,
+        7,
+        0.2,
+    )  # the packed CPU default
+    expected = {
+        "bloger-joint": ("joint", "none"),
+        "bloger-joint-surgery": ("joint", "projection"),
+        "bloger-no-surgery": ("bilevel", "none"),
+        "bloger": ("bilevel", "projection"),
+    }
     for name, (mode, surgery) in expected.items():
         rp = params[name].recommender
         mp = BlogerMethod.check_params(rp.method_params)
         assert rp.method == "bloger" and (mp["mode"], mp["surgery"]) == (mode, surgery)
         # the same backbone and schedule as Fixed: the rows differ by the method only
-        assert {k: v for k, v in vars(rp).items() if k not in ("method", "method_params")} == {k: v for k, v in vars(fixed).items() if k not in ("method", "method_params")}
+        assert {k: v for k, v in vars(rp).items() if k not in ("method", "method_params")} == {
+            k: v for k, v in vars(fixed).items() if k not in ("method", "method_params")
+        }
     conv = {m.name: m.overrides for m in converged.methods_from_config(root / "scripts" / "converged_methods.yaml")}
     assert rows["decoder-only-packed"].overrides == conv["decoder-only-packed"]  # reports/converged.md's workspace, reused
     mtgrec = {m.name: m.overrides for m in converged.methods_from_config(root / "scripts" / "mtgrec_ablation.yaml")}
     assert rows["decoder-only-packed"].overrides == mtgrec["decoder-only-packed"]  # MTGRec's table's baseline too
     gpu = load_params(root / "params.yaml", flatten_overlay(root / "configs" / "bloger-gpu.yaml"))
     rp = gpu.recommender
-    assert (gpu.tokenizer.levels, gpu.tokenizer.codebook_size, rp.model, rp.num_layers, rp.num_decoder_layers, rp.d_model, rp.d_ff, rp.num_heads) == (4, 256, "t5", 4, 4, 128, 1024, 6)
+    assert (gpu.tokenizer.levels, gpu.tokenizer.codebook_size, rp.model, rp.num_layers, rp.num_decoder_layers, rp.d_model, rp.d_ff, rp.num_heads) == (
+        4,
+        256,
+        "t5",
+        4,
+        4,
+        128,
+        1024,
+        6,
+    )
     assert rp.method == "bloger" and BlogerMethod.check_params(rp.method_params)["lookahead_lr"] == 5e-4 and rp.lr == 5e-4

@@ -17,7 +17,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-
 from test_cold_start import GENERATIVE, _overrides, _run, _text_dataset, _write_params
 
 

@@ -15,7 +15,15 @@ from genrec_core.recommender import checkpoint_format as fmt
 
 
 def _last(path, **kw):
-    args = dict(fingerprint="fp", fingerprint_info={"a": 1}, model={"w": torch.arange(3.0)}, method={"optimizer": {"lr": 0.1}}, state={"epoch": 2}, sampler={"epoch": 2}, rng={"torch": torch.zeros(2, dtype=torch.uint8)})
+    args = dict(
+        fingerprint="fp",
+        fingerprint_info={"a": 1},
+        model={"w": torch.arange(3.0)},
+        method={"optimizer": {"lr": 0.1}},
+        state={"epoch": 2},
+        sampler={"epoch": 2},
+        rng={"torch": torch.zeros(2, dtype=torch.uint8)},
+    )
     args.update(kw)
     return fmt.write_last(path, **args)
 
@@ -38,7 +46,9 @@ def test_best_pt_is_the_runs_record_then_the_model_description(tmp_path):
     assert (best["epoch"], best["step"], best["valid"], best["tokenizer"]) == (3, 30, {"ndcg@10": 0.5}, "rqvae")
     assert torch.equal(fmt.read_item_tokens(path), tokens) and torch.equal(fmt.read_weights(path)["w"], torch.ones(1))
     assert fmt.missing_keys(best, fmt.GENERATIVE_KEYS) == []
-    item_id = fmt.write_best(tmp_path / "sasrec.pt", fingerprint="fp", model={}, epoch=1, step=1, valid={}, meta=fmt.item_id_meta("sasrec", {"max_len": 20}, {"model": "sasrec"}))
+    item_id = fmt.write_best(
+        tmp_path / "sasrec.pt", fingerprint="fp", model={}, epoch=1, step=1, valid={}, meta=fmt.item_id_meta("sasrec", {"max_len": 20}, {"model": "sasrec"})
+    )
     assert list(torch.load(item_id, weights_only=True))[6:] == ["model_kind", "config", "params"]
     with pytest.raises(InputFormatError, match="no item tokens"):
         fmt.read_item_tokens(item_id)

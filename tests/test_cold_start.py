@@ -61,7 +61,15 @@ GENERATIVE = ("preprocess", "embed", "train_tokenizer", "emit_ids", "train")
 def _overrides(tmp: Path, *extra: str) -> list[str]:
     from test_dvc_dependencies import TINY
 
-    return [*TINY, "embed.source=text", "tokenizer.codebook_size=16", f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}", "recommender.epochs=1", *extra]
+    return [
+        *TINY,
+        "embed.source=text",
+        "tokenizer.codebook_size=16",
+        f"data.raw_dir={tmp / 'raw'}",
+        f"data.cache_dir={tmp / 'cache'}",
+        "recommender.epochs=1",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +200,9 @@ def test_cli_add_items_extends_the_bundle_which_loads_checked(bundle, spaces, tm
     target = _copy(bundle, tmp_path / "b")
     n = ServingModel.load(target).num_items
     f = tmp_path / "new.jsonl"
-    f.write_text(json.dumps({"item_id": "n1", **_item_fields(spaces["tiger"], 2)}) + "\n\n" + json.dumps({"item_id": "n2", "text": "Space opera in winter"}) + "\n")
+    f.write_text(
+        json.dumps({"item_id": "n1", **_item_fields(spaces["tiger"], 2)}) + "\n\n" + json.dumps({"item_id": "n2", "text": "Space opera in winter"}) + "\n"
+    )
     res = _cli("add-items", str(f), "--bundle", str(target))
     assert res.exit_code == 0, res.output
     assert f"added 2 items to {target}" in res.output
@@ -269,7 +279,9 @@ def test_http_post_items_adds_recommendable_items_and_names_bad_fields(bundle, s
         r = client.post("/items", json={"items": [{"item_id": "h3", "text": "Saved item"}], "save": True})
         assert r.status_code == 200 and r.json()["saved"] == str(target)
     assert ServingModel.load(target).num_items == n + 2
-    with TestClient(create_app(ServingModel.load(spaces["sasrec"]), write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}) as client:
+    with TestClient(
+        create_app(ServingModel.load(spaces["sasrec"]), write_token=token), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         r = client.post("/items", json={"items": [{"item_id": "s1", "text": "x"}]})
         assert r.status_code == 409 and "cannot rank an unseen item" in r.json()["error"]
 
@@ -349,7 +361,13 @@ def test_the_cold_start_script_writes_its_report(cold_spaces, tmp_path):
     out = tmp_path / "cold_start.md"
     assert cold_start.main(["--workspace", str(cold_spaces["tiger"]), "--sasrec", str(cold_spaces["sasrec"]), "--out", str(out)]) == 0
     text = out.read_text()
-    for words in ("t5 (generative, 10 beams)", "sasrec (item IDs, full ranking)", "content floor", "held out 6 of 24 items", "python benchmarks/cold_start.py --workspace"):
+    for words in (
+        "t5 (generative, 10 beams)",
+        "sasrec (item IDs, full ranking)",
+        "content floor",
+        "held out 6 of 24 items",
+        "python benchmarks/cold_start.py --workspace",
+    ):
         assert words in text, text
 
 

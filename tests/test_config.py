@@ -16,7 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides_read_as_yaml():
-    p = load_params(None, ["data.max_items=50", "tokenizer.kind_params.hidden_dims=[64,32]", "recommender.loss=curriculum", "recommender.loss_params={half_life: 0.3}", "data.raw_dir=null"])
+    p = load_params(
+        None,
+        [
+            "data.max_items=50",
+            "tokenizer.kind_params.hidden_dims=[64,32]",
+            "recommender.loss=curriculum",
+            "recommender.loss_params={half_life: 0.3}",
+            "data.raw_dir=null",
+        ],
+    )
     assert p.data.max_items == 50 and p.tokenizer.kind_params == {"hidden_dims": [64, 32]}
     assert p.recommender.loss_params == {"half_life": 0.3} and p.data.raw_dir is None
     assert isinstance(load_params(None, ["tokenizer.lr=1"]).tokenizer.lr, float)  # int accepted for float
@@ -66,7 +75,9 @@ def test_params_file_errors(tmp_path):
 
 def test_overlay_flattens_to_single_shell_words(tmp_path):
     overlay = tmp_path / "o.yaml"
-    overlay.write_text("data:\n  dataset: yelp\n  raw_dir: /d/yelp\ntokenizer:\n  hidden_dims: [512, 256]\nrecommender:\n  loss: curriculum\n  loss_params: {half_life: 0.2}\n")
+    overlay.write_text(
+        "data:\n  dataset: yelp\n  raw_dir: /d/yelp\ntokenizer:\n  hidden_dims: [512, 256]\nrecommender:\n  loss: curriculum\n  loss_params: {half_life: 0.2}\n"
+    )
     items = flatten_overlay(overlay)
     assert items == [
         "data.dataset=yelp",
@@ -91,7 +102,14 @@ def test_absolute_path_overrides_only_touch_relative_dataset_paths(tmp_path, mon
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "minilm").mkdir(parents=True)
-    given = ["data.raw_dir=rel/yelp", "data.cache_dir=null", "++data.cache_dir=/abs/cache", "recommender.lr=0.1", "embed.model=sentence-transformers/all-MiniLM-L6-v2", "embed.model=models/minilm"]
+    given = [
+        "data.raw_dir=rel/yelp",
+        "data.cache_dir=null",
+        "++data.cache_dir=/abs/cache",
+        "recommender.lr=0.1",
+        "embed.model=sentence-transformers/all-MiniLM-L6-v2",
+        "embed.model=models/minilm",
+    ]
     assert absolute_path_overrides(given) == [
         f"data.raw_dir={tmp_path / 'rel' / 'yelp'}",  # need not exist yet
         "data.cache_dir=null",

@@ -19,26 +19,26 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import RecommenderParams
 from genrec_core.evaluation.baselines import PREDICTION_SCHEMA
 from genrec_core.io import write_parquet
+from genrec_core.methods import MethodContext
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.beam_search import constrained_beam_search
 from genrec_core.recommender.checkpoint import load_recommender
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
+from genrec_core.recommender.interface import rank_examples
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import build_generative_model
-from genrec_core.methods import MethodContext
-from genrec_core.methods.plain import PlainMethod
-from genrec_core.recommender.interface import rank_examples
 from genrec_core.recommender.trainer import Trainer
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 from genrec_core.runtime import seed_everything
 from genrec_core.tokenizers.id_table import build_id_table
-from helpers import next_item_pattern_splits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,24 @@ PATTERN_TOKENS = torch.from_numpy(PATTERN_VOCAB.codes_to_tokens(CODES))
 
 
 def small_params(**kw) -> RecommenderParams:
-    base = dict(model="decoder_only", num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2, d_kv=16, dropout=0.0, lr=0.01, warmup_steps=5, batch_size=32, epochs=3, patience=100, eval_beam_size=10, eval_batch_size=32, log_every=4)
+    base = dict(
+        model="decoder_only",
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=32,
+        d_ff=64,
+        num_heads=2,
+        d_kv=16,
+        dropout=0.0,
+        lr=0.01,
+        warmup_steps=5,
+        batch_size=32,
+        epochs=3,
+        patience=100,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=4,
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -75,9 +92,19 @@ def make_trainer(tmp_path, params: RecommenderParams, method=LossRecorder, check
     encoder = SequenceEncoder(PATTERN_TOKENS, params.encoder_input, user_buckets=params.user_tokens, user_token_offset=PATTERN_VOCAB.size)
     loss = build_loss(params.loss, params.loss_params, LossContext(PATTERN_VOCAB, PATTERN_TOKENS))
     return Trainer(
-        model, params, method(MethodContext(encoder, loss)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp",
-        checkpoint_meta=checkpoint_meta, device="cpu", progress=False, use_dvclive=False,
+        model,
+        params,
+        method(MethodContext(encoder, loss)),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        checkpoint_meta=checkpoint_meta,
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
     )
 
 
@@ -118,7 +145,19 @@ def all_items() -> torch.Tensor:
 def random_model(encoder_input: str, level_softmax: bool, user_tokens: int = 0, seed: int = 0) -> DecoderOnlyRecommender:
     """Random weights scaled up so that scores spread (no near-ties in the rankings)."""
     torch.manual_seed(seed)
-    params = RecommenderParams(model="decoder_only", encoder_input=encoder_input, num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=4, d_kv=8, dropout=0.1, level_softmax=level_softmax, user_tokens=user_tokens)
+    params = RecommenderParams(
+        model="decoder_only",
+        encoder_input=encoder_input,
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=32,
+        d_ff=64,
+        num_heads=4,
+        d_kv=8,
+        dropout=0.1,
+        level_softmax=level_softmax,
+        user_tokens=user_tokens,
+    )
     model = DecoderOnlyRecommender(params, VOCAB)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -283,7 +322,13 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
 
 def _write_inputs(root: Path) -> ArtifactPaths:
     paths = ArtifactPaths(root)
-    items = pl.DataFrame({"item_id": pl.Series(np.arange(N_ITEMS), dtype=pl.Int32), "source_item_id": [str(i) for i in range(N_ITEMS)], "title": [f"item {i}" for i in range(N_ITEMS)]})
+    items = pl.DataFrame(
+        {
+            "item_id": pl.Series(np.arange(N_ITEMS), dtype=pl.Int32),
+            "source_item_id": [str(i) for i in range(N_ITEMS)],
+            "title": [f"item {i}" for i in range(N_ITEMS)],
+        }
+    )
     write_parquet(items, paths.items)
     for split, df in FRAMES.items():
         write_parquet(df, paths.examples(split))

@@ -171,7 +171,14 @@ def test_pip_command_and_wheel_pickup(tmp_path, monkeypatch):
     wheel = download.pip_download_recbole(tmp_path)
     assert wheel == tmp_path / "recbole-1.2.1-py3-none-any.whl"
     assert seen["cmd"][1:] == [
-        "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "recbole==1.2.1", "-d", str(tmp_path),
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "recbole==1.2.1",
+        "-d",
+        str(tmp_path),
     ]
     assert seen["timeout"] is not None
 

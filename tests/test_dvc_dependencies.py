@@ -226,7 +226,9 @@ def non_stage_commands() -> frozenset[str]:
     """Functions of cli.py's commands that never call ``_run_stage`` (recommend, export, serve, ...)."""
     names = set()
     for node in ast.parse(CLI.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.FunctionDef) and any(isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command" for d in node.decorator_list):
+        if isinstance(node, ast.FunctionDef) and any(
+            isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command" for d in node.decorator_list
+        ):
             if not any(isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == "_run_stage" for c in ast.walk(node)):
                 names.add(node.name)
     return frozenset(names)

@@ -166,8 +166,9 @@ def _wordlevel_tokenizer(words: list[str], with_pad: bool):
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     kwargs = {"pad_token": "<pad>"} if with_pad else {}
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   model_input_names=["input_ids", "attention_mask"], **kwargs)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_input_names=["input_ids", "attention_mask"], **kwargs
+    )
     return fast, len(vocab)
 
 
@@ -187,8 +188,16 @@ def _tiny_decoder(path: Path, kind: str) -> Path:
     torch.manual_seed(0)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None)
     if kind == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **ids)
+        cfg = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            **ids,
+        )
         LlamaModel(cfg).save_pretrained(path)
     else:
         cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64, **ids)
@@ -221,8 +230,17 @@ def test_mean_pool_t5_uses_encoder_only(tmp_path):
     tok, vocab_size = _wordlevel_tokenizer(WORDS, with_pad=True)
     tok.save_pretrained(tmp_path)
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4,
-                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    cfg = T5Config(
+        vocab_size=vocab_size,
+        d_model=16,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=4,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
     T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
     enc = build_encoder(EmbedParams(mode="mean_pool", model=str(tmp_path), batch_size=8), "cpu")
     assert type(enc.model).__name__ == "T5EncoderModel"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import RecommenderParams
-from genrec_core.recommender.data import examples_from_frame
 from genrec_core.methods import MethodContext
 from genrec_core.methods.plain import PlainMethod
+from genrec_core.recommender.data import examples_from_frame
 from genrec_core.recommender.trainer import Trainer
 from genrec_core.runtime import seed_everything
-from helpers import next_item_pattern_splits
 from genrec_core.sequential.models import GRU4Rec, build_model
 from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
@@ -30,7 +30,19 @@ FRAMES = synthetic()
 
 
 def params(**kw) -> RecommenderParams:
-    base = dict(num_layers=1, d_model=32, dropout=0.1, lr=0.01, warmup_steps=5, batch_size=32, epochs=10, patience=20, eval_beam_size=10, eval_batch_size=32, log_every=1)
+    base = dict(
+        num_layers=1,
+        d_model=32,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=5,
+        batch_size=32,
+        epochs=10,
+        patience=20,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=1,
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -74,9 +86,18 @@ def test_training_lowers_the_loss_and_learns_the_pattern(tmp_path, loss):
             losses.append(float(out.loss.detach()))
 
     trainer = Trainer(
-        model, p, LossRecorder(MethodContext(encoder, SequentialLoss(loss))), train, examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp",
-        device="cpu", progress=False, use_dvclive=False,
+        model,
+        p,
+        LossRecorder(MethodContext(encoder, SequentialLoss(loss))),
+        train,
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
     )
     summary = trainer.fit()
     per_epoch = len(losses) // summary["epochs"]

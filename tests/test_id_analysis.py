@@ -158,7 +158,9 @@ def test_id_table_roundtrip_and_validation(tmp_path):
     with pytest.raises(InputFormatError, match="shared"):
         validate_id_table(build_id_table(item_ids, {"e_1": np.array([[0, 0], [0, 0], [1, 0]])}))
     with pytest.raises(InputFormatError, match="same items"):
-        validate_id_table(pl.concat([df.filter(pl.col("tokenizer") == "epoch_0001"), df.filter((pl.col("tokenizer") == "epoch_0002") & (pl.col("item_id") != 7))]))
+        validate_id_table(
+            pl.concat([df.filter(pl.col("tokenizer") == "epoch_0001"), df.filter((pl.col("tokenizer") == "epoch_0002") & (pl.col("item_id") != 7))])
+        )
     with pytest.raises(InputFormatError, match="more than once"):
         validate_id_table(pl.concat([df.head(1), df.head(3)]).sort(["tokenizer", "item_id"]))
     with pytest.raises(InputFormatError, match="sorted"):
@@ -181,9 +183,7 @@ def test_train_item_counts(tmp_path):
 
 def test_train_item_counts_from_examples(tmp_path):
     # user 0 training part 4, 5, 6 (examples t=1: [4]->5, t=2: [4,5]->6); user 1: 5, 5 ([5]->5)
-    pl.DataFrame(
-        {"user_id": [0, 1, 0], "history": [[4, 5], [5], [4]], "target": [6, 5, 5]}
-    ).write_parquet(tmp_path / "train.parquet")
+    pl.DataFrame({"user_id": [0, 1, 0], "history": [[4, 5], [5], [4]], "target": [6, 5, 5]}).write_parquet(tmp_path / "train.parquet")
     np.testing.assert_array_equal(train_item_counts(tmp_path, np.array([4, 5, 6, 7])), [1, 3, 1, 0])
     assert train_item_counts(tmp_path / "missing", np.array([1])) is None
 

@@ -24,7 +24,9 @@ def _script():
 def test_tiny_catalogue_runs_every_step_after_embedding(tmp_path):
     lc = _script()
     n = 1500
-    args = lc.parser().parse_args(["--items", str(n), "--users", "40", "--log-users", "300", "--kmeans-iters", "2", "--ids-from", "rqkmeans", "--workdir", str(tmp_path)])
+    args = lc.parser().parse_args(
+        ["--items", str(n), "--users", "40", "--log-users", "300", "--kmeans-iters", "2", "--ids-from", "rqkmeans", "--workdir", str(tmp_path)]
+    )
     rows = {name: lc.run_step(name, args) for name in ("vectors", "log", "rqkmeans", "emit-rqkmeans", "trie", "beam")}
 
     # the streamed vectors file holds exactly the generated chunks, item i in row i

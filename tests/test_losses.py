@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import manual_nll
+
 from genrec_core.errors import ParamError
 from genrec_core.recommender.losses import (
     LOSSES,

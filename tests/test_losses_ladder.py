@@ -47,8 +47,19 @@ def fake_exp_show():
     exps += [_exp("fg_to_ce-s1", "fg_to_ce", 1, 0.015)]
     exps += [_exp("unnamed-run", "multi_target", 1, 0.012, {"regulariser": "uncertainty"})]
     return [
-        {"rev": "workspace", "name": None, "data": {"rev": "workspace", "params": {}, "metrics": {"reports/metrics.json": {"data": {"ndcg@5": 0.0}}}}, "error": None, "experiments": None},
-        {"rev": "abc", "name": "main", "data": {"rev": "abc", "params": {}, "metrics": {}}, "experiments": [{"revs": [e], "executor": None, "name": e["name"]} for e in exps]},
+        {
+            "rev": "workspace",
+            "name": None,
+            "data": {"rev": "workspace", "params": {}, "metrics": {"reports/metrics.json": {"data": {"ndcg@5": 0.0}}}},
+            "error": None,
+            "experiments": None,
+        },
+        {
+            "rev": "abc",
+            "name": "main",
+            "data": {"rev": "abc", "params": {}, "metrics": {}},
+            "experiments": [{"revs": [e], "executor": None, "name": e["name"]} for e in exps],
+        },
     ]
 
 
@@ -68,7 +79,9 @@ def test_queue_commands_cover_the_ladder_with_valid_params(ladder):
 
 def test_collect_builds_tables_from_exp_show_json(ladder, tmp_path):
     exps = ladder.experiments_from_exp_show(fake_exp_show())
-    assert sorted(e["name"] for e in exps) == sorted(["ce-s1", "ce-s2", "ce-s3", "curriculum-s1", "curriculum-s2", "curriculum-s3", "fg_to_ce-s1", "unnamed-run"])  # not the workspace or the baseline commit
+    assert sorted(e["name"] for e in exps) == sorted(
+        ["ce-s1", "ce-s2", "ce-s3", "curriculum-s1", "curriculum-s2", "curriculum-s3", "fg_to_ce-s1", "unnamed-run"]
+    )  # not the workspace or the baseline commit
     rows = ladder.summarise(exps)
     by = {r["rung"]: r for r in rows}
     assert [r["rung"] for r in rows] == ["ce", "fg_to_ce", "multi_target_unc", "curriculum"]  # ladder order
@@ -127,7 +140,9 @@ def test_archive_then_head_tail_table_means_over_seeds(ladder, tmp_path):
         (rep / "metrics.json").write_text(json.dumps({"ndcg@5": head_n10}))
         (rep / "train" / "live" / "metrics.json").write_text("{}")
         model = {g: {"hit@10": 2 * v, "ndcg@10": v} for g, v in (("head", head_n10), ("tail", tail_n10))}
-        (rep / "analysis" / "head_tail.json").write_text(json.dumps({"groups": {"head": {"items": 5, "users": 9}, "tail": {"items": 5, "users": 3}}, "metrics": {"model": model}}))
+        (rep / "analysis" / "head_tail.json").write_text(
+            json.dumps({"groups": {"head": {"items": 5, "users": 9}, "tail": {"items": 5, "users": 3}}, "metrics": {"model": model}})
+        )
         return rep
 
     archive = tmp_path / "runs"

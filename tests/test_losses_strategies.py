@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers import manual_nll
+
 from genrec_core.errors import ParamError
 from genrec_core.recommender.losses import (
     LOSSES,
@@ -290,30 +290,66 @@ def _tiny_training_data():
         rows["train"] += [(u, seq[max(0, t - 4) : t], seq[t]) for t in range(1, 6)]
         rows["valid"].append((u, seq[2:6], seq[6]))
     schema = {"user_id": pl.Int32, "history": pl.List(pl.Int32), "target": pl.Int32}
-    return {s: examples_from_frame(pl.DataFrame({"user_id": [r[0] for r in v], "history": [r[1] for r in v], "target": [r[2] for r in v]}, schema=schema)) for s, v in rows.items()}
+    return {
+        s: examples_from_frame(pl.DataFrame({"user_id": [r[0] for r in v], "history": [r[1] for r in v], "target": [r[2] for r in v]}, schema=schema))
+        for s, v in rows.items()
+    }
 
 
 @pytest.mark.parametrize("loss,params", [("curriculum", {"half_life": 0.25}), ("cft", {})])
 def test_trainer_logs_alphas_and_runs_the_counterfactual_pass(tmp_path, loss, params):
+    from genrec_core.analysis.training_logs import plot_alpha_trajectories, read_live_series
     from genrec_core.config import RecommenderParams
+    from genrec_core.methods import MethodContext, build_method
     from genrec_core.recommender.data import SequenceEncoder
     from genrec_core.recommender.model import GenerativeRecommender
-    from genrec_core.methods import MethodContext, build_method
     from genrec_core.recommender.trainer import Trainer
     from genrec_core.runtime import seed_everything
-    from genrec_core.analysis.training_logs import plot_alpha_trajectories, read_live_series
 
     codes = np.stack([np.arange(16) // 4, np.arange(16) % 4], axis=1)
     vocab = SemanticIdVocab.from_codes([codes])
     tokens = torch.from_numpy(vocab.codes_to_tokens(codes))
     data = _tiny_training_data()
-    rp = RecommenderParams(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, lr=0.01, warmup_steps=2, batch_size=16, epochs=2, eval_beam_size=5, eval_batch_size=32, log_every=2, encoder_input="items", device="cpu")
+    rp = RecommenderParams(
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        lr=0.01,
+        warmup_steps=2,
+        batch_size=16,
+        epochs=2,
+        eval_beam_size=5,
+        eval_batch_size=32,
+        log_every=2,
+        encoder_input="items",
+        device="cpu",
+    )
     seed_everything(0)
     rng = np.random.default_rng(1)
-    ctx = LossContext(vocab, tokens, target_counts=np.bincount(data["train"].targets, minlength=16), item_vectors=lambda: rng.normal(size=(16, 4)) + codes[:, :1], total_steps=20)
+    ctx = LossContext(
+        vocab,
+        tokens,
+        target_counts=np.bincount(data["train"].targets, minlength=16),
+        item_vectors=lambda: rng.normal(size=(16, 4)) + codes[:, :1],
+        total_steps=20,
+    )
     strategy = build_loss(loss, params, ctx)
     method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, "items"), strategy))
-    trainer = Trainer(GenerativeRecommender(rp, vocab), rp, method, data["train"], data["valid"], checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", progress=False)
+    trainer = Trainer(
+        GenerativeRecommender(rp, vocab),
+        rp,
+        method,
+        data["train"],
+        data["valid"],
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        progress=False,
+    )
     trainer.fit()
     live = tmp_path / "reports" / "live"
     if loss == "cft":
@@ -323,7 +359,7 @@ def test_trainer_logs_alphas_and_runs_the_counterfactual_pass(tmp_path, loss, pa
     steps, fr = series["fr"]
     assert steps.tolist() == list(range(2, trainer.state.step + 1, 2)) and np.all(np.diff(fr) > 0)  # fr takes over
     assert np.allclose(series["fg"][1] + series["fr"][1] + series["or"][1], 1.0)
-    (_, decay), = read_live_series(live, "train/curriculum").values()
+    ((_, decay),) = read_live_series(live, "train/curriculum").values()
     total = trainer.state.total_steps
     assert decay[0] == pytest.approx(2 ** (-(steps[0] - 1) / (0.25 * total)), rel=1e-5)  # logged before step t's update
     assert any(p is strategy.lambda_raw for g in trainer.method.optimizer.param_groups for p in g["params"])

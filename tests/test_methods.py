@@ -19,6 +19,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 from torch import nn
 
 from genrec_core.config import RecommenderParams, flatten_overlay, load_params
@@ -31,7 +32,6 @@ from genrec_core.recommender.model import GenerativeRecommender
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
-from helpers import next_item_pattern_splits
 
 N_ITEMS = 40
 FRAMES = next_item_pattern_splits(N_ITEMS, 5, 30, 8, 0)
@@ -42,7 +42,24 @@ TABLES = torch.from_numpy(np.stack([VOCAB.codes_to_tokens(CODES), VOCAB.codes_to
 
 
 def small_params(**kw) -> RecommenderParams:
-    base = dict(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=3, patience=10, eval_beam_size=10, eval_batch_size=32, log_every=2, encoder_input="items")
+    base = dict(
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=3,
+        batch_size=16,
+        epochs=3,
+        patience=10,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=2,
+        encoder_input="items",
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -139,8 +156,18 @@ def make_trainer(tmp_path, method_cls=ToyMethod, init_seed=0, use_dvclive=False,
     seed_everything(init_seed)  # a resumed run must not depend on its fresh initialisation
     params = small_params(method=method_cls.name, method_params=method_params)
     return Trainer(
-        GenerativeRecommender(params, VOCAB), params, method_cls(context(), **method_params), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=use_dvclive,
+        GenerativeRecommender(params, VOCAB),
+        params,
+        method_cls(context(), **method_params),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        device="cpu",
+        progress=False,
+        use_dvclive=use_dvclive,
     )
 
 
@@ -276,7 +303,7 @@ def test_method_params_fill_defaults_and_accept_ints_for_floats():
 
 
 def test_method_and_method_params_in_params_yaml_and_overlays(tmp_path):
-    params = load_params(None, ['recommender.method=toy', 'recommender.method_params={"aux_weight":0.5}'])
+    params = load_params(None, ["recommender.method=toy", 'recommender.method_params={"aux_weight":0.5}'])
     assert params.recommender.method == "toy" and params.recommender.method_params == {"aux_weight": 0.5}
     assert load_params(None).recommender.method == "plain" and load_params(None).recommender.method_params == {}
     with pytest.raises(ParamError, match="recommender.method_params"):
@@ -308,7 +335,9 @@ def test_every_loss_reports_per_example_terms_whose_mean_is_the_loss(loss):
     torch.manual_seed(0)
     tokens = TABLES[0]
     rng = np.random.default_rng(0)
-    ctx = LossContext(VOCAB, tokens, target_counts=rng.integers(1, 9, N_ITEMS), item_vectors=lambda: rng.normal(size=(N_ITEMS, 4)) + CODES[:, :1], total_steps=20)
+    ctx = LossContext(
+        VOCAB, tokens, target_counts=rng.integers(1, 9, N_ITEMS), item_vectors=lambda: rng.normal(size=(N_ITEMS, 4)) + CODES[:, :1], total_steps=20
+    )
     strategy: LossStrategy = build_loss(loss, {}, ctx)
     strategy.on_step(7, 20)
     batch = SequenceEncoder(tokens, "items").collate(examples_from_frame(FRAMES["train"]), np.arange(6))

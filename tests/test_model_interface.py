@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import RecommenderParams
 from genrec_core.methods import MethodContext
@@ -28,7 +29,6 @@ from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
 from genrec_core.sequential.models import build_model
 from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
-from helpers import next_item_pattern_splits
 
 N_ITEMS = 40
 MAX_LEN = 5
@@ -41,7 +41,23 @@ GENERATIVE_MODELS = FamilyNames("generative")
 
 
 def params(kind: str, **kw) -> RecommenderParams:
-    base = dict(model=kind, num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=1, eval_beam_size=10, eval_batch_size=16, user_tokens=2 if kind == "t5" else 0)
+    base = dict(
+        model=kind,
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=3,
+        batch_size=16,
+        epochs=1,
+        eval_beam_size=10,
+        eval_batch_size=16,
+        user_tokens=2 if kind == "t5" else 0,
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -106,8 +122,19 @@ def test_one_loader_rebuilds_every_model(tmp_path, kind):
     else:
         meta = {"model_kind": kind, "config": dict(model.config), "params": dataclasses.asdict(p)}
     trainer = Trainer(
-        model, p, PlainMethod(MethodContext(encoder, strategy)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", checkpoint_meta=meta, device="cpu", progress=False, use_dvclive=False,
+        model,
+        p,
+        PlainMethod(MethodContext(encoder, strategy)),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        checkpoint_meta=meta,
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
     )
     trainer.fit()  # one epoch: best.pt holds the final weights
     loaded = load_recommender(tmp_path / "ckpt" / "best.pt")

@@ -72,7 +72,9 @@ def test_a_tiger_checkpoint_loads_as_the_t5(tmp_path):
     torch.manual_seed(0)
     model = build_generative_model(RecommenderParams(model="t5", **TINY), vocab, tokens)
     stored = {**dataclasses.asdict(RecommenderParams(**TINY)), "model": "tiger"}  # as a checkpoint written before the rename
-    torch.save({"model": model.state_dict(), "params": stored, "vocab": vocab.to_dict(), "tokenizer": "epoch_0001", "item_tokens": tokens}, tmp_path / "best.pt")
+    torch.save(
+        {"model": model.state_dict(), "params": stored, "vocab": vocab.to_dict(), "tokenizer": "epoch_0001", "item_tokens": tokens}, tmp_path / "best.pt"
+    )
     loaded = load_recommender(tmp_path / "best.pt")
     assert loaded.kind == "t5" and loaded.params.model == "t5" and isinstance(loaded.model, GenerativeRecommender)
     a, b = model.state_dict(), loaded.model.state_dict()
@@ -89,6 +91,7 @@ def test_an_unknown_model_kind_in_a_checkpoint_names_the_file(tmp_path):
 def test_the_t5_fingerprints_as_tiger_did_and_only_packing_models_hash_pack_examples():
     """t5 and tiger: the model left out of the fingerprint (as for tiger before the rename), so a
     last.pt of either resumes; pack_examples counts for decoder_only only."""
+
     def info(*overrides):
         return fingerprint(load_params(None, ["recommender.pack_examples=4", "recommender.encoder_input=items", *overrides]), "tok", {})
 

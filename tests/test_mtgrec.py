@@ -13,6 +13,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import ParamError
@@ -24,7 +25,6 @@ from genrec_core.recommender.model import GenerativeRecommender, build_generativ
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
-from helpers import next_item_pattern_splits
 
 N_ITEMS = 40
 FRAMES = next_item_pattern_splits(N_ITEMS, 5, 30, 8, 0)
@@ -37,7 +37,24 @@ STAGES = {"warmup": 1.0, "stage_length": 1.0, "schedule_unit": "epochs"}
 
 
 def small_params(method_params, **kw) -> RecommenderParams:
-    base = dict(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=3, patience=10, eval_beam_size=10, eval_batch_size=32, log_every=2, encoder_input="items")
+    base = dict(
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=3,
+        batch_size=16,
+        epochs=3,
+        patience=10,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=2,
+        encoder_input="items",
+    )
     base.update(kw)
     return RecommenderParams(method="mtgrec", method_params=method_params, **base)
 
@@ -48,8 +65,18 @@ def make_trainer(tmp_path, method_cls=MTGRecMethod, init_seed=0, method_params=N
     params = small_params(method_params, **kw)
     context = MethodContext(SequenceEncoder(TABLES, "items", default_tokenizer=0), build_loss("ce", {}, LossContext(VOCAB, TABLES[0])))
     return Trainer(
-        build_generative_model(params, VOCAB), params, method_cls(context, **method_params), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports" / "train", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False,
+        build_generative_model(params, VOCAB),
+        params,
+        method_cls(context, **method_params),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports" / "train",
+        seed=0,
+        fingerprint="fp",
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
     )
 
 
@@ -80,8 +107,16 @@ def mixed_validation_loss(trainer: Trainer) -> float:
 def test_mtgrec_is_registered_and_its_params_are_validated():
     assert method_class("mtgrec") is MTGRecMethod
     assert check_method_params("mtgrec", {"tau": 3}) == {**MTGRecMethod.param_defaults, "tau": 3.0}
-    for given, key in [({"tua": 1.0}, "tua"), ({"tau": 0.0}, "tau"), ({"influence": "lesss"}, "influence"), ({"schedule_unit": "steps"}, "schedule_unit"),
-                       ({"warmup": 1.5}, "warmup"), ({"stage_length": 0}, "stage_length"), ({"projection_dim": -1}, "projection_dim"), ({"eval_mode_gradients": 1}, "eval_mode_gradients")]:
+    for given, key in [
+        ({"tua": 1.0}, "tua"),
+        ({"tau": 0.0}, "tau"),
+        ({"influence": "lesss"}, "influence"),
+        ({"schedule_unit": "steps"}, "schedule_unit"),
+        ({"warmup": 1.5}, "warmup"),
+        ({"stage_length": 0}, "stage_length"),
+        ({"projection_dim": -1}, "projection_dim"),
+        ({"eval_mode_gradients": 1}, "eval_mode_gradients"),
+    ]:
         with pytest.raises(ParamError, match=rf"recommender\.method_params\.{key}"):
             check_method_params("mtgrec", given)
     context = MethodContext(SequenceEncoder(TABLES[0], "items"), build_loss("ce", {}, LossContext(VOCAB, TABLES[0])))
@@ -315,8 +350,20 @@ def test_finetuning_starts_from_the_pretrained_weights_on_one_tokenizer_and_sele
         model = GenerativeRecommender(rp, VOCAB)
         model.load_state_dict(pretrained)
         context = MethodContext(SequenceEncoder(TABLES, "items", default_tokenizer=t), build_loss("ce", {}, LossContext(VOCAB, TABLES[t])))
-        trainer = Trainer(model, rp, PlainMethod(context), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]), checkpoint_dir=tmp_path / f"ft{t}",
-                          reports_dir=tmp_path / f"ft{t}" / "reports", seed=0, fingerprint="fp", device="cpu", progress=False, use_dvclive=False)
+        trainer = Trainer(
+            model,
+            rp,
+            PlainMethod(context),
+            examples_from_frame(FRAMES["train"]),
+            examples_from_frame(FRAMES["valid"]),
+            checkpoint_dir=tmp_path / f"ft{t}",
+            reports_dir=tmp_path / f"ft{t}" / "reports",
+            seed=0,
+            fingerprint="fp",
+            device="cpu",
+            progress=False,
+            use_dvclive=False,
+        )
         assert all(torch.equal(model.state_dict()[k], pretrained[k]) for k in pretrained)  # from the pre-trained weights
         assert trainer.method.scheduler.get_last_lr()[0] == pytest.approx(2e-4)  # no warm-up
         batch = trainer.method.collate(trainer, trainer.train_examples, np.arange(8))
@@ -345,8 +392,11 @@ def test_the_pipeline_pretrains_finetunes_per_tokenizer_selects_on_validation_an
     from genrec_core.recommender.interface import rank_examples
 
     root, overrides = tiny_project(tmp_path)
-    overrides += ["recommender.epochs=3", "recommender.method=mtgrec",
-                  'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5,"finetune_epochs":2,"finetune_lr":0.003}']
+    overrides += [
+        "recommender.epochs=3",
+        "recommender.method=mtgrec",
+        'recommender.method_params={"warmup":1,"stage_length":1,"schedule_unit":"epochs","tau":0.5,"finetune_epochs":2,"finetune_lr":0.003}',
+    ]
     dvc = load_dvc_yaml()
     names = [n for n in dvc["stages"] if n not in ("analyse_ids", "token_weights", "analyse")]
     assert names[-1] == "evaluate" and "finetune@0" in names and "select_tokenizer" in names

@@ -48,16 +48,47 @@ def test_long_tail_gain_needs_the_same_users_and_targets():
 
 
 def test_plot_script_on_tiny_inputs(tmp_path):
-    inf = pl.DataFrame({"stage": [1, 1, 2, 2], "epoch": [1, 1, 2, 2], "step": [10, 10, 20, 20], "tokenizer": [0, 1, 0, 1],
-                        "influence": [0.2, -0.1, 0.1, 0.0], "cumulative": [0.2, -0.1, 0.3, -0.1], "p": [0.57, 0.43, 0.6, 0.4]})
+    inf = pl.DataFrame(
+        {
+            "stage": [1, 1, 2, 2],
+            "epoch": [1, 1, 2, 2],
+            "step": [10, 10, 20, 20],
+            "tokenizer": [0, 1, 0, 1],
+            "influence": [0.2, -0.1, 0.1, 0.0],
+            "cumulative": [0.2, -0.1, 0.3, -0.1],
+            "p": [0.57, 0.43, 0.6, 0.4],
+        }
+    )
     inf.write_csv(tmp_path / "influence.csv")
     MTG.write_parquet(tmp_path / "mtg.parquet")
     TIGER.write_parquet(tmp_path / "tiger.parquet")
-    pl.DataFrame({"user_id": [0, 1], "train_items": [[0, 0, 2, 3], [0, 0, 2]]}, schema={"user_id": pl.Int32, "train_items": pl.List(pl.Int32)}).write_parquet(tmp_path / "sequences.parquet")
+    pl.DataFrame({"user_id": [0, 1], "train_items": [[0, 0, 2, 3], [0, 0, 2]]}, schema={"user_id": pl.Int32, "train_items": pl.List(pl.Int32)}).write_parquet(
+        tmp_path / "sequences.parquet"
+    )
     script = [sys.executable, str(ROOT / "scripts" / "mtgrec_plots.py")]
     subprocess.run([*script, "influence", "--csv", str(tmp_path / "influence.csv"), "--out", str(tmp_path / "influence.png")], check=True, cwd=ROOT)
-    subprocess.run([*script, "long-tail", "--method", str(tmp_path / "mtg.parquet"), "--baseline", str(tmp_path / "tiger.parquet"), "--sequences", str(tmp_path / "sequences.parquet"),
-                    "--num-items", "4", "--groups", "2", "--k", "2", "--out", str(tmp_path / "long_tail")], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            *script,
+            "long-tail",
+            "--method",
+            str(tmp_path / "mtg.parquet"),
+            "--baseline",
+            str(tmp_path / "tiger.parquet"),
+            "--sequences",
+            str(tmp_path / "sequences.parquet"),
+            "--num-items",
+            "4",
+            "--groups",
+            "2",
+            "--k",
+            "2",
+            "--out",
+            str(tmp_path / "long_tail"),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     assert (tmp_path / "influence.png").stat().st_size > 0 and (tmp_path / "long_tail.png").stat().st_size > 0
     table = pl.read_csv(tmp_path / "long_tail.csv")
     assert table["gain"].to_list() == [1.0, -0.5]  # the counts above: the hand-computed case

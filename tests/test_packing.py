@@ -13,17 +13,17 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import EXAMPLE_SCHEMA
+from test_decoder_only import LossRecorder, make_trainer, small_params
 
 from genrec_core.config import RecommenderParams
 from genrec_core.errors import ParamError
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.decoder_only import DecoderOnlyRecommender
 from genrec_core.recommender.packing import PackedBatchSampler, chunk_starts, linked_examples, pack_batch, packed_attention
+from genrec_core.recommender.trainer import TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
-from genrec_core.recommender.trainer import TrainingInterrupted
-from helpers import EXAMPLE_SCHEMA
-from test_decoder_only import LossRecorder, make_trainer, small_params
 
 N_ITEMS = 30
 CODES = np.stack([np.arange(N_ITEMS) // 6, (np.arange(N_ITEMS) * 5) % 6, np.arange(N_ITEMS) % 4], axis=1)
@@ -42,7 +42,18 @@ def frame(rows: list[tuple]) -> pl.DataFrame:
 
 def model(**kw) -> DecoderOnlyRecommender:
     seed_everything(3)
-    params = dict(model="decoder_only", encoder_input="items", num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2, d_kv=16, dropout=0.0, level_softmax=True)
+    params = dict(
+        model="decoder_only",
+        encoder_input="items",
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=32,
+        d_ff=64,
+        num_heads=2,
+        d_kv=16,
+        dropout=0.0,
+        level_softmax=True,
+    )
     params.update(kw)
     return DecoderOnlyRecommender(RecommenderParams(**params), VOCAB).eval()
 
@@ -70,7 +81,16 @@ def test_packed_logits_equal_each_example_scored_alone():
     assert packing.item_ids.tolist() == [[3, 17, 8, 25, 1, 12], [4, 9, 29, 2, -1, -1], [11, 5, -1, -1, -1, -1]]  # -1: padding
     with torch.no_grad():
         packed = net.packed_forward(packing, batch.labels)
-        alone = torch.cat([net(batch.input_ids[i : i + 1, : int(batch.lengths[i]) + 1], batch.attention_mask[i : i + 1, : int(batch.lengths[i]) + 1], batch.labels[i : i + 1]) for i in range(len(ex))])
+        alone = torch.cat(
+            [
+                net(
+                    batch.input_ids[i : i + 1, : int(batch.lengths[i]) + 1],
+                    batch.attention_mask[i : i + 1, : int(batch.lengths[i]) + 1],
+                    batch.labels[i : i + 1],
+                )
+                for i in range(len(ex))
+            ]
+        )
     torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-4)
 
 

@@ -61,9 +61,18 @@ def make_toy():
     # Three users, k=3 keeps everything below. User "10" has a timestamp tie (items q and r at
     # t=5): the input order (q first) must be kept.
     rows = [
-        ("10", "r", 9), ("10", "q", 5), ("10", "p", 1), ("10", "s", 5),
-        ("2", "p", 3), ("2", "q", 1), ("2", "r", 2), ("2", "s", 4), ("2", "p", 5),
-        ("7", "s", 1), ("7", "q", 2), ("7", "r", 3),
+        ("10", "r", 9),
+        ("10", "q", 5),
+        ("10", "p", 1),
+        ("10", "s", 5),
+        ("2", "p", 3),
+        ("2", "q", 1),
+        ("2", "r", 2),
+        ("2", "s", 4),
+        ("2", "p", 5),
+        ("7", "s", 1),
+        ("7", "q", 2),
+        ("7", "r", 3),
     ]
     return raw(rows)
 
@@ -108,7 +117,7 @@ def test_examples_match_a_python_loop_on_random_data():
     for uid, seq in zip(out.sequences["user_id"], out.sequences["items"].to_list()):
         train = seq[:-2]
         for t in range(1, len(train)):
-            expected["train"].append((uid, tuple(train[max(0, t - window):t]), train[t]))
+            expected["train"].append((uid, tuple(train[max(0, t - window) : t]), train[t]))
         expected["valid"].append((uid, tuple(train[-window:]), seq[-2]))
         expected["test"].append((uid, tuple(seq[:-1][-window:]), seq[-1]))
     for split, exp in expected.items():
@@ -129,7 +138,7 @@ def test_windowed_examples_in_blocks_match_one_gather():
     targets = starts + rng.integers(1, 3, 200)  # 1 or 2 items into each sequence
     targets = np.minimum(targets + rng.integers(0, 25, 200), starts + lengths - 1)
     window = 5
-    expected = [flat[max(s, t - window):t].tolist() for s, t in zip(starts, targets)]
+    expected = [flat[max(s, t - window) : t].tolist() for s, t in zip(starts, targets)]
     for block_items in (1, 7, 64, 1 << 22):
         got = windowed_examples(flat, targets, starts, window, block_items=block_items)
         assert got.to_pylist() == expected, block_items

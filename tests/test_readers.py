@@ -23,8 +23,11 @@ ROWS = [
 CONTENT = (
     "\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS[:2])
     + "\n\n   \n"
-    + json.dumps(ROWS[2]) + "\r\n"
-    + "  " + json.dumps(ROWS[3]) + "  \n"
+    + json.dumps(ROWS[2])
+    + "\r\n"
+    + "  "
+    + json.dumps(ROWS[3])
+    + "  \n"
     + json.dumps(ROWS[4])
 ).encode("utf-8")
 CHUNKS = (1, 7, 64, 1000, 1 << 26)

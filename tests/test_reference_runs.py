@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
 import reference_runs as ref
+import torch
 
 SAVED = json.loads(ref.FIXTURE.read_text(encoding="utf-8"))
 SAME_TORCH = SAVED["environment"]["torch"] == torch.__version__
@@ -27,7 +26,9 @@ def test_every_case_is_recorded():
     assert set(SAVED["runs"]) == set(ref.CASES)
 
 
-@pytest.mark.skipif(not SAME_BUILD, reason=f"reference floats were recorded on {SAVED['environment']}, this is {ref.environment()}: the close-match test runs instead")
+@pytest.mark.skipif(
+    not SAME_BUILD, reason=f"reference floats were recorded on {SAVED['environment']}, this is {ref.environment()}: the close-match test runs instead"
+)
 @pytest.mark.parametrize("name", list(ref.CASES))
 def test_training_is_bit_identical_to_the_reference(name):
     got, want = ref.record(name), SAVED["runs"][name]

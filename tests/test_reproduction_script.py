@@ -18,8 +18,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import reproduction as rp  # noqa: E402
 
 sys.path.pop(0)
-from benchmarks import runs  # noqa: E402
 from test_transitions import write_processed  # noqa: E402
+
+from benchmarks import runs  # noqa: E402
 
 PAPER = {"source": "A paper", "hit@5": 0.04, "ndcg@5": 0.02, "hit@10": 0.08, "ndcg@10": 0.04}
 
@@ -31,7 +32,12 @@ def tree(**extra_row):
             "overrides": ["data.max_items=5", "data.raw_dir=../shared/datasets/toy"],
             "rows": [
                 {"name": "tiger-default", "label": "TIGER", "paper": dict(PAPER)},
-                {"name": "sasrec-ce", "overrides": "recommender.model=sasrec,recommender.loss=ce", "base": "tiger-default", "paper": {"source": "R", "hit@10": 0.2}},
+                {
+                    "name": "sasrec-ce",
+                    "overrides": "recommender.model=sasrec,recommender.loss=ce",
+                    "base": "tiger-default",
+                    "paper": {"source": "R", "hit@10": 0.2},
+                },
                 {"name": "fixed", "runs_of": "tiger-default", "paper": {"hit@10": 0.06}},
                 {"name": "gru4rec-ce", "overrides": {"recommender.model": "gru4rec"}, "base": "fixed", **extra_row},
             ],
@@ -63,7 +69,12 @@ def test_expand_resolves_paths_against_the_repository_root_and_skips_missing_ove
     gru = ds.row("gru4rec-ce")
     assert gru.resolved is None and "missing.yaml" in gru.skipped and any("gru4rec-ce" in n for n in ds.notes)
     assert ds.row("fixed").resolved == ds.row("tiger-default").resolved == []
-    assert rp.run_overrides(ds.row("sasrec-ce"), 43, ["recommender.epochs=1"]) == ["seed=43", "recommender.model=sasrec", "recommender.loss=ce", "recommender.epochs=1"]
+    assert rp.run_overrides(ds.row("sasrec-ce"), 43, ["recommender.epochs=1"]) == [
+        "seed=43",
+        "recommender.model=sasrec",
+        "recommender.loss=ce",
+        "recommender.epochs=1",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -177,7 +188,15 @@ def test_rows_whose_base_has_no_runs_get_no_p_and_skipped_rows_no_command():
 
 
 def test_row_command_runs_one_row_into_the_same_report():
-    args = Namespace(config=Path("scripts/reproduction.yaml"), seeds=[42, 43], jobs=2, threads=1, work_dir=Path("/work/repro"), out=Path("reports/reproduction"), set=["recommender.epochs=1"])
+    args = Namespace(
+        config=Path("scripts/reproduction.yaml"),
+        seeds=[42, 43],
+        jobs=2,
+        threads=1,
+        work_dir=Path("/work/repro"),
+        out=Path("reports/reproduction"),
+        set=["recommender.epochs=1"],
+    )
     assert rp.row_command(args, "beauty", "bloger") == (
         "python scripts/reproduction.py --config scripts/reproduction.yaml --seeds 42,43 --jobs 2 --threads 1 --work-dir /work/repro "
         "--out reports/reproduction --datasets beauty --rows bloger --set recommender.epochs=1"
@@ -197,11 +216,20 @@ def _fake_workspace(root: Path, key: dict, overrides: list[str], metrics: dict[s
 
 def test_report_tables_the_finished_runs_of_a_fake_work_dir(tmp_path, monkeypatch):
     config = tmp_path / "repro.yaml"
-    config.write_text(json.dumps({"toy": {"overrides": ["data.max_items=5"], "rows": [
-        {"name": "tiger-default", "paper": PAPER},
-        {"name": "sasrec-ce", "overrides": ["recommender.model=sasrec", "recommender.loss=ce"], "base": "tiger-default"},
-        {"name": "gru4rec-ce", "overrides": ["recommender.model=gru4rec"], "base": "tiger-default"},
-    ]}}))  # JSON is YAML
+    config.write_text(
+        json.dumps(
+            {
+                "toy": {
+                    "overrides": ["data.max_items=5"],
+                    "rows": [
+                        {"name": "tiger-default", "paper": PAPER},
+                        {"name": "sasrec-ce", "overrides": ["recommender.model=sasrec", "recommender.loss=ce"], "base": "tiger-default"},
+                        {"name": "gru4rec-ce", "overrides": ["recommender.model=gru4rec"], "base": "tiger-default"},
+                    ],
+                }
+            }
+        )
+    )  # JSON is YAML
     work = tmp_path / "work"
     [ds] = rp.load_config(config)
     rp.expand([ds])
@@ -240,8 +268,12 @@ def test_report_tables_the_finished_runs_of_a_fake_work_dir(tmp_path, monkeypatc
     with open(out.parent / "repro_runs.csv", newline="") as f:
         lines = list(csv.DictReader(f))
     assert [(r["dataset"], r["method"], r["seed"], r["status"]) for r in lines] == [
-        ("toy", "tiger-default", "42", "ok"), ("toy", "tiger-default", "43", "ok"), ("toy", "sasrec-ce", "42", "ok"),
-        ("toy", "mostpop", "", "deterministic"), ("toy", "markov", "", "deterministic")]
+        ("toy", "tiger-default", "42", "ok"),
+        ("toy", "tiger-default", "43", "ok"),
+        ("toy", "sasrec-ce", "42", "ok"),
+        ("toy", "mostpop", "", "deterministic"),
+        ("toy", "markov", "", "deterministic"),
+    ]
     assert float(lines[2]["hit@10"]) == pytest.approx(0.10)
 
 
@@ -268,7 +300,10 @@ def test_runs_link_an_upstream_root_and_build_one(tmp_path):
     build = runs.RunSpec("upstream", [], runs.UPSTREAM)
     assert runs.workspace_upstream(build) == list(runs.UPSTREAM) and runs.workspace_upstream(plain) == []
     assert runs.workspace_upstream(runs.RunSpec("x", ["ids.collision=dedup_level"], ("train",))) == ["emit-ids"]
-    assert runs.done_files(runs.UPSTREAM) == [runs.UPSTREAM_DONE[s] for s in runs.UPSTREAM] and runs.done_files(("train",)) == ["reports/train/summary.json", "reports/train/valid_curve.csv"]
+    assert runs.done_files(runs.UPSTREAM) == [runs.UPSTREAM_DONE[s] for s in runs.UPSTREAM] and runs.done_files(("train",)) == [
+        "reports/train/summary.json",
+        "reports/train/valid_curve.csv",
+    ]
     assert runs.reuse_key(build, params)["inputs"] == {}  # links nothing: depends on its params alone
     runs.prepare_workspace(tmp_path / "work" / "upstream", build, params, force=False)
     assert not any((tmp_path / "work" / "upstream" / "data").iterdir())

@@ -109,10 +109,22 @@ EXP_SHOW = [
             {"name": "tiger-s0", "executor": None, "revs": [_exp("b" * 40, "tiger-s0", 0, {"ndcg@10": 0.1, "hit@10": 0.2})]},
             {"name": "tiger-s1", "executor": None, "revs": [_exp("c" * 40, "tiger-s1", 1, {"ndcg@10": 0.2, "hit@10": 0.3})]},
             {"name": "tiger-s1-again", "executor": None, "revs": [_exp("d" * 40, "tiger-s1-again", 1, {"ndcg@10": 0.7, "hit@10": 0.7})]},
-            {"name": "sasrec-s0", "executor": {"state": "success", "name": "workspace", "local": None}, "revs": [_exp("e" * 40, "sasrec-s0", 0, {"ndcg@10": 0.3, "hit@10": 0.4}, model="sasrec")]},
+            {
+                "name": "sasrec-s0",
+                "executor": {"state": "success", "name": "workspace", "local": None},
+                "revs": [_exp("e" * 40, "sasrec-s0", 0, {"ndcg@10": 0.3, "hit@10": 0.4}, model="sasrec")],
+            },
             {"name": "sasrec-s1", "executor": None, "revs": [_exp("f" * 40, "sasrec-s1", 1, {"ndcg@10": 0.4, "hit@10": 0.5}, model="sasrec")]},
-            {"name": "sasrec-s2", "executor": {"state": "queued", "name": None, "local": None}, "revs": [{"rev": "1" * 40, "name": "sasrec-s2", "data": None, "error": None, "experiments": None}]},
-            {"name": "sasrec-s3", "executor": {"state": "failed", "name": None, "local": None}, "revs": [_exp("2" * 40, "sasrec-s3", 3, {"ndcg@10": 0.0}, model="sasrec")]},
+            {
+                "name": "sasrec-s2",
+                "executor": {"state": "queued", "name": None, "local": None},
+                "revs": [{"rev": "1" * 40, "name": "sasrec-s2", "data": None, "error": None, "experiments": None}],
+            },
+            {
+                "name": "sasrec-s3",
+                "executor": {"state": "failed", "name": None, "local": None},
+                "revs": [_exp("2" * 40, "sasrec-s3", 3, {"ndcg@10": 0.0}, model="sasrec")],
+            },
             {"name": "gru-bce-s0", "executor": None, "revs": [_exp("3" * 40, "gru-bce-s0", 0, {}, model="gru4rec", loss="bce", metrics_error=True)]},
         ],
     },
@@ -211,7 +223,9 @@ def test_results_command_reads_run_folders_with_their_overrides_resolved(tmp_pat
         folder("d44", ["recommender.model=decoder_only", "seed=44"], None),  # unfinished
     ]
     out = tmp_path / "out"
-    assert main(["--runs", *map(str, dirs), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(tmp_path / "none.json")]) == 0  # the old name
+    assert (
+        main(["--runs", *map(str, dirs), "--baseline", "tiger/ce", "--metrics", "ndcg@10", "--out", str(out), "--floors", str(tmp_path / "none.json")]) == 0
+    )  # the old name
     rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert set(rows) == {"t5/ce", "decoder_only/ce"}
     assert float(rows["t5/ce"]["ndcg@10_mean"]) == pytest.approx(0.15)
@@ -223,7 +237,10 @@ def test_results_command_reads_run_folders_with_their_overrides_resolved(tmp_pat
 def test_the_t5_groups_under_one_name_whatever_a_run_calls_it():
     from genrec_core.evaluation.significance import Run, canonical_method, method_of
 
-    runs = [Run(str(i), str(i), {"recommender.loss": "ce", **model}, {}) for i, model in enumerate(({}, {"recommender.model": "tiger"}, {"recommender.model": "t5"}))]
+    runs = [
+        Run(str(i), str(i), {"recommender.loss": "ce", **model}, {})
+        for i, model in enumerate(({}, {"recommender.model": "tiger"}, {"recommender.model": "t5"}))
+    ]
     assert [method_of(r) for r in runs] == ["t5/ce"] * 3
     assert canonical_method("tiger/ce") == "t5/ce" and canonical_method("ce/tiger", ("recommender.loss", "recommender.model")) == "ce/t5"
     assert canonical_method("tiger/ce", ("recommender.method", "recommender.loss")) == "tiger/ce"  # a method named tiger stays

@@ -233,9 +233,27 @@ def test_rqvae_checkpoint_identity_ignores_the_rqkmeans_param():
     tp = TokenizerParams()
     # the flat dict hashed before kind_params existed, less rqkmeans_normalize and kept_from, written out
     old = {
-        "kind": "rqvae", "levels": 3, "codebook_size": 256, "hidden_dims": [512, 256, 128], "latent_dim": 32, "dropout": 0.0, "beta": 0.25,
-        "codebook_update": "ste", "ema_decay": 0.99, "kmeans_init": True, "kmeans_iters": 50, "dead_code_reseed": True, "dead_code_threshold": 1.0,
-        "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0, "epochs": 100, "batch_size": 256, "keep_last": 5, "device": "auto", "seed": 42,
+        "kind": "rqvae",
+        "levels": 3,
+        "codebook_size": 256,
+        "hidden_dims": [512, 256, 128],
+        "latent_dim": 32,
+        "dropout": 0.0,
+        "beta": 0.25,
+        "codebook_update": "ste",
+        "ema_decay": 0.99,
+        "kmeans_init": True,
+        "kmeans_iters": 50,
+        "dead_code_reseed": True,
+        "dead_code_threshold": 1.0,
+        "optimizer": "adamw",
+        "lr": 0.001,
+        "weight_decay": 0.0,
+        "epochs": 100,
+        "batch_size": 256,
+        "keep_last": 5,
+        "device": "auto",
+        "seed": 42,
     }
     blob = json.dumps({"tokenizer": old, "seed": 1, "data": "fp"}, sort_keys=True)
     assert params_hash(tp, 1, "fp") == hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -271,7 +289,20 @@ def test_train_tokenizer_then_emit_ids_through_the_cli(tmp_path):
     paths = ArtifactPaths(tmp_path)
     write_parquet(pl.DataFrame({"item_id": pl.Series(item_ids, dtype=pl.Int32), "vector": pl.Series(x, dtype=pl.Array(pl.Float32, 8))}), paths.embeddings)
     common = ["--params", str(REPO / "params.yaml"), "--root", str(tmp_path)]
-    tok = ["-S", "tokenizer.kind=rqkmeans", "-S", "tokenizer.levels=3", "-S", "tokenizer.codebook_size=auto", "-S", "tokenizer.kmeans_iters=10", "-S", "tokenizer.device=cpu", "-S", "tokenizer.seed=7"]
+    tok = [
+        "-S",
+        "tokenizer.kind=rqkmeans",
+        "-S",
+        "tokenizer.levels=3",
+        "-S",
+        "tokenizer.codebook_size=auto",
+        "-S",
+        "tokenizer.kmeans_iters=10",
+        "-S",
+        "tokenizer.device=cpu",
+        "-S",
+        "tokenizer.seed=7",
+    ]
 
     bad = _cli(["train-tokenizer", *common, *tok, "-S", "tokenizer.rqkmeans_normalize=l2"])
     assert bad.exit_code == 2 and "param tokenizer.rqkmeans_normalize" in bad.output

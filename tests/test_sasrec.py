@@ -16,18 +16,18 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.evaluation.baselines import PREDICTION_SCHEMA
 from genrec_core.io import write_parquet
-from genrec_core.paths import ArtifactPaths
-from genrec_core.recommender.data import examples_from_frame
 from genrec_core.methods import MethodContext
 from genrec_core.methods.plain import PlainMethod
+from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.data import examples_from_frame
 from genrec_core.recommender.interface import rank_examples
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.runtime import seed_everything
-from helpers import next_item_pattern_splits
 from genrec_core.sequential.models import SASRec
 from genrec_core.sequential.training import ItemIdEncoder, SequentialLoss
 
@@ -43,7 +43,21 @@ FRAMES = synthetic()
 
 
 def small_params(**kw) -> RecommenderParams:
-    base = dict(num_layers=2, d_model=32, d_ff=64, num_heads=2, dropout=0.1, lr=0.01, warmup_steps=5, batch_size=32, epochs=8, patience=20, eval_beam_size=10, eval_batch_size=32, log_every=4)
+    base = dict(
+        num_layers=2,
+        d_model=32,
+        d_ff=64,
+        num_heads=2,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=5,
+        batch_size=32,
+        epochs=8,
+        patience=20,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=4,
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -52,9 +66,19 @@ def make_trainer(tmp_path, params, loss="ce", method=PlainMethod, init_seed=0):
     seed_everything(init_seed)
     model = SASRec(N_ITEMS, MAX_LEN, d_model=params.d_model, num_layers=params.num_layers, num_heads=params.num_heads, d_ff=params.d_ff, dropout=params.dropout)
     return Trainer(
-        model, params, method(MethodContext(ItemIdEncoder(N_ITEMS), SequentialLoss(loss))), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", fingerprint_info={"fp": "fp"},
-        device="cpu", progress=False, use_dvclive=False,
+        model,
+        params,
+        method(MethodContext(ItemIdEncoder(N_ITEMS), SequentialLoss(loss))),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        fingerprint_info={"fp": "fp"},
+        device="cpu",
+        progress=False,
+        use_dvclive=False,
     )
 
 
@@ -135,7 +159,13 @@ def test_full_ranking_is_top_k_of_all_scores():
 
 def _write_processed(root):
     paths = ArtifactPaths(root)
-    items = pl.DataFrame({"item_id": pl.Series(np.arange(N_ITEMS), dtype=pl.Int32), "source_item_id": [str(i) for i in range(N_ITEMS)], "title": [f"item {i}" for i in range(N_ITEMS)]})
+    items = pl.DataFrame(
+        {
+            "item_id": pl.Series(np.arange(N_ITEMS), dtype=pl.Int32),
+            "source_item_id": [str(i) for i in range(N_ITEMS)],
+            "title": [f"item {i}" for i in range(N_ITEMS)],
+        }
+    )
     write_parquet(items, paths.items)
     for split, df in FRAMES.items():
         write_parquet(df, paths.examples(split))

@@ -61,7 +61,9 @@ def workspaces(tmp_path_factory) -> dict[str, Path]:
     for name, (model, stages, extra) in KINDS.items():
         root = tmp / name
         root.mkdir()
-        _write_params(root, [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}", "recommender.epochs=1", f"recommender.model={model}", *extra])
+        _write_params(
+            root, [*TINY, f"data.raw_dir={tmp / 'raw'}", f"data.cache_dir={tmp / 'cache'}", "recommender.epochs=1", f"recommender.model={model}", *extra]
+        )
         stages = generative if stages == "generative" else stages
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)
@@ -144,7 +146,14 @@ def test_a_bundle_ranks_in_a_fresh_process_exactly_like_best_pt(workspaces, bund
     )
     hidden = {kind: root.rename(root.with_name(root.name + "_hidden")) for kind, root in workspaces.items()}
     try:
-        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "requests.json"), str(tmp_path / "out.json")], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "requests.json"), str(tmp_path / "out.json")],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         for kind, path in hidden.items():
             path.rename(workspaces[kind])
@@ -280,7 +289,9 @@ def test_the_cli_agrees_with_the_api_on_one_history_and_on_files(bundles, tmp_pa
 
     (tmp_path / "in.csv").write_text("user_id,history\n" + "".join(f'u{i},"{",".join(h)}"\n' for i, h in enumerate(histories)))
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"user_id": f"u{i}", "history": h}) + "\n" for i, h in enumerate(histories)))
-    pl.DataFrame({"user_id": [f"u{i}" for i in range(len(histories))], "history": histories}, schema={"user_id": pl.String, "history": pl.List(pl.String)}).write_parquet(tmp_path / "in.parquet")
+    pl.DataFrame(
+        {"user_id": [f"u{i}" for i in range(len(histories))], "history": histories}, schema={"user_id": pl.String, "history": pl.List(pl.String)}
+    ).write_parquet(tmp_path / "in.parquet")
     for name in ("in.csv", "in.jsonl", "in.parquet"):
         out = tmp_path / f"{name}.out.parquet"
         result = _cli("recommend", "-m", str(bundles["tiger"]), "--input", str(tmp_path / name), "--output", str(out), "-k", "5")
@@ -322,7 +333,13 @@ def test_cli_errors_are_one_line_with_a_non_zero_exit_and_no_output_file(bundles
 def server(bundles):
     """``genrec serve BUNDLE`` in a subprocess on a free port (workspace not needed)."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "genrec_core.cli", "serve", str(bundles["tiger"]), "--port", str(port), "--max-wait-ms", "50"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genrec_core.cli", "serve", str(bundles["tiger"]), "--port", str(port), "--max-wait-ms", "50"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180

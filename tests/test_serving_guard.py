@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from test_bundle_writes import master, workspace  # noqa: F401 - module fixtures
 
 TOKEN = "test-token-0123456789abcdef"
@@ -138,7 +137,12 @@ def test_each_limit_is_answered_with_its_status_naming_its_option(rec):
     with _client(create_app(rec, write_token=TOKEN, limits=limits), headers=AUTH) as client:
         cases = [
             (client.post("/recommend", json={"history": ["x" * 100] * 25, "k": 3}), 413, "body", "--max-body-bytes"),
-            (client.post("/recommend", content=iter([b'{"history": [', b'"i1", ' * 400, b'"i2"]}']), headers={"content-type": "application/json"}), 413, "body", "--max-body-bytes"),
+            (
+                client.post("/recommend", content=iter([b'{"history": [', b'"i1", ' * 400, b'"i2"]}']), headers={"content-type": "application/json"}),
+                413,
+                "body",
+                "--max-body-bytes",
+            ),
             (client.post("/recommend", json={"history": [ids[0]] * 51, "k": 3}), 422, "history", "--max-history"),
             (client.post("/recommend", json={"history": ids[:2], "k": 6}), 422, "k", "--max-k"),
             (client.post("/items", json={"items": [{"item_id": f"n{i}", "title": "t"} for i in range(3)]}), 413, "items", "--max-new-items"),

@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import RecommenderParams
 from genrec_core.methods import MethodContext
@@ -34,7 +35,6 @@ from genrec_core.recommender.trainer import Trainer
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
-from helpers import next_item_pattern_splits
 
 N_ITEMS, MAX_LEN, L, K = 40, 5, 2, 8
 FRAMES = next_item_pattern_splits(N_ITEMS, MAX_LEN, 24, 8, 0)
@@ -45,7 +45,24 @@ CASES = [("tiger", "tokens", 0), ("tiger", "items", 2), ("tiger", "tokens", 3), 
 
 
 def params(kind: str, encoder_input: str = "tokens", user_tokens: int = 0, **kw) -> RecommenderParams:
-    base = dict(model=kind, encoder_input=encoder_input, user_tokens=user_tokens, num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, dropout=0.1, lr=0.01, warmup_steps=3, batch_size=16, epochs=1, eval_beam_size=10, eval_batch_size=16)
+    base = dict(
+        model=kind,
+        encoder_input=encoder_input,
+        user_tokens=user_tokens,
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=3,
+        batch_size=16,
+        epochs=1,
+        eval_beam_size=10,
+        eval_batch_size=16,
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -64,7 +81,13 @@ def test_one_hot_inputs_embeds_give_the_hard_logits_exactly(kind, encoder_input,
     weight = model.token_embedding
     with torch.no_grad():
         hard = model(batch.input_ids, batch.attention_mask, batch.labels)
-        soft = model(batch.input_ids, batch.attention_mask, batch.labels, inputs_embeds=one_hot_embeds(batch.input_ids, weight), decoder_inputs_embeds=one_hot_embeds(shift_right(batch.labels), weight))
+        soft = model(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.labels,
+            inputs_embeds=one_hot_embeds(batch.input_ids, weight),
+            decoder_inputs_embeds=one_hot_embeds(shift_right(batch.labels), weight),
+        )
         only_encoder = model(batch.input_ids, batch.attention_mask, batch.labels, inputs_embeds=one_hot_embeds(batch.input_ids, weight))
         only_decoder = model(batch.input_ids, batch.attention_mask, batch.labels, decoder_inputs_embeds=one_hot_embeds(shift_right(batch.labels), weight))
         # the inputs do matter: another decoder input changes the logits
@@ -134,8 +157,18 @@ def make_trainer(tmp_path, method=PlainMethod, epochs=1):
     loss = build_loss("ce", {}, LossContext(VOCAB, TOKENS))
     meta = {"params": dataclasses.asdict(p), "vocab": VOCAB.to_dict(), "tokenizer": "epoch_0001", "item_tokens": TOKENS}
     return Trainer(
-        model, p, method(MethodContext(SequenceEncoder(TOKENS, p.encoder_input), loss)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint="fp", checkpoint_meta=meta, progress=False, use_dvclive=False,
+        model,
+        p,
+        method(MethodContext(SequenceEncoder(TOKENS, p.encoder_input), loss)),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint="fp",
+        checkpoint_meta=meta,
+        progress=False,
+        use_dvclive=False,
     )
 
 
@@ -159,7 +192,9 @@ def test_trainer_decodes_and_saves_the_new_ids(tmp_path):
     inverse = torch.argsort(PERM)
     assert torch.equal(items, inverse[old_items]) and torch.equal(scores, old_scores)
     assert torch.equal(method.encoder.tables[0], TOKENS[PERM])
-    assert torch.equal(method.collate(trainer, trainer.train_examples, np.arange(4)).labels[:, :L], TOKENS[PERM][torch.from_numpy(trainer.train_examples.targets[:4]).long()])
+    assert torch.equal(
+        method.collate(trainer, trainer.train_examples, np.arange(4)).labels[:, :L], TOKENS[PERM][torch.from_numpy(trainer.train_examples.targets[:4]).long()]
+    )
 
     # IDs outside the old set: the trie holds exactly the new IDs, beam search returns only them
     method.update_item_tokens(trainer, SHIFTED)

@@ -10,17 +10,8 @@ from genrec_core.config import DataParams
 from genrec_core.data.sources.atomic import AtomicSource, atomic_template, read_atomic_inter, read_atomic_items
 from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 
-INTER = (
-    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-    "u1\ti9\t4\t300.0\n"
-    "u2\ti8\t5\t100\n"
-    "u1\ti8\t3\t200\n"
-)
-ITEM = (
-    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-    "i8\tThe Matrix\t1999\tAction Sci-Fi\n"
-    "i9\tHeat\t1995\tCrime\n"
-)
+INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti9\t4\t300.0\nu2\ti8\t5\t100\nu1\ti8\t3\t200\n"
+ITEM = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\ni8\tThe Matrix\t1999\tAction Sci-Fi\ni9\tHeat\t1995\tCrime\n"
 
 
 def write(path: Path, text: str | bytes) -> Path:

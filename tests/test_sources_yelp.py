@@ -134,8 +134,24 @@ REVIEWS = [
     {"review_id": "r3", "user_id": "uA", "business_id": "bZ", "stars": 4.0, "text": None, "date": "2014-02-05 20:30:30"},
 ]
 BUSINESSES = [
-    {"business_id": "bX", "name": "Oskar Blues Taproom", "city": "Boulder", "state": "CO", "categories": "Gastropubs, Food, Beer", "attributes": {"WiFi": "u'free'"}, "hours": None},
-    {"business_id": "bY", "name": "Flying Elephants", "city": "Portland", "state": "OR", "categories": None, "attributes": None, "hours": {"Monday": "7:0-20:0"}},
+    {
+        "business_id": "bX",
+        "name": "Oskar Blues Taproom",
+        "city": "Boulder",
+        "state": "CO",
+        "categories": "Gastropubs, Food, Beer",
+        "attributes": {"WiFi": "u'free'"},
+        "hours": None,
+    },
+    {
+        "business_id": "bY",
+        "name": "Flying Elephants",
+        "city": "Portland",
+        "state": "OR",
+        "categories": None,
+        "attributes": None,
+        "hours": {"Monday": "7:0-20:0"},
+    },
 ]
 
 

@@ -12,20 +12,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import RecommenderParams, load_params
 from genrec_core.errors import ParamError
+from genrec_core.methods import MethodContext, build_method
 from genrec_core.recommender.beam_search import constrained_beam_search
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
-from genrec_core.methods import MethodContext, build_method
 from genrec_core.recommender.trainer import Trainer, warmup_cosine
 from genrec_core.recommender.trie import ItemTrie
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
 from genrec_core.runtime import seed_everything
 from genrec_core.tokenizers.base import auto_codebook_size
-from helpers import next_item_pattern_splits
 
 VOCAB = SemanticIdVocab((6, 5, 4))
 
@@ -35,7 +35,9 @@ def model_pair(encoder_input: str = "items", seed: int = 0) -> tuple[GenerativeR
     out = []
     for level_softmax in (True, False):
         torch.manual_seed(seed)
-        params = RecommenderParams(encoder_input=encoder_input, num_layers=1, num_decoder_layers=2, d_model=32, d_ff=64, num_heads=4, d_kv=8, level_softmax=level_softmax)
+        params = RecommenderParams(
+            encoder_input=encoder_input, num_layers=1, num_decoder_layers=2, d_model=32, d_ff=64, num_heads=4, d_kv=8, level_softmax=level_softmax
+        )
         model = GenerativeRecommender(params, VOCAB)
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -159,11 +161,36 @@ def test_cosine_schedule_reaches_its_floor_on_the_last_training_step(tmp_path, f
     codes = np.stack([np.arange(40) // 8, np.arange(40) % 8], axis=1)
     vocab = SemanticIdVocab.from_codes([codes])
     tokens = torch.from_numpy(vocab.codes_to_tokens(codes))
-    params = RecommenderParams(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, lr=0.01, warmup_steps=3, min_lr_ratio=floor, batch_size=16, epochs=2, eval_beam_size=10, encoder_input="items")
+    params = RecommenderParams(
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=16,
+        d_ff=32,
+        num_heads=2,
+        d_kv=8,
+        lr=0.01,
+        warmup_steps=3,
+        min_lr_ratio=floor,
+        batch_size=16,
+        epochs=2,
+        eval_beam_size=10,
+        encoder_input="items",
+    )
     seed_everything(0)
     method = build_method("tiger", {}, MethodContext(SequenceEncoder(tokens, "items"), build_loss("ce", {}, LossContext(vocab, tokens))))
-    trainer = Trainer(GenerativeRecommender(params, vocab), params, method, examples_from_frame(frames["train"]), examples_from_frame(frames["valid"]),
-                      checkpoint_dir=tmp_path / "c", reports_dir=tmp_path / "r", seed=0, fingerprint="fp", progress=False, use_dvclive=False)
+    trainer = Trainer(
+        GenerativeRecommender(params, vocab),
+        params,
+        method,
+        examples_from_frame(frames["train"]),
+        examples_from_frame(frames["valid"]),
+        checkpoint_dir=tmp_path / "c",
+        reports_dir=tmp_path / "r",
+        seed=0,
+        fingerprint="fp",
+        progress=False,
+        use_dvclive=False,
+    )
     seen: list[float] = []
     method.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
     trainer.fit()
@@ -226,7 +253,9 @@ def test_user_token_is_prepended_with_the_hashed_bucket(encoder_input):
 
 
 def test_user_token_model_trains_and_decodes():
-    params = RecommenderParams(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, encoder_input="items", user_tokens=5, level_softmax=True)
+    params = RecommenderParams(
+        num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, encoder_input="items", user_tokens=5, level_softmax=True
+    )
     model = GenerativeRecommender(params, VOCAB).eval()
     assert model.config.vocab_size == VOCAB.size + 5
     items = all_items()

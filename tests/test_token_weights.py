@@ -61,8 +61,8 @@ def real_ml100k(tmp_path_factory):
     embeddings, a 30-epoch RQ-VAE, emit-ids) in a temporary root."""
     from conftest import SHARED_DATASETS
 
-    from genrec_core.tokenizers.id_table import choose_tokenizer, read_id_table
     from genrec_core.artifacts import load_item_vectors
+    from genrec_core.tokenizers.id_table import choose_tokenizer, read_id_table
 
     root = REPO
     info = root / "data" / "processed" / "dataset.json"
@@ -155,9 +155,18 @@ def _write_inputs(root: Path, codes: np.ndarray, vectors: np.ndarray, targets: l
 
     n = codes.shape[0]
     write_parquet(build_id_table(np.arange(n), {"epoch_0001": codes}), root / "data" / "ids" / "item_ids.parquet")
-    write_parquet(pl.DataFrame({"item_id": np.arange(n, dtype=np.int64), "vector": vectors.astype(np.float32).tolist()}), root / "data" / "embeddings" / "item_vectors.parquet")
+    write_parquet(
+        pl.DataFrame({"item_id": np.arange(n, dtype=np.int64), "vector": vectors.astype(np.float32).tolist()}),
+        root / "data" / "embeddings" / "item_vectors.parquet",
+    )
     hist = [[(t + 1) % n] for t in targets]
-    write_parquet(pl.DataFrame({"user_id": list(range(len(targets))), "history": hist, "target": targets}, schema={"user_id": pl.Int32, "history": pl.List(pl.Int32), "target": pl.Int32}), root / "data" / "processed" / "train.parquet")
+    write_parquet(
+        pl.DataFrame(
+            {"user_id": list(range(len(targets))), "history": hist, "target": targets},
+            schema={"user_id": pl.Int32, "history": pl.List(pl.Int32), "target": pl.Int32},
+        ),
+        root / "data" / "processed" / "train.parquet",
+    )
 
 
 def test_token_weights_stage_writes_the_report(tmp_path):
@@ -185,7 +194,12 @@ def test_plot_alpha_trajectories_from_dvclive_tsv(tmp_path):
     folder.mkdir(parents=True)
     steps = np.arange(50, 1001, 50)
     d = np.exp(-steps / 300)
-    for name, values in {"alpha_fg": d / (2 * d + (1 - d)), "alpha_or": d / (2 * d + (1 - d)), "alpha_fr": (1 - d) / (2 * d + (1 - d)), "curriculum": d}.items():
+    for name, values in {
+        "alpha_fg": d / (2 * d + (1 - d)),
+        "alpha_or": d / (2 * d + (1 - d)),
+        "alpha_fr": (1 - d) / (2 * d + (1 - d)),
+        "curriculum": d,
+    }.items():
         (folder / f"{name}.tsv").write_text("step\t" + name + "\n" + "".join(f"{s}\t{v}\n" for s, v in zip(steps, values)))
     (folder / "loss.tsv").write_text("step\tloss\n50\t3.0\n")
     series = read_live_series(tmp_path / "live")

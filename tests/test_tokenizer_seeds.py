@@ -7,13 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import tokenizer_params
 
 from genrec_core.config import IdsParams, Params, TokenizerParams, load_params
 from genrec_core.errors import ParamError
 from genrec_core.io import write_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.tokenizers.training import load_kept_tokenizers, train_rqvae
-from helpers import tokenizer_params
 
 
 def _small(**kw):

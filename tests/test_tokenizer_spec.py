@@ -63,7 +63,9 @@ def test_an_unknown_kind_is_a_param_error_listing_the_choices(tmp_path):
 def test_params_validation_does_not_import_torch():
     """Every command validates its params first; the specs it reads must not cost a torch import."""
     probe = "import sys; from genrec_core.config import load_params; load_params(None, ['tokenizer.kind=rqkmeans', 'tokenizer.latent_dim=4']); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -146,10 +148,29 @@ OLD_SECTION = """tokenizer:
 
 #: what dataclasses.asdict gave for that section (and for params.yaml's): digests were computed over it
 OLD_FLAT = {
-    "kind": "rqvae", "levels": 3, "codebook_size": "auto", "hidden_dims": [512, 256, 128], "latent_dim": 32, "dropout": 0.0, "beta": 0.25,
-    "codebook_update": "ste", "ema_decay": 0.99, "kmeans_init": True, "kmeans_iters": 50, "rqkmeans_normalize": "none", "dead_code_reseed": True,
-    "dead_code_threshold": 1.0, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0, "epochs": 100, "batch_size": 256, "keep_last": 5,
-    "kept_from": "epochs", "device": "auto", "seed": 42,
+    "kind": "rqvae",
+    "levels": 3,
+    "codebook_size": "auto",
+    "hidden_dims": [512, 256, 128],
+    "latent_dim": 32,
+    "dropout": 0.0,
+    "beta": 0.25,
+    "codebook_update": "ste",
+    "ema_decay": 0.99,
+    "kmeans_init": True,
+    "kmeans_iters": 50,
+    "rqkmeans_normalize": "none",
+    "dead_code_reseed": True,
+    "dead_code_threshold": 1.0,
+    "optimizer": "adamw",
+    "lr": 0.001,
+    "weight_decay": 0.0,
+    "epochs": 100,
+    "batch_size": 256,
+    "keep_last": 5,
+    "kept_from": "epochs",
+    "device": "auto",
+    "seed": 42,
 }
 
 
@@ -160,7 +181,9 @@ def old_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("overrides", [[], ["tokenizer.kind=pq"], ["tokenizer.kind=rqkmeans"], ["tokenizer.latent_dim=16", "tokenizer.kind_params.dropout=0.5"]])
+@pytest.mark.parametrize(
+    "overrides", [[], ["tokenizer.kind=pq"], ["tokenizer.kind=rqkmeans"], ["tokenizer.latent_dim=16", "tokenizer.kind_params.dropout=0.5"]]
+)
 def test_an_old_params_file_resolves_as_the_new_one(old_file, overrides):
     old = load_params(old_file, overrides).tokenizer
     new = load_params(REPO / "params.yaml", overrides).tokenizer

@@ -13,19 +13,19 @@ import signal
 import numpy as np
 import pytest
 import torch
+from helpers import next_item_pattern_splits
 
 from genrec_core.config import Params, RecommenderParams
 from genrec_core.io import write_parquet
+from genrec_core.methods import MethodContext
+from genrec_core.methods.plain import PlainMethod
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
-from genrec_core.methods import MethodContext
-from genrec_core.methods.plain import PlainMethod
 from genrec_core.recommender.trainer import Trainer, TrainingInterrupted
 from genrec_core.recommender.vocab import SemanticIdVocab
 from genrec_core.runtime import seed_everything
-from helpers import next_item_pattern_splits
 
 N_ITEMS = 40
 
@@ -42,7 +42,23 @@ TOKENS = torch.from_numpy(VOCAB.codes_to_tokens(CODES))
 
 
 def small_params(**kw) -> RecommenderParams:
-    base = dict(num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2, d_kv=16, dropout=0.1, lr=0.01, warmup_steps=5, batch_size=32, epochs=3, patience=10, eval_beam_size=10, eval_batch_size=32, log_every=4)
+    base = dict(
+        num_layers=1,
+        num_decoder_layers=1,
+        d_model=32,
+        d_ff=64,
+        num_heads=2,
+        d_kv=16,
+        dropout=0.1,
+        lr=0.01,
+        warmup_steps=5,
+        batch_size=32,
+        epochs=3,
+        patience=10,
+        eval_beam_size=10,
+        eval_batch_size=32,
+        log_every=4,
+    )
     base.update(kw)
     return RecommenderParams(**base)
 
@@ -53,9 +69,18 @@ def make_trainer(tmp_path, params, method=PlainMethod, fingerprint="fp", init_se
     model = GenerativeRecommender(params, VOCAB)
     loss = build_loss("ce", {}, LossContext(VOCAB, TOKENS))
     return Trainer(
-        model, params, method(MethodContext(SequenceEncoder(TOKENS, params.encoder_input), loss)), examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-        checkpoint_dir=tmp_path / "ckpt", reports_dir=tmp_path / "reports", seed=0, fingerprint=fingerprint,
-        fingerprint_info={"fp": fingerprint}, progress=False, use_dvclive=use_dvclive,
+        model,
+        params,
+        method(MethodContext(SequenceEncoder(TOKENS, params.encoder_input), loss)),
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "ckpt",
+        reports_dir=tmp_path / "reports",
+        seed=0,
+        fingerprint=fingerprint,
+        fingerprint_info={"fp": fingerprint},
+        progress=False,
+        use_dvclive=use_dvclive,
     )
 
 
@@ -163,9 +188,11 @@ def test_epoch_line_gives_the_epochs_own_seconds_and_the_total_apart():
 
     line = epoch_line(2, 7, 447.2, 412.0, 1417.4, {"hit@1": 0.01, "ndcg@10": 0.05})
     # 1417 s over 2 epochs: 708.7 s each, 5 to go at most = 3544 s
-    assert line == ("epoch 2/7: 447 s (train 412 s, valid 35 s); total 1417 s; at most 5 epochs left, ~3544 s at this pace: "
-                    "valid hit@1=0.0100, ndcg@10=0.0500")
-    assert epoch_line(3, 7, 400.0, 400.0, 1800.0, None) == "epoch 3/7: 400 s (train 400 s, no validation); total 1800 s; at most 4 epochs left, ~2400 s at this pace"
+    assert line == ("epoch 2/7: 447 s (train 412 s, valid 35 s); total 1417 s; at most 5 epochs left, ~3544 s at this pace: valid hit@1=0.0100, ndcg@10=0.0500")
+    assert (
+        epoch_line(3, 7, 400.0, 400.0, 1800.0, None)
+        == "epoch 3/7: 400 s (train 400 s, no validation); total 1800 s; at most 4 epochs left, ~2400 s at this pace"
+    )
     assert epoch_line(7, 7, 400.0, 380.0, 3000.0, {"ndcg@10": 0.05}) == "epoch 7/7: 400 s (train 380 s, valid 20 s); total 3000 s: valid ndcg@10=0.0500"
     assert "; stopping early (recommender.patience):" in epoch_line(5, 20, 400.0, 380.0, 3000.0, {"ndcg@10": 0.05}, stopped_early=True)
 

@@ -34,8 +34,12 @@ def tables():
         {"user_id": users, "train_items": [FULL[u][:-2] for u in users], "valid_item": [FULL[u][-2] for u in users], "test_item": [FULL[u][-1] for u in users]},
         schema={"user_id": pl.Int32, "train_items": pl.List(pl.Int32), "valid_item": pl.Int32, "test_item": pl.Int32},
     )
-    valid = pl.DataFrame({"history": [FULL[u][:-2] for u in users], "target": [FULL[u][-2] for u in users]}, schema={"history": pl.List(pl.Int32), "target": pl.Int32})
-    test = pl.DataFrame({"history": [FULL[u][:-1] for u in users], "target": [FULL[u][-1] for u in users]}, schema={"history": pl.List(pl.Int32), "target": pl.Int32})
+    valid = pl.DataFrame(
+        {"history": [FULL[u][:-2] for u in users], "target": [FULL[u][-2] for u in users]}, schema={"history": pl.List(pl.Int32), "target": pl.Int32}
+    )
+    test = pl.DataFrame(
+        {"history": [FULL[u][:-1] for u in users], "target": [FULL[u][-1] for u in users]}, schema={"history": pl.List(pl.Int32), "target": pl.Int32}
+    )
     return sequences, valid, test
 
 
@@ -68,8 +72,10 @@ def write_processed(root, sequences: dict, max_items: int) -> None:
     """``root/data/processed`` (items, sequences, train/valid/test) of users' time-ordered item
     sequences, through the real protocol (1-core: nothing dropped; ids renumbered)."""
     rows = [(f"u{u}", f"i{item}", t) for u, seq in sequences.items() for t, item in enumerate(seq)]
-    df = pl.DataFrame({"user": [r[0] for r in rows], "item": [r[1] for r in rows], "timestamp": [r[2] for r in rows], "order": list(range(len(rows)))},
-                      schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64, "order": pl.Int64})
+    df = pl.DataFrame(
+        {"user": [r[0] for r in rows], "item": [r[1] for r in rows], "timestamp": [r[2] for r in rows], "order": list(range(len(rows)))},
+        schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64, "order": pl.Int64},
+    )
     items = pl.DataFrame({"item": sorted({r[1] for r in rows})}).with_columns(pl.col("item").alias("title"))
     out = apply_protocol(RawDataset(df, items, "{title}", name="toy"), min_interactions=1, max_items=max_items)
     processed = root / "data" / "processed"

@@ -12,19 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_trainer import FRAMES, TOKENS, VOCAB, make_trainer, small_params
 
 from genrec_core.config import RecommenderParams, load_params
 from genrec_core.errors import ParamError
 from genrec_core.evaluation.metrics import hit_ndcg
-from genrec_core.recommender import trainer as trainer_mod
-from genrec_core.recommender.data import examples_from_frame, seeded_subset
-from genrec_core.recommender.trainer import AUTO_EVAL_USERS, eval_user_index
 from genrec_core.methods import MethodContext
 from genrec_core.methods.plain import PlainMethod
-from genrec_core.recommender.data import SequenceEncoder
+from genrec_core.recommender import trainer as trainer_mod
+from genrec_core.recommender.data import SequenceEncoder, examples_from_frame, seeded_subset
 from genrec_core.recommender.losses import LossContext, build_loss
 from genrec_core.recommender.model import GenerativeRecommender
-from test_trainer import FRAMES, TOKENS, VOCAB, make_trainer, small_params
+from genrec_core.recommender.trainer import AUTO_EVAL_USERS, eval_user_index
 
 N_VALID = len(FRAMES["valid"])  # 60 users
 
@@ -96,14 +95,27 @@ def test_valid_values_load():
 def seeded_trainer(tmp_path, params, seed):
     """test_trainer's trainer, with the run seed ``seed``."""
     method = PlainMethod(MethodContext(SequenceEncoder(TOKENS, params.encoder_input), build_loss("ce", {}, LossContext(VOCAB, TOKENS))))
-    return trainer_mod.Trainer(GenerativeRecommender(params, VOCAB), params, method, examples_from_frame(FRAMES["train"]), examples_from_frame(FRAMES["valid"]),
-                               checkpoint_dir=tmp_path / "c", reports_dir=tmp_path / "r", seed=seed, fingerprint="fp", progress=False, use_dvclive=False)
+    return trainer_mod.Trainer(
+        GenerativeRecommender(params, VOCAB),
+        params,
+        method,
+        examples_from_frame(FRAMES["train"]),
+        examples_from_frame(FRAMES["valid"]),
+        checkpoint_dir=tmp_path / "c",
+        reports_dir=tmp_path / "r",
+        seed=seed,
+        fingerprint="fp",
+        progress=False,
+        use_dvclive=False,
+    )
 
 
 def test_trainer_validates_the_same_sampled_users_every_epoch_and_for_every_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "AUTO_EVAL_USERS", 20)
     seen: list[tuple[int, list[int], np.ndarray]] = []
-    monkeypatch.setattr(trainer_mod, "VALIDATION_OBSERVERS", [lambda trainer, ranks: seen.append((trainer.seed, trainer.valid_examples.user_ids.tolist(), ranks))])
+    monkeypatch.setattr(
+        trainer_mod, "VALIDATION_OBSERVERS", [lambda trainer, ranks: seen.append((trainer.seed, trainer.valid_examples.user_ids.tolist(), ranks))]
+    )
     users = {}
     for seed in (0, 1):
         t = seeded_trainer(tmp_path / f"s{seed}", small_params(epochs=2, max_eval_users="auto"), seed)
@@ -149,10 +161,12 @@ def test_sequential_models_validate_on_the_auto_sample_and_test_on_every_user(tm
     evaluate stage still ranks every test user."""
     import json
 
-    from stages import evaluate, train
-    from test_sasrec import FRAMES as SEQ_FRAMES, MAX_LEN, _write_processed, small_params as seq_params
+    from test_sasrec import FRAMES as SEQ_FRAMES
+    from test_sasrec import MAX_LEN, _write_processed
+    from test_sasrec import small_params as seq_params
 
     from genrec_core.config import Params
+    from stages import evaluate, train
 
     monkeypatch.setattr(trainer_mod, "AUTO_EVAL_USERS", 25)
     paths = _write_processed(tmp_path)

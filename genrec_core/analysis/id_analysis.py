@@ -279,12 +279,7 @@ def train_item_counts(processed_dir: Path, item_ids: np.ndarray) -> np.ndarray |
             items = seq.select(pl.col("items").list.head(pl.col("items").list.len() - 2)).to_series().explode()
     if items is None and train_path.exists():
         ex = pl.read_parquet(train_path, columns=["user_id", "history", "target"]).with_row_index("_row")
-        first = (
-            ex.with_columns(pl.col("history").list.len().alias("_len"))
-            .sort(["user_id", "_len", "_row"])
-            .group_by("user_id", maintain_order=True)
-            .first()
-        )
+        first = ex.with_columns(pl.col("history").list.len().alias("_len")).sort(["user_id", "_len", "_row"]).group_by("user_id", maintain_order=True).first()
         items = pl.concat([first["history"].list.first().cast(pl.Int64), ex["target"].cast(pl.Int64)])
     if items is None:
         return None
@@ -313,14 +308,29 @@ def _num(x: float) -> str:
 
 def render_markdown(report: dict) -> str:
     """Markdown tables of the analysis JSON (``build_report``'s output)."""
-    lines = ["# Semantic-ID analysis\n", f"Reference tokenizer: `{report['reference_tokenizer']}` ({report['n_items']} items, {report['id_length']} tokens per ID, collision handling `{report['collision']}`).\n"]
+    lines = [
+        "# Semantic-ID analysis\n",
+        f"Reference tokenizer: `{report['reference_tokenizer']}` ({report['n_items']} items, {report['id_length']} tokens per ID, collision handling `{report['collision']}`).\n",
+    ]
     fs = report["filtered_share"]
-    lines += ["## Candidates filtered out per token (paper 001, Table 1)\n", "| " + " | ".join(f"Layer-{k + 1}" for k in range(len(fs))) + " |", "|" + "---|" * len(fs), "| " + " | ".join(_pct(v) for v in fs) + " |", ""]
+    lines += [
+        "## Candidates filtered out per token (paper 001, Table 1)\n",
+        "| " + " | ".join(f"Layer-{k + 1}" for k in range(len(fs))) + " |",
+        "|" + "---|" * len(fs),
+        "| " + " | ".join(_pct(v) for v in fs) + " |",
+        "",
+    ]
     pg = report["purity_gain"]
-    lines += [f"## Purity gain per token (paper 001, Figure 1; frequencies: {pg['frequencies']})\n", "| Level | mean per item | mean per token | median per token | p90 per token | max per token |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"## Purity gain per token (paper 001, Figure 1; frequencies: {pg['frequencies']})\n",
+        "| Level | mean per item | mean per token | median per token | p90 per token | max per token |",
+        "|---|---|---|---|---|---|",
+    ]
     for lv in pg["levels"]:
         t = lv["per_token"]
-        lines.append(f"| {lv['level']} | {_num(lv['per_item'].get('mean', 0))} | {_num(t.get('mean', 0))} | {_num(t.get('median', 0))} | {_num(t.get('p90', 0))} | {_num(t.get('max', 0))} |")
+        lines.append(
+            f"| {lv['level']} | {_num(lv['per_item'].get('mean', 0))} | {_num(t.get('mean', 0))} | {_num(t.get('median', 0))} | {_num(t.get('p90', 0))} | {_num(t.get('max', 0))} |"
+        )
     lines += ["", "## Codebook usage\n", "| Level | K | used | used share | perplexity | perplexity / K |", "|---|---|---|---|---|---|"]
     for u in report["codebook_usage"]:
         lines.append(f"| {u['level']} | {u['codebook_size']} | {u['used']} | {_pct(u['used_share'])} | {u['perplexity']:.2f} | {_pct(u['perplexity_share'])} |")
@@ -330,7 +340,9 @@ def render_markdown(report: dict) -> str:
         for r in report["change_shares"]:
             lines.append(f"| {r['interval']} | {r['pairs']} | {_pct(r['first_changed'])} | {_pct(r['any_changed'])} |")
     else:
-        lines.append("Only one kept tokenizer, tokenizers of independently seeded runs (`tokenizer.kept_from: seeds`), or no pair at 1, 5, 10, ... epochs apart: nothing to compare.")
+        lines.append(
+            "Only one kept tokenizer, tokenizers of independently seeded runs (`tokenizer.kept_from: seeds`), or no pair at 1, 5, 10, ... epochs apart: nothing to compare."
+        )
     return "\n".join(lines) + "\n"
 
 

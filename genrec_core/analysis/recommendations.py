@@ -60,9 +60,7 @@ def head_tail_groups(targets, counts: np.ndarray) -> dict:
     return {"head_items": head, "tail_items": tail, "is_head": np.isin(targets, head)}
 
 
-def head_tail_report(
-    ranks_by_method: Mapping[str, np.ndarray], targets, counts: np.ndarray, ks: Sequence[int]
-) -> dict:
+def head_tail_report(ranks_by_method: Mapping[str, np.ndarray], targets, counts: np.ndarray, ks: Sequence[int]) -> dict:
     """JSON-ready head/tail report: group definitions and each method's metrics per group."""
     groups = head_tail_groups(targets, counts)
     is_head = groups["is_head"]
@@ -245,7 +243,12 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str], 
 
 def head_tail_markdown(report: dict, keys: Sequence[str], labels: Mapping[str, str] = METHOD_LABELS) -> str:
     """Head/tail tables (Figure 3 as numbers)."""
-    lines = ["# Head / tail (paper 001, Figure 3)\n", _sentence(report["definition"]), "| Group | items | users | training count range |", "|---|---:|---:|---|"]
+    lines = [
+        "# Head / tail (paper 001, Figure 3)\n",
+        _sentence(report["definition"]),
+        "| Group | items | users | training count range |",
+        "|---|---:|---:|---|",
+    ]
     for g in ("head", "tail"):
         d = report["groups"][g]
         lines.append(f"| {g} | {d['items']} | {d['users']} | {d['min_train_count']}..{d['max_train_count']} |")
@@ -323,7 +326,9 @@ def qualitative_markdown(
         for m, mat in mats.items():
             ranked = mat[r, :]
             where = np.flatnonzero(ranked == t)
-            statuses.append(f"{_label(m, labels)}: " + (f"hit at rank {int(where[0]) + 1}" if where.size else f"target not in its top {int((ranked >= 0).sum())}"))
+            statuses.append(
+                f"{_label(m, labels)}: " + (f"hit at rank {int(where[0]) + 1}" if where.size else f"target not in its top {int((ranked >= 0).sum())}")
+            )
         lines.append("; ".join(statuses) + ".\n")
         lines.append("| Rank | " + " | ".join(_label(m, labels) for m in mats) + " |")
         lines.append("|---:|" + "---|" * len(mats))
@@ -417,7 +422,10 @@ def render_readme(
     )
     if relaxed:
         rkeys = list(next(iter(relaxed.values())))
-        lines += ["## Relaxed prefix match (paper 001, Table 6)\n", "NDCG@5 where a ranked item counts as a hit when its first k ID tokens equal the target's (k = L is the exact ID).\n"]
+        lines += [
+            "## Relaxed prefix match (paper 001, Table 6)\n",
+            "NDCG@5 where a ranked item counts as a hit when its first k ID tokens equal the target's (k = L is the exact ID).\n",
+        ]
         levels = [re.match(r"prefix(\d+)_", k).group(1) for k in rkeys]
         lines.append("| Method | " + " | ".join(f"k={lv}" for lv in levels) + " |")
         lines.append("|---|" + "---:|" * len(rkeys))
@@ -447,4 +455,3 @@ def render_readme(
         for p in id_pngs:
             lines.append(f"![{Path(p).stem}]({p})\n")
     return "\n".join(lines).rstrip() + "\n"
-

@@ -34,10 +34,7 @@ RECBOLE_REQUIREMENT = "recbole==1.2.1"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 PIP_TIMEOUT_S = 900
 HTTP_TIMEOUT_S = 60
-_RAW_DIR_HINT = (
-    "to work offline, put the GroupLens ml-100k files (u.data, u.item, u.genre) in a directory "
-    "and set data.raw_dir to it"
-)
+_RAW_DIR_HINT = "to work offline, put the GroupLens ml-100k files (u.data, u.item, u.genre) in a directory and set data.raw_dir to it"
 
 
 @dataclass(frozen=True)
@@ -84,8 +81,15 @@ GROUPLENS_SPEC = DownloadSpec(
 def pip_download_recbole(scratch: Path) -> Path:
     """Fetch the recbole wheel with this interpreter's pip (download only, no install)."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        RECBOLE_REQUIREMENT, "-d", str(scratch),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        RECBOLE_REQUIREMENT,
+        "-d",
+        str(scratch),
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
@@ -111,17 +115,12 @@ def http_download_grouplens(scratch: Path) -> Path:
             while block := response.read(1 << 20):
                 out.write(block)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise GenrecError(
-            f"could not download {GROUPLENS_URL}: {exc}; set data.download=pypi (needs only PyPI), or {_RAW_DIR_HINT}"
-        ) from None
+        raise GenrecError(f"could not download {GROUPLENS_URL}: {exc}; set data.download=pypi (needs only PyPI), or {_RAW_DIR_HINT}") from None
     return target
 
 
 def _cache_is_valid(target: Path, spec: DownloadSpec) -> bool:
-    return all(
-        (target / name).is_file() and sha256_file(target / name) == sha
-        for name, sha in spec.members.values()
-    )
+    return all((target / name).is_file() and sha256_file(target / name) == sha for name, sha in spec.members.values())
 
 
 def obtain(spec: DownloadSpec, cache_dir: Path, fetch: Fetcher) -> Path:
@@ -154,10 +153,7 @@ def obtain(spec: DownloadSpec, cache_dir: Path, fetch: Fetcher) -> Path:
                         raise GenrecError(f"{archive.name} ({spec.what}) has no member {member}; {fix}") from None
                     actual = hashlib.sha256(data).hexdigest()
                     if actual != expected:
-                        raise GenrecError(
-                            f"checksum mismatch for {member} in {archive.name} ({spec.what}): sha256 {actual}, "
-                            f"expected {expected}; {fix}"
-                        )
+                        raise GenrecError(f"checksum mismatch for {member} in {archive.name} ({spec.what}): sha256 {actual}, expected {expected}; {fix}")
                     with atomic_path(target / name) as tmp:
                         tmp.write_bytes(data)
         except zipfile.BadZipFile as exc:

@@ -149,7 +149,7 @@ def read_index_json(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     Token ``l`` of every ID must read ``<p_c>`` with the same prefix ``p`` for all items (LETTER:
     a, b, c, d) and a code ``c`` that fits Int32; every ID must have the same length L >= 1.
     """
-    data = _object(path, "{item index: [\"<a_12>\", \"<b_70>\", ...]}")
+    data = _object(path, '{item index: ["<a_12>", "<b_70>", ...]}')
     if not data:
         raise InputFormatError(path, "no entries: no item has a semantic ID")
     keys: list[str] = []
@@ -162,7 +162,7 @@ def read_index_json(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
             raise InputFormatError(path, f"entry {key!r}: item {item} appears twice")
         seen.add(item)
         if not isinstance(tokens, list) or not tokens:
-            raise InputFormatError(path, f"entry {key!r}: expected a non-empty list of tokens such as \"<a_12>\", got {str(tokens)[:80]}")
+            raise InputFormatError(path, f'entry {key!r}: expected a non-empty list of tokens such as "<a_12>", got {str(tokens)[:80]}')
         parsed = []
         for token in tokens:
             match = TOKEN_RE.match(token) if isinstance(token, str) else None

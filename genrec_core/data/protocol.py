@@ -161,7 +161,9 @@ def hold_out_cold_items(filtered: pl.DataFrame, share: float, seed: int) -> tupl
     return kept, cold.to_list()
 
 
-def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, dataset_name: str = "", cold_item_share: float = 0.0, cold_item_seed: int = 0) -> ProcessedDataset:
+def apply_protocol(
+    raw: RawDataset, min_interactions: int, max_items: int, dataset_name: str = "", cold_item_share: float = 0.0, cold_item_seed: int = 0
+) -> ProcessedDataset:
     """Run SPEC section 1 on a source's raw data (``cold_item_share`` > 0: hold items out of
     training for the cold-start evaluation, ``hold_out_cold_items``)."""
     raw_stats = {
@@ -181,12 +183,11 @@ def apply_protocol(raw: RawDataset, min_interactions: int, max_items: int, datas
     items = _index_map(filtered["item"], "item", "item_id")  # held-out items keep their place in the catalogue
     filtered, cold_source = hold_out_cold_items(filtered, cold_item_share, cold_item_seed)
     if filtered.height == 0:
-        raise EmptyResultError(f"dataset {dataset_name or raw.name!r}: holding out data.cold_item_share={cold_item_share} of the items left no user with 3 interactions")
+        raise EmptyResultError(
+            f"dataset {dataset_name or raw.name!r}: holding out data.cold_item_share={cold_item_share} of the items left no user with 3 interactions"
+        )
     users = _index_map(filtered["user"], "user", "user_id")
-    ordered = (
-        filtered.join(users, on="user").join(items, on="item")
-        .sort(["user_id", "timestamp", "order"], nulls_last=True, maintain_order=True)
-    )
+    ordered = filtered.join(users, on="user").join(items, on="item").sort(["user_id", "timestamp", "order"], nulls_last=True, maintain_order=True)
     sequences = (
         ordered.group_by("user_id", maintain_order=True)
         .agg(pl.col("user").first().alias("source_user_id"), pl.col("item_id").alias("items"), pl.col("timestamp").alias("timestamps"))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -94,9 +94,7 @@ def read_lines(path: Path, encoding: str = "utf8") -> pl.DataFrame:
             raise InputFormatError(path, f"cannot read as text: {exc}") from None
         except pl.exceptions.NoDataError:
             df = pl.DataFrame({"text": []}, schema={"text": pl.String})
-    df = df.with_row_index("line", offset=1).with_columns(
-        pl.col("line").cast(pl.Int64), pl.col("text").str.strip_chars_end("\r")
-    )
+    df = df.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_chars_end("\r"))
     return df.filter(pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != ""))
 
 
@@ -120,9 +118,7 @@ def split_fields(
         row = df.filter(bad).row(0, named=True)
         expected = f"at least {min_fields}" if min_fields is not None else str(len(names))
         raise InputFormatError(path, f"expected {expected} fields separated by {separator!r}, found {len(row['_parts'])}", row["line"])
-    return df.select(
-        "line", *[pl.col("_parts").list.get(i, null_on_oob=True).alias(name) for i, name in enumerate(names)]
-    )
+    return df.select("line", *[pl.col("_parts").list.get(i, null_on_oob=True).alias(name) for i, name in enumerate(names)])
 
 
 def parse_integer(df: pl.DataFrame, column: str, path: Path, what: str | None = None) -> pl.DataFrame:
@@ -131,9 +127,7 @@ def parse_integer(df: pl.DataFrame, column: str, path: Path, what: str | None = 
     parsed = stripped.cast(pl.Int64, strict=False)
     as_float = stripped.cast(pl.Float64, strict=False)
     # Accept integral floats such as "881250949.0" (RecBole writes timestamps as floats).
-    value = pl.when(parsed.is_not_null()).then(parsed).otherwise(
-        pl.when(as_float.is_not_null() & (as_float == as_float.floor())).then(as_float.cast(pl.Int64))
-    )
+    value = pl.when(parsed.is_not_null()).then(parsed).otherwise(pl.when(as_float.is_not_null() & (as_float == as_float.floor())).then(as_float.cast(pl.Int64)))
     out = df.with_columns(value.alias(column))
     bad = out[column].is_null()
     if bad.any():

@@ -178,7 +178,9 @@ def cooccurrence_svd_vectors(
     k = min(int(dim), n - 1)
     counts = cooccurrence_matrix(train_sequences, n, window)
     if counts.nnz == 0:
-        raise EmptyResultError("no two different items share a training sequence: no co-occurrence to factorise (collaborative vectors need users with 2+ training items)")
+        raise EmptyResultError(
+            "no two different items share a training sequence: no co-occurrence to factorise (collaborative vectors need users with 2+ training items)"
+        )
     weights = ppmi(counts)
     u, s, solver = truncated_svd(weights, k, seed)
     vectors = u * np.sqrt(s)[None, :]

@@ -72,12 +72,7 @@ def build_encoder(params: EmbedParams, device: str) -> Encoder:
 
 def _looks_like_path(name: str) -> bool:
     """Hub ids are 'name' or 'org/name'; anything else with a separator is meant as a path."""
-    return (
-        name.startswith(("/", "./", "../", "~", "."))
-        or "\\" in name
-        or name.count("/") > 1
-        or (os.sep != "/" and os.sep in name)
-    )
+    return name.startswith(("/", "./", "../", "~", ".")) or "\\" in name or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 def resolve_model(name: str) -> str:

@@ -57,7 +57,9 @@ def encode_chunks(encoder, texts: list[str], normalize: bool, timer: dict | None
                 timer["encode_seconds"] = timer.get("encode_seconds", 0.0) + time.perf_counter() - t0
             bad = ~np.isfinite(vectors).all(axis=1)
             if bad.any():
-                raise EmptyResultError(f"the encoder produced NaN/inf for item {start + int(np.argmax(bad))} (with embed.dtype={getattr(encoder, 'dtype', 'float32')}, try float32)")
+                raise EmptyResultError(
+                    f"the encoder produced NaN/inf for item {start + int(np.argmax(bad))} (with embed.dtype={getattr(encoder, 'dtype', 'float32')}, try float32)"
+                )
             yield l2_normalize(vectors) if normalize else vectors
             bar.update(len(part))
     finally:

@@ -102,8 +102,7 @@ def render_texts(items: pl.DataFrame, template: str, dataset_info: Mapping[str, 
     if unknown:
         raise ParamError(
             PARAM,
-            f"unknown field(s) {', '.join('{' + u + '}' for u in unknown)} in template {template!r}; "
-            f"available fields: {', '.join(available)}",
+            f"unknown field(s) {', '.join('{' + u + '}' for u in unknown)} in template {template!r}; available fields: {', '.join(available)}",
         )
     if not names:  # a constant text would give every item the same vector
         raise ParamError(PARAM, f"template {template!r} uses no field; available fields: {', '.join(available)}")

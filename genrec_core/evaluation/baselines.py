@@ -97,9 +97,7 @@ def _lists(mat: np.ndarray, valid: np.ndarray, dtype: pl.DataType) -> pl.Series:
         return pl.Series(np.ascontiguousarray(mat)).cast(pl.Array(dtype, k)).cast(pl.List(dtype))
     lens = valid.sum(axis=1)
     flat = pl.Series(mat[valid]).cast(dtype)
-    grouped = (
-        pl.DataFrame({"row": np.repeat(np.arange(n), lens), "v": flat}).group_by("row", maintain_order=True).agg("v")
-    )
+    grouped = pl.DataFrame({"row": np.repeat(np.arange(n), lens), "v": flat}).group_by("row", maintain_order=True).agg("v")
     full = pl.DataFrame({"row": np.arange(n)}).join(grouped, on="row", how="left")
     return full["v"].fill_null([]).cast(pl.List(dtype))
 
@@ -203,11 +201,8 @@ class MarkovChain:
         return _frame(examples["user_id"], examples["target"], items, scores)
 
 
-def baseline_predictions(
-    sequences: pl.DataFrame, examples: pl.DataFrame, split: str, n_items: int, k: int
-) -> dict[str, pl.DataFrame]:
+def baseline_predictions(sequences: pl.DataFrame, examples: pl.DataFrame, split: str, n_items: int, k: int) -> dict[str, pl.DataFrame]:
     """{"mostpop": predictions, "markov": predictions} for one split's examples, top-k each."""
     mostpop = MostPop.fit(sequences, n_items)
     markov = MarkovChain(transition_counts(sequences_before_target(sequences, split), n_items), mostpop)
     return {"mostpop": mostpop.predict(examples, k), "markov": markov.predict(examples, k)}
-

@@ -35,9 +35,7 @@ def as_padded(items, width: int | None = None) -> np.ndarray:
             return np.zeros((0, w), dtype=np.int64)
         if w == 0:
             return np.zeros((items.len(), 0), dtype=np.int64)
-        frame = pl.DataFrame({"items": items}).select(
-            [pl.col("items").list.get(j, null_on_oob=True).alias(str(j)) for j in range(w)]
-        )
+        frame = pl.DataFrame({"items": items}).select([pl.col("items").list.get(j, null_on_oob=True).alias(str(j)) for j in range(w)])
         return frame.fill_null(PAD).to_numpy().astype(np.int64).reshape(items.len(), w)
     if isinstance(items, np.ndarray) and items.ndim == 2:
         out = items.astype(np.int64, copy=False)
@@ -144,14 +142,10 @@ def prefix_match_ranks(items, targets, codes: np.ndarray, item_ids: np.ndarray |
     equal = item_codes == codes[t_row][:, None, :]
     prefix_equal = np.logical_and.accumulate(equal, axis=2) & valid[:, :, None]
     n_levels = codes.shape[1]
-    return np.stack([first_true_rank(prefix_equal[:, :, k]) for k in range(n_levels)], axis=1).reshape(
-        mat.shape[0], n_levels
-    )
+    return np.stack([first_true_rank(prefix_equal[:, :, k]) for k in range(n_levels)], axis=1).reshape(mat.shape[0], n_levels)
 
 
-def relaxed_prefix_ndcg(
-    items, targets, codes: np.ndarray, item_ids: np.ndarray | None = None, k: int = 5
-) -> dict[str, float]:
+def relaxed_prefix_ndcg(items, targets, codes: np.ndarray, item_ids: np.ndarray | None = None, k: int = 5) -> dict[str, float]:
     """NDCG@k under relaxed prefix matching for prefix lengths L..1: {"prefix{l}_ndcg@{k}": value}."""
     ranks = prefix_match_ranks(items, targets, codes, item_ids)
     n_levels = ranks.shape[1]

@@ -254,7 +254,9 @@ def canonical_method(method: str, keys: Sequence[str] = DEFAULT_METHOD_KEYS) -> 
     return "/".join(parts)
 
 
-def group_runs(runs: Sequence[Run], keys: Sequence[str] = DEFAULT_METHOD_KEYS, seed_key: str = "seed") -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Any]]]:
+def group_runs(
+    runs: Sequence[Run], keys: Sequence[str] = DEFAULT_METHOD_KEYS, seed_key: str = "seed"
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Any]]]:
     """(method -> metric dicts, method -> seeds); a (method, seed) seen twice keeps its first run
     (``dvc exp show`` lists the newest experiment first)."""
     groups: dict[str, list[dict[str, Any]]] = {}

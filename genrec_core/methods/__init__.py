@@ -59,4 +59,15 @@ def build_method(name: str, method_params: dict[str, Any] | None, context: Metho
     return method_class(name)(context, **(method_params or {}))
 
 
-__all__ = ["BUILTIN_METHOD_MODULES", "METHODS", "Method", "MethodContext", "PreparedIds", "StepOutput", "build_method", "check_method_params", "method_class", "register_method"]
+__all__ = [
+    "BUILTIN_METHOD_MODULES",
+    "METHODS",
+    "Method",
+    "MethodContext",
+    "PreparedIds",
+    "StepOutput",
+    "build_method",
+    "check_method_params",
+    "method_class",
+    "register_method",
+]

@@ -34,13 +34,13 @@ from torch import nn
 
 from genrec_core.config import check_param_dict
 from genrec_core.io import write_text
+from genrec_core.methods.trainer_view import TrainerView as Trainer  # what a method may use of the trainer
+from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.data import Batch, ExampleArrays
 from genrec_core.recommender.interface import autocast_for, training_precision
 from genrec_core.recommender.losses import LossOutput
-from genrec_core.recommender.packing import chunk_groups, linked_examples, pack_batch
 from genrec_core.recommender.optim import fused_adamw_kwargs, warmup_cosine
-from genrec_core.methods.trainer_view import TrainerView as Trainer  # what a method may use of the trainer
-from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.packing import chunk_groups, linked_examples, pack_batch
 
 
 @dataclass
@@ -249,7 +249,9 @@ class Method:
             kwargs.update(history_dropout=prob, rng=np.random.default_rng([trainer.seed, trainer.state.step]))
         return self.encoder.collate(examples, index, **kwargs)
 
-    def collate_part(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, part: slice, tokenizer_index: torch.Tensor | None, prob: float, pack: int) -> Batch:
+    def collate_part(
+        self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, part: slice, tokenizer_index: torch.Tensor | None, prob: float, pack: int
+    ) -> Batch:
         """``collate`` of the rank's ``index[part]``: the global draws (tokenizers, the
         ``history_dropout`` keep mask, the one ``padded_with_dropout`` would draw) cut to it."""
         shard = index[part]
@@ -271,7 +273,17 @@ class Method:
         lengths = examples.lengths[index]
         return examples.dropout_keep(lengths, int(lengths.max()), prob, np.random.default_rng([trainer.seed, trainer.state.step]))
 
-    def packed_collate(self, trainer: Trainer, examples: ExampleArrays, index: np.ndarray, pack: int, prob: float, tokenizer_index: torch.Tensor | None, keep: np.ndarray | None = None, band: int | None = None) -> Batch:
+    def packed_collate(
+        self,
+        trainer: Trainer,
+        examples: ExampleArrays,
+        index: np.ndarray,
+        pack: int,
+        prob: float,
+        tokenizer_index: torch.Tensor | None,
+        keep: np.ndarray | None = None,
+        band: int | None = None,
+    ) -> Batch:
         """``collate`` with ``recommender.pack_examples``: the batch plus how its examples share
         their items (``packing.pack_batch``); ``history_dropout`` thins each example's window
         (``keep``: a mask drawn already; ``band``: the global batch's, ``collate_part``).
@@ -316,7 +328,9 @@ class Method:
         model = trainer.train_model
         soft = batch.soft_inputs()  # empty unless a method set soft inputs (labels stay hard)
         if batch.packing is not None:  # soft inputs packed: inputs_embeds holds the chunk items' (DecoderOnlyRecommender.packed_forward)
-            logits = model(batch.input_ids, batch.attention_mask, batch.labels, packing=batch.packing, **soft)  # through train_model: DDP all-reduces its gradients
+            logits = model(
+                batch.input_ids, batch.attention_mask, batch.labels, packing=batch.packing, **soft
+            )  # through train_model: DDP all-reduces its gradients
         else:
             logits = model(batch.input_ids, batch.attention_mask, batch.labels, **soft)
         extra = None

@@ -78,12 +78,12 @@ from genrec_core.errors import GenrecError, InputFormatError, MissingInputError,
 from genrec_core.io import write_text
 from genrec_core.methods import register_method
 from genrec_core.methods.base import INFLUENCE_COLUMNS, Method, MethodContext, PreparedIds, StepOutput, finetune_recipe
-from genrec_core.recommender.data import Batch
-from genrec_core.recommender.interface import autocast_for, training_precision
-from genrec_core.recommender.soft_inputs import decoder_inputs_embeds, history_inputs_embeds, packed_items_embeds
 from genrec_core.methods.trainer_view import TrainerView as Trainer
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.checkpoint_format import BEST, read_checkpoint, read_item_tokens
+from genrec_core.recommender.data import Batch
+from genrec_core.recommender.interface import autocast_for, training_precision
+from genrec_core.recommender.soft_inputs import decoder_inputs_embeds, history_inputs_embeds, packed_items_embeds
 
 if TYPE_CHECKING:
     from genrec_core.tokenizers.runtime import RuntimeItemTokenizer
@@ -191,14 +191,19 @@ class BlogerMethod(Method):
         super().__init__(context, **params)
         rt = context.extra.get("runtime_tokenizer")
         if rt is None:
-            raise ParamError("recommender.method", "bloger needs the runtime tokenizer (MethodContext.extra['runtime_tokenizer']; the train stage builds it from the kept RQ-VAE)")
+            raise ParamError(
+                "recommender.method",
+                "bloger needs the runtime tokenizer (MethodContext.extra['runtime_tokenizer']; the train stage builds it from the kept RQ-VAE)",
+            )
         self.runtime: RuntimeItemTokenizer = rt
         self.tokenizer_name: str = context.extra.get("tokenizer_name", rt.default)
         if not rt.is_trainable(self.tokenizer_name):
             raise ParamError("tokenizer.kind", f"bloger trains the tokenizer: it needs an RQ-VAE, tokenizer {self.tokenizer_name!r} is not one")
         if self.runtime.model(self.tokenizer_name).decoder is None:  # fail now, not at the first tokenizer step
-            raise GenrecError(f"tokenizer {self.tokenizer_name!r} has no decoder (a kept file written before kept files stored it): BLOGER needs the "
-                              "RQ-VAE's own loss; rerun the train-tokenizer stage (dvc repro train_tokenizer)")
+            raise GenrecError(
+                f"tokenizer {self.tokenizer_name!r} has no decoder (a kept file written before kept files stored it): BLOGER needs the "
+                "RQ-VAE's own loss; rerun the train-tokenizer stage (dvc repro train_tokenizer)"
+            )
         if getattr(self.loss_strategy, "extra_forward_needed", False):
             raise ParamError("recommender.loss", "bloger's look-ahead takes losses with one forward pass; this one needs a second (cft)")
         tables = getattr(self.encoder, "tables", None)
@@ -220,7 +225,9 @@ class BlogerMethod(Method):
         runtime = runtime_tokenizer(paths, item_ids, tables[chosen], chosen)
         tokens = runtime.item_tokens(chosen).cpu()[None]  # [1, N, L]
         extra = {"reports_dir": paths.method_reports_dir, "runtime_tokenizer": runtime, "tokenizer_name": chosen}
-        return PreparedIds(runtime.vocab, tokens, [chosen], 0, extra=extra, inputs={"kept_tokenizer": kept_tokenizer_path(paths, chosen), "embeddings": paths.embeddings})
+        return PreparedIds(
+            runtime.vocab, tokens, [chosen], 0, extra=extra, inputs={"kept_tokenizer": kept_tokenizer_path(paths, chosen), "embeddings": paths.embeddings}
+        )
 
     def final_finetune_params(self, rp: Any) -> Any | None:
         """With ``finetune_epochs`` > 0: plain training on the frozen final IDs at ``finetune_lr``
@@ -260,7 +267,9 @@ class BlogerMethod(Method):
         weight = trainer.model.token_embedding
         self.embedding_name = next(n for n, p in trainer.model.named_parameters() if p is weight)
         super().setup(trainer)
-        self.tokenizer_optimizer = torch.optim.AdamW(self.tokenizer_parameters(), lr=self.params["tokenizer_lr"], weight_decay=self.params["tokenizer_weight_decay"])
+        self.tokenizer_optimizer = torch.optim.AdamW(
+            self.tokenizer_parameters(), lr=self.params["tokenizer_lr"], weight_decay=self.params["tokenizer_weight_decay"]
+        )
         steps = trainer.steps_per_epoch
         m = min(self.params["updates_per_epoch"], steps)
         self.update_steps = {max(1, round(k * steps / m)) for k in range(1, m + 1)}
@@ -372,8 +381,15 @@ class BlogerMethod(Method):
             "entropy": entropy,
         }
         self.records.append(record)
-        log.info("bloger update %d (step %d): %.1f%% of IDs changed, %.0f%% of tensors in conflict, level-1 density %.3f, entropy %.3f bits",
-                 record["update"], record["step"], 100 * record["changed"], 100 * record["conflict_share"], density[0], entropy[0])
+        log.info(
+            "bloger update %d (step %d): %.1f%% of IDs changed, %.0f%% of tensors in conflict, level-1 density %.3f, entropy %.3f bits",
+            record["update"],
+            record["step"],
+            100 * record["changed"],
+            100 * record["conflict_share"],
+            density[0],
+            entropy[0],
+        )
         return record
 
     def on_step_end(self, trainer: Trainer, batch: Batch, out: StepOutput) -> None:
@@ -392,7 +408,12 @@ class BlogerMethod(Method):
         logs = super().logs(trainer, out)
         if self.records:
             last = self.records[-1]
-            logs.update(bloger_changed=last["changed"], bloger_conflict_share=last["conflict_share"], bloger_density_1=last["density"][0], bloger_entropy_1=last["entropy"][0])
+            logs.update(
+                bloger_changed=last["changed"],
+                bloger_conflict_share=last["conflict_share"],
+                bloger_density_1=last["density"][0],
+                bloger_entropy_1=last["entropy"][0],
+            )
         return logs
 
     def summary(self, trainer: Trainer) -> dict[str, Any]:
@@ -456,6 +477,10 @@ def runtime_tokenizer(paths: ArtifactPaths, item_ids: np.ndarray, table_ids: np.
     dedup_size = max(DEFAULT_DEDUP_SIZE, 2 * int(table_ids[:, -1].max()) + 2) if dedup else None
     runtime = RuntimeItemTokenizer([(name, tokenizer)], vectors.copy(), "dedup_level" if dedup else "reassign_last", dedup_size=dedup_size)
     if not np.array_equal(runtime.hard_ids(name).cpu().numpy(), table_ids):
-        log.warning("tokenizer %s: the runtime IDs differ from %s for %.2f%% of the items (float rounding); BLOGER starts from the runtime ones",
-                    name, paths.id_table, 100 * float(np.any(runtime.hard_ids(name).cpu().numpy() != table_ids, axis=1).mean()))
+        log.warning(
+            "tokenizer %s: the runtime IDs differ from %s for %.2f%% of the items (float rounding); BLOGER starts from the runtime ones",
+            name,
+            paths.id_table,
+            100 * float(np.any(runtime.hard_ids(name).cpu().numpy() != table_ids, axis=1).mean()),
+        )
     return runtime

@@ -90,11 +90,10 @@ from genrec_core.errors import ParamError
 from genrec_core.io import write_text
 from genrec_core.methods import register_method
 from genrec_core.methods.base import INFLUENCE_COLUMNS, Method, MethodContext, finetune_recipe, finetune_table, select_tokenizer  # noqa: F401 - the last two re-exported
-from genrec_core.recommender.data import ExampleArrays
-from genrec_core.recommender.interface import autocast_for, training_precision
-
 from genrec_core.methods.trainer_view import TrainerView as Trainer
 from genrec_core.paths import ArtifactPaths
+from genrec_core.recommender.data import ExampleArrays
+from genrec_core.recommender.interface import autocast_for, training_precision
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,9 @@ class MTGRecMethod(Method):
         super().__init__(context, **params)
         tables = getattr(self.encoder, "tables", None)
         if tables is None or tables.dim() != 3 or tables.shape[0] < 2:
-            raise ParamError("recommender.method", "mtgrec needs an encoder with several ID tables (the kept tokenizers of one RQ-VAE run: tokenizer.keep_last >= 2)")
+            raise ParamError(
+                "recommender.method", "mtgrec needs an encoder with several ID tables (the kept tokenizers of one RQ-VAE run: tokenizer.keep_last >= 2)"
+            )
         self.n = int(tables.shape[0])
         self.reports_dir: Path | None = Path(context.extra["reports_dir"]) if "reports_dir" in context.extra else None
         self.p = np.full(self.n, 1.0 / self.n)
@@ -360,7 +361,13 @@ class MTGRecMethod(Method):
         """Influence of every group, cumulative influence and the new p (one record)."""
         s = trainer.state
         res = self.influence_scores(trainer)
-        record: dict[str, Any] = {"stage": len(self.records) + 1, "epoch": s.step / trainer.steps_per_epoch, "step": s.step, "lr": res["lr"], "score": res["score"].tolist()}
+        record: dict[str, Any] = {
+            "stage": len(self.records) + 1,
+            "epoch": s.step / trainer.steps_per_epoch,
+            "step": s.step,
+            "lr": res["lr"],
+            "score": res["score"].tolist(),
+        }
         if self.params["influence"] == "paper":
             influence = res["score"]
             self.cumulative = self.cumulative + influence
@@ -373,9 +380,17 @@ class MTGRecMethod(Method):
         self.p = softmax(self.cumulative, self.params["tau"])
         record.update(influence=np.asarray(influence).tolist(), cumulative=self.cumulative.tolist(), p=self.p.tolist())
         if self.params["projection_dim"]:
-            record.update(full_score=res["full"].tolist(), projection_pearson=pearson(res["score"], res["full"]), projection_spearman=spearman(res["score"], res["full"]))
+            record.update(
+                full_score=res["full"].tolist(), projection_pearson=pearson(res["score"], res["full"]), projection_spearman=spearman(res["score"], res["full"])
+            )
         self.records.append(record)
-        log.info("mtgrec stage %d (step %d): influence %s, p %s", record["stage"], s.step, np.array2string(np.asarray(influence), precision=4), np.array2string(self.p, precision=4))
+        log.info(
+            "mtgrec stage %d (step %d): influence %s, p %s",
+            record["stage"],
+            s.step,
+            np.array2string(np.asarray(influence), precision=4),
+            np.array2string(self.p, precision=4),
+        )
 
     # ------------------------------------------------------------------ logs, reports, state
     def logs(self, trainer: Trainer, out) -> dict[str, float]:
@@ -398,7 +413,9 @@ class MTGRecMethod(Method):
             "mtgrec_stage_ends": list(self.stage_ends),
         }
         if self.params["projection_dim"]:
-            out["mtgrec_projection_agreement"] = [{"stage": r["stage"], "pearson": r["projection_pearson"], "spearman": r["projection_spearman"]} for r in self.records]
+            out["mtgrec_projection_agreement"] = [
+                {"stage": r["stage"], "pearson": r["projection_pearson"], "spearman": r["projection_spearman"]} for r in self.records
+            ]
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -260,7 +260,9 @@ def free_beam_search(
     return BeamSearchResult(items=items, scores=scores)
 
 
-def rank_items(model: nn.Module, batch: Mapping[str, torch.Tensor] | object, trie: ItemTrie, beam_size: int, *, amp_dtype: torch.dtype | None = None) -> BeamSearchResult:
+def rank_items(
+    model: nn.Module, batch: Mapping[str, torch.Tensor] | object, trie: ItemTrie, beam_size: int, *, amp_dtype: torch.dtype | None = None
+) -> BeamSearchResult:
     """``constrained_beam_search`` on a collated batch: the trainer's ``Batch`` or a mapping, with ``input_ids`` and ``attention_mask``."""
     if isinstance(batch, Mapping):
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]

@@ -92,7 +92,9 @@ def write_last(
     )
 
 
-def write_best(path: str | Path, *, fingerprint: str, model: dict[str, torch.Tensor], epoch: int, step: int, valid: dict[str, float], meta: dict[str, Any]) -> Path:
+def write_best(
+    path: str | Path, *, fingerprint: str, model: dict[str, torch.Tensor], epoch: int, step: int, valid: dict[str, float], meta: dict[str, Any]
+) -> Path:
     """Write ``best.pt``: the run's record, then ``meta`` (what rebuilds the model)."""
     return save_torch(
         {

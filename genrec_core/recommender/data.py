@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -242,7 +242,9 @@ class SequenceEncoder:
         t = tokenizer_index.view(-1, *([1] * (items.dim() - 1))).expand_as(items)
         return self.tables[t, items]
 
-    def encode_history(self, history: torch.Tensor, lengths: torch.Tensor, tokenizer_index: torch.Tensor | None = None, user_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_history(
+        self, history: torch.Tensor, lengths: torch.Tensor, tokenizer_index: torch.Tensor | None = None, user_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded history [B, H] (-1 = pad) -> (input_ids, attention_mask) in this encoder's format."""
         ids, mask = self._encode_items(history, lengths, tokenizer_index)
         if not self.user_buckets:
@@ -281,7 +283,15 @@ class SequenceEncoder:
         tok = self.item_tokens(targets, tokenizer_index)
         return torch.cat([tok, torch.full((tok.shape[0], 1), EOS, dtype=torch.long)], dim=1)
 
-    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None, keep: np.ndarray | None = None) -> Batch:
+    def collate(
+        self,
+        examples: ExampleArrays,
+        index: np.ndarray,
+        tokenizer_index: torch.Tensor | None = None,
+        history_dropout: float = 0.0,
+        rng: np.random.Generator | None = None,
+        keep: np.ndarray | None = None,
+    ) -> Batch:
         """Gather examples ``index`` of a split and tokenize them into one right-padded batch
         (``history_dropout`` > 0 with ``rng``: training histories thinned, see ``padded_with_dropout``;
         or ``keep`` [B, H]: thinned to these padded positions, ``ExampleArrays.dropout_keep``)."""
@@ -313,7 +323,9 @@ class SequenceEncoder:
         ti = None if tokenizer_index is None else tokenizer_index.cpu()
         ids, mask = self.encode_history(batch.history.cpu(), batch.lengths.cpu(), ti, batch.user_ids.cpu())
         labels = self.encode_targets(batch.targets.cpu(), ti)
-        return replace(batch, input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device), tokenizer_index=None if ti is None else ti.to(device))
+        return replace(
+            batch, input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device), tokenizer_index=None if ti is None else ti.to(device)
+        )
 
 
 # --------------------------------------------------------------------------- samplers

@@ -138,7 +138,9 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         embeddings of ``input_ids`` (soft inputs, as ``GenerativeRecommender.encode``)."""
         return self.input_embeddings(input_ids) if inputs_embeds is None else pool_item_embeddings(inputs_embeds)
 
-    def decode(self, prefix: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self, prefix: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens), or
         their embeddings ``decoder_inputs_embeds`` [B, T, d], placed after the prefix embeddings
         [B, S, d] (``encode``), in one causal pass."""
@@ -152,7 +154,15 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         hidden = self.run(embeds, mask, torch.cat([positions, target_positions], dim=1))
         return self.restrict_logits(self.llama.lm_head(hidden[:, src_len:]))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None, packing: Packing | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        packing: Packing | None = None,
+    ) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos);
         the optional soft inputs as in ``GenerativeRecommender.forward``. ``packing``: the packed
         batch's ``packed_forward`` (``input_ids`` and ``attention_mask`` ignored; ``inputs_embeds``
@@ -162,7 +172,9 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
             return self.packed_forward(packing, labels, inputs_embeds, decoder_inputs_embeds)
         return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, shift_right(labels), decoder_inputs_embeds)
 
-    def packed_forward(self, packing: Packing, labels: torch.Tensor, items_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def packed_forward(
+        self, packing: Packing, labels: torch.Tensor, items_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits [E, L + 1, V] of ``labels`` [E, L + 1] for examples that share
         their history items (``recommender.pack_examples``, ``packing.py``): each example's segment
         is the items-input eos group, then ``shift_right(labels)``, after its window of the chunk.

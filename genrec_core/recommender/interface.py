@@ -74,7 +74,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def rank_examples(model: Any, examples: ExampleArrays, collate: Callable[[ExampleArrays, np.ndarray], Batch], k: int, batch_size: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def rank_examples(
+    model: Any, examples: ExampleArrays, collate: Callable[[ExampleArrays, np.ndarray], Batch], k: int, batch_size: int, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(items [E, k'], scores [E, k']) of ``model.rank`` over a whole split, rows in split order.
 
     ``collate(examples, index)`` builds each batch (a method's ``eval_collate`` or an encoder's

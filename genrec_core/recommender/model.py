@@ -148,7 +148,9 @@ class GenerativeRecommender(SemanticIdRanking, nn.Module):
         out = self.t5.encoder(inputs_embeds=embeds, attention_mask=attention_mask)
         return out.last_hidden_state
 
-    def decode(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits [B, T, V] for decoder inputs [B, T] (start token PAD, then target tokens), or
         for their embeddings ``decoder_inputs_embeds`` [B, T, d] when given (soft inputs)."""
         inputs = {"decoder_input_ids": decoder_input_ids} if decoder_inputs_embeds is None else {"decoder_inputs_embeds": decoder_inputs_embeds}
@@ -160,7 +162,14 @@ class GenerativeRecommender(SemanticIdRanking, nn.Module):
         )
         return self.restrict_logits(out.logits)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] for ``labels`` [B, T] (the target's tokens, then eos).
 
         Soft inputs (BLOGER, SPEC 8): ``inputs_embeds`` replaces the history's token embeddings

@@ -145,6 +145,15 @@ def _heads_divide_d_model(rp: Any, prefix: str) -> None:
 
 
 register_model(ModelSpec("t5", "generative", "TIGER (T5 over semantic IDs)", "genrec_core.recommender.model:GenerativeRecommender", aliases=("tiger",)))
-register_model(ModelSpec("decoder_only", "generative", "Decoder-only over semantic IDs", "genrec_core.recommender.decoder_only:DecoderOnlyRecommender", packs=True, check=_rope_needs_even_head_dim))
+register_model(
+    ModelSpec(
+        "decoder_only",
+        "generative",
+        "Decoder-only over semantic IDs",
+        "genrec_core.recommender.decoder_only:DecoderOnlyRecommender",
+        packs=True,
+        check=_rope_needs_even_head_dim,
+    )
+)
 register_model(ModelSpec("sasrec", "item_id", "SASRec (item IDs)", "genrec_core.sequential.models:SASRec", check=_heads_divide_d_model))
 register_model(ModelSpec("gru4rec", "item_id", "GRU4Rec (item IDs)", "genrec_core.sequential.models:GRU4Rec"))

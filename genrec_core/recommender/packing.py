@@ -55,11 +55,7 @@ def linked_examples(examples: ExampleArrays) -> np.ndarray:
     current = right[1:]
     previous = extended[:-1]
     valid = current >= 0
-    linked[1:] = (
-        (examples.user_ids[1:] == examples.user_ids[:-1])
-        & (lengths[1:] <= lengths[:-1] + 1)
-        & np.all(~valid | (current == previous), axis=1)
-    )
+    linked[1:] = (examples.user_ids[1:] == examples.user_ids[:-1]) & (lengths[1:] <= lengths[:-1] + 1) & np.all(~valid | (current == previous), axis=1)
     return linked
 
 
@@ -187,7 +183,9 @@ def chunk_groups(index: np.ndarray, linked: np.ndarray, pack_examples: int) -> n
     return np.cumsum(new_group) - 1
 
 
-def pack_batch(examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, pack_examples: int, item_tokens, keep: np.ndarray | None = None, band: int | None = None) -> Packing:
+def pack_batch(
+    examples: ExampleArrays, index: np.ndarray, linked: np.ndarray, pack_examples: int, item_tokens, keep: np.ndarray | None = None, band: int | None = None
+) -> Packing:
     """The ``Packing`` of training examples ``index`` (any order: runs of linked consecutive
     examples become chunks of at most ``pack_examples``, ``chunk_groups``). ``item_tokens(items
     [G, C]) -> [G, C, L]`` tokenizes the chunk items (row g: chunk g, so a caller may use one

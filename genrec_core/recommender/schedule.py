@@ -53,8 +53,10 @@ def resolve_epochs(params: Any, num_items: int, num_train_examples: int) -> tupl
 
 def describe(record: dict[str, Any]) -> str:
     """One log line for the choice."""
-    return (f"recommender.epochs auto: {record['epochs']} epochs ({record['train_examples']} train examples over {record['items']} items; "
-            f"{record['visits_per_item_wanted']} target visits per item would take {record['epochs_uncapped']}, bounds {record['bounds'][0]}-{record['bounds'][1]})")
+    return (
+        f"recommender.epochs auto: {record['epochs']} epochs ({record['train_examples']} train examples over {record['items']} items; "
+        f"{record['visits_per_item_wanted']} target visits per item would take {record['epochs_uncapped']}, bounds {record['bounds'][0]}-{record['bounds'][1]})"
+    )
 
 
 def resolve_epochs_from_artifacts(params: Any, paths: Any) -> tuple[Any, dict[str, Any] | None]:

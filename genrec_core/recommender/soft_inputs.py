@@ -66,7 +66,9 @@ def item_token_embeds(probs: torch.Tensor, hard_tokens: torch.Tensor, weight: to
     return torch.cat([st, hard[..., levels:, :]], dim=-2) if hard.shape[-2] > levels else st
 
 
-def history_inputs_embeds(input_ids: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, history_probs: torch.Tensor, weight: torch.Tensor, vocab: SemanticIdVocab) -> torch.Tensor:
+def history_inputs_embeds(
+    input_ids: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, history_probs: torch.Tensor, weight: torch.Tensor, vocab: SemanticIdVocab
+) -> torch.Tensor:
     """The encoder input of a collated batch as embeddings, history items straight-through.
 
     ``input_ids``: the batch's [B, S] (``tokens``) or [B, S, L'] (``items``) ids, as

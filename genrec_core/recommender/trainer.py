@@ -53,10 +53,10 @@ from genrec_core.errors import GenrecError
 from genrec_core.io import write_json, write_text
 from genrec_core.recommender import checkpoint_format, distributed
 from genrec_core.recommender.data import Batch, BucketBatchSampler, ExampleArrays, seeded_subset
-from genrec_core.recommender.packing import AUTO_LENGTH_PADDING, PackedBatchSampler
 from genrec_core.recommender.interface import rank_examples
 from genrec_core.recommender.model_spec import DEFAULT_MODEL, model_spec
 from genrec_core.recommender.optim import fused_adamw_kwargs, warmup_cosine  # noqa: F401 - re-exported for older imports
+from genrec_core.recommender.packing import AUTO_LENGTH_PADDING, PackedBatchSampler
 from genrec_core.runtime import resolve_device, shared_cpu_warning
 
 if TYPE_CHECKING:
@@ -217,11 +217,21 @@ class ProgressLines:
             return
         self.last = time.perf_counter()
         elapsed = max(self.last - self.t0, 1e-9)
-        log.info("epoch %d/%d: step %d/%d, %.0f examples/s, loss %.4f, about %.0f s left in the epoch",
-                 self.epoch, self.epochs, self.done, self.batches, self.examples / elapsed, loss, (self.batches - self.done) * elapsed / self.timed)
+        log.info(
+            "epoch %d/%d: step %d/%d, %.0f examples/s, loss %.4f, about %.0f s left in the epoch",
+            self.epoch,
+            self.epochs,
+            self.done,
+            self.batches,
+            self.examples / elapsed,
+            loss,
+            (self.batches - self.done) * elapsed / self.timed,
+        )
 
 
-def epoch_line(epoch: int, epochs: int, seconds: float, train_seconds: float, total_seconds: float, metrics: dict[str, float] | None, stopped_early: bool = False) -> str:
+def epoch_line(
+    epoch: int, epochs: int, seconds: float, train_seconds: float, total_seconds: float, metrics: dict[str, float] | None, stopped_early: bool = False
+) -> str:
     """The log line that closes an epoch: the epoch's own seconds (training and, when it validated,
     validation), the run's total apart from them (over resumed runs too: a bare cumulative figure
     read like the epoch's own), the epochs still to come at most (early stopping may end sooner)
@@ -290,10 +300,18 @@ class Trainer:
         self.use_dvclive = use_dvclive
         pack = int(getattr(params, "pack_examples", 0)) if model_spec(getattr(params, "model", DEFAULT_MODEL)).packs else 0  # the other models ignore it
         self.pack_examples = pack  # Method.collate packs when > 0 (methods.trainer_view)
-        self.sampler = PackedBatchSampler(train, pack, params.batch_size, seed, order=getattr(params, "pack_order", "random")) if pack else BucketBatchSampler(train.lengths, params.batch_size, seed)
+        self.sampler = (
+            PackedBatchSampler(train, pack, params.batch_size, seed, order=getattr(params, "pack_order", "random"))
+            if pack
+            else BucketBatchSampler(train.lengths, params.batch_size, seed)
+        )
         if pack:
-            log.info("packed batches: %s order (%s; random batches would be %.0f%% padding)", self.sampler.order,
-                     f"pack_order {params.pack_order}" if getattr(params, "pack_order", "random") != "auto" else f"auto: length above {AUTO_LENGTH_PADDING:.0%}", 100 * self.sampler.random_padding)
+            log.info(
+                "packed batches: %s order (%s; random batches would be %.0f%% padding)",
+                self.sampler.order,
+                f"pack_order {params.pack_order}" if getattr(params, "pack_order", "random") != "auto" else f"auto: length above {AUTO_LENGTH_PADDING:.0%}",
+                100 * self.sampler.random_padding,
+            )
         self.state = TrainState(total_steps=params.epochs * len(self.sampler))
         self.train_model = self.model  # the module training forward passes run through
         if self.world > 1:
@@ -575,8 +593,14 @@ class Trainer:
         self._open_live(resumed)
         self.method.on_fit_start(self)
         if self.is_main:  # what the log lines to come count against
-            log.info("training epochs %d to %d at most: %d batches an epoch (%d examples), validation every %d epoch(s)", self.state.epoch + 1,
-                     self.params.epochs, len(self.sampler), len(self.train_examples), self.params.eval_every)
+            log.info(
+                "training epochs %d to %d at most: %d batches an epoch (%d examples), validation every %d epoch(s)",
+                self.state.epoch + 1,
+                self.params.epochs,
+                len(self.sampler),
+                len(self.train_examples),
+                self.params.eval_every,
+            )
         try:
             with self._signals():
                 self._loop()
@@ -596,7 +620,9 @@ class Trainer:
                 self.sampler.set_epoch(epoch)
             self.method.on_epoch_start(self, epoch)
             self.model.train()
-            bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False)
+            bar = tqdm(
+                total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.progress or None, leave=False
+            )
             progress = ProgressLines(epoch + 1, p.epochs, len(self.sampler), self.sampler.batches_done) if bar.disable and self.is_main else None
             for index in self.sampler:
                 part = self.shard(index)

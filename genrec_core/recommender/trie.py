@@ -84,7 +84,7 @@ class ItemTrie:
         child_start[child_count == 0] = num_nodes
         edge_keys = parent[1:] * vocab_size + node_token[1:]
         assert bool((edge_keys[1:] > edge_keys[:-1]).all()), "trie edges not sorted"
-        max_children = tuple(int(child_count[level_start[d]:level_start[d + 1]].max()) for d in range(length))
+        max_children = tuple(int(child_count[level_start[d] : level_start[d + 1]].max()) for d in range(length))
         return cls(vocab_size, length, n, level_start, node_token, child_start, child_count, edge_keys, leaf_item, max_children)
 
     @property
@@ -153,7 +153,7 @@ class ItemTrie:
     def allowed_tokens(self, node: int) -> list[int]:
         """The next tokens allowed after one node (for HF ``prefix_allowed_tokens_fn``)."""
         start, count = int(self.child_start[node]), int(self.child_count[node])
-        return self.node_token[start:start + count].tolist() if count else []
+        return self.node_token[start : start + count].tolist() if count else []
 
     def allowed_mask(self, nodes: torch.Tensor) -> torch.Tensor:
         """Dense [..., vocab_size] boolean mask of the next tokens allowed after each node."""

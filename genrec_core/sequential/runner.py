@@ -40,7 +40,6 @@ from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.checkpoint_format import read_checkpoint
 from genrec_core.recommender.model_spec import DEFAULT_MODEL, FamilyNames, model_spec
 from genrec_core.runtime import resolve_device
-from genrec_core.sequential.models import build_model
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,15 @@ class ItemIdEncoder:
     def __init__(self, num_items: int):
         self.num_items = int(num_items)
 
-    def collate(self, examples: ExampleArrays, index: np.ndarray, tokenizer_index: torch.Tensor | None = None, history_dropout: float = 0.0, rng: np.random.Generator | None = None, keep: np.ndarray | None = None) -> Batch:
+    def collate(
+        self,
+        examples: ExampleArrays,
+        index: np.ndarray,
+        tokenizer_index: torch.Tensor | None = None,
+        history_dropout: float = 0.0,
+        rng: np.random.Generator | None = None,
+        keep: np.ndarray | None = None,
+    ) -> Batch:
         """``history_dropout`` > 0 with ``rng``: training histories thinned as for the generative
         models (``ExampleArrays.padded_with_dropout``); or ``keep`` [B, H]: thinned to these
         padded positions (a mask drawn for a whole DDP batch, ``Method.collate_part``)."""

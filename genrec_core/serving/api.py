@@ -51,7 +51,17 @@ from genrec_core.serving.catalog import Catalog, extend_catalogue
 from genrec_core.serving.errors import RequestError
 from genrec_core.serving.loading import ServingParts, bundle_parts, load_parts, workspace_parts
 from genrec_core.serving.meta import ModelMeta
-from genrec_core.serving.new_items import AddedItems, UnassignableItem, assign_new_ids, build_text_encoder, check_encoder_spec, check_new_items, embed_texts, quote_id, render_new_texts
+from genrec_core.serving.new_items import (
+    AddedItems,
+    UnassignableItem,
+    assign_new_ids,
+    build_text_encoder,
+    check_encoder_spec,
+    check_new_items,
+    embed_texts,
+    quote_id,
+    render_new_texts,
+)
 
 __all__ = ["FALLBACK_POPULAR", "Catalog", "Prepared", "Recommendation", "RecommendedItem", "Recommender", "ServingModel", "View"]
 
@@ -242,7 +252,10 @@ class ServingModel:
         missing = [i for i in ids if i not in index]
         if missing and unknown == "error":
             quoted = ", ".join(quote_id(m) for m in missing[:_QUOTED]) + (f" and {len(missing) - _QUOTED} more" if len(missing) > _QUOTED else "")
-            raise RequestError("history", f"unknown item id(s) {quoted}: not among the model's {len(index)} items (skip them with unknown='skip' / --skip-unknown / \"skip_unknown\": true)")
+            raise RequestError(
+                "history",
+                f"unknown item id(s) {quoted}: not among the model's {len(index)} items (skip them with unknown='skip' / --skip-unknown / \"skip_unknown\": true)",
+            )
         if missing:
             log.warning("skipping %d unknown item id(s): %s", len(missing), ", ".join(quote_id(m) for m in missing[:_QUOTED]))
         known = [index[i] for i in ids if i in index][-self.max_len :]
@@ -260,7 +273,14 @@ class ServingModel:
 
     # -- ranking
 
-    def recommend(self, histories: Sequence[Sequence[str | int]], k: int = 10, users: Sequence[str | int | None] | None = None, unknown: str = "error", progress: bool = False) -> list[Recommendation]:
+    def recommend(
+        self,
+        histories: Sequence[Sequence[str | int]],
+        k: int = 10,
+        users: Sequence[str | int | None] | None = None,
+        unknown: str = "error",
+        progress: bool = False,
+    ) -> list[Recommendation]:
         """One ``Recommendation`` per history (best first); raises ``RequestError`` on bad input."""
         if users is not None and len(users) != len(histories):
             raise RequestError("users", f"{len(users)} users for {len(histories)} histories")
@@ -271,7 +291,7 @@ class ServingModel:
             except RequestError as exc:
                 if len(histories) == 1:
                     raise
-                field = f"histories[{row}]{exc.field[len('history'):]}" if exc.field.startswith("history") else exc.field
+                field = f"histories[{row}]{exc.field[len('history') :]}" if exc.field.startswith("history") else exc.field
                 raise RequestError(field, exc.message, exc.status) from None
         return self.rank_prepared(prepared, progress=progress)
 
@@ -292,7 +312,9 @@ class ServingModel:
             for j, row in enumerate(rows):
                 p = prepared[row]
                 keep = items[j] >= 0
-                got = [self._item(view.catalog, rank, int(i), float(s)) for rank, (i, s) in enumerate(zip(items[j][keep][: p.k], scores[j][keep][: p.k]), start=1)]
+                got = [
+                    self._item(view.catalog, rank, int(i), float(s)) for rank, (i, s) in enumerate(zip(items[j][keep][: p.k], scores[j][keep][: p.k]), start=1)
+                ]
                 out[row] = Recommendation(got, None, list(p.skipped))
         return out  # type: ignore[return-value]
 
@@ -327,12 +349,16 @@ class ServingModel:
         """
         view = self._view
         if view.loaded.item_tokens is None:
-            raise GenrecError(f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model ({', '.join(model_names('generative'))})")
+            raise GenrecError(
+                f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model ({', '.join(model_names('generative'))})"
+            )
         spec = self.meta.encoder
         check_encoder_spec(spec, self.source)
         tok_path = self.meta.tokenizer_path
         if tok_path is None or not Path(tok_path).is_file():
-            raise GenrecError(f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace that keeps it")
+            raise GenrecError(
+                f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace that keeps it"
+            )
         new = check_new_items(items, view.catalog.index, spec["text_fields"])
         texts = render_new_texts(new, spec)
         if self.meta.text_encoder is None:
@@ -383,7 +409,9 @@ class ServingModel:
     def _popular(self, p: Prepared) -> Recommendation:
         catalog = self.catalog
         top = catalog.popular[: p.k]
-        return Recommendation([self._item(catalog, r, int(i), float(catalog.train_count[i])) for r, i in enumerate(top, start=1)], FALLBACK_POPULAR, list(p.skipped))
+        return Recommendation(
+            [self._item(catalog, r, int(i), float(catalog.train_count[i])) for r, i in enumerate(top, start=1)], FALLBACK_POPULAR, list(p.skipped)
+        )
 
 
 #: The old name (before ``recommender.interface.Recommender``, the models' protocol, shared it).

@@ -121,7 +121,15 @@ def recommendations_frame(recs: list[Recommendation], users: list[str] | None = 
             "skipped": [list(r.skipped) for r in recs],
         }
     )
-    schema = {"row": pl.Int64, "user_id": pl.String, "item_ids": pl.List(pl.String), "titles": pl.List(pl.String), "scores": pl.List(pl.Float64), "fallback": pl.String, "skipped": pl.List(pl.String)}
+    schema = {
+        "row": pl.Int64,
+        "user_id": pl.String,
+        "item_ids": pl.List(pl.String),
+        "titles": pl.List(pl.String),
+        "scores": pl.List(pl.Float64),
+        "fallback": pl.String,
+        "skipped": pl.List(pl.String),
+    }
     return pl.DataFrame(data, schema={k: v for k, v in schema.items() if k in data})
 
 

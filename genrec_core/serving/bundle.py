@@ -111,7 +111,9 @@ def check_replaceable(out_dir: Path, force: bool) -> None:
     if not force:
         raise GenrecError(f"{out_dir}: already exists and is not empty (pass --force to replace it)")
     if not is_bundle(out_dir):
-        raise GenrecError(f"{out_dir}: is not a genrec bundle (no {MANIFEST} of format {FORMAT!r}); --force replaces only an empty folder or a bundle: remove it yourself or choose another folder")
+        raise GenrecError(
+            f"{out_dir}: is not a genrec bundle (no {MANIFEST} of format {FORMAT!r}); --force replaces only an empty folder or a bundle: remove it yourself or choose another folder"
+        )
 
 
 def _verify_new(folder: Path) -> None:
@@ -132,7 +134,9 @@ def _write_export(tmp: Path, root: Path, rec: ServingModel, ckpt: dict, stored: 
             (tmp / TOKENIZER_DIR).mkdir()
             shutil.copyfile(kept, tmp / TOKENIZER_DIR / kept.name)
     if rec.users is not None:
-        pl.DataFrame({"user_id": list(rec.users.values()), "source_user_id": list(rec.users.keys())}, schema={"user_id": pl.Int32, "source_user_id": pl.String}).write_parquet(tmp / USERS)
+        pl.DataFrame(
+            {"user_id": list(rec.users.values()), "source_user_id": list(rec.users.keys())}, schema={"user_id": pl.Int32, "source_user_id": pl.String}
+        ).write_parquet(tmp / USERS)
     files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {
         "format": FORMAT,
@@ -189,7 +193,9 @@ def write_added_items(rec: ServingModel, bundle_dir: str | Path, out_dir: str | 
         loaded_digest = rec.meta.manifest_sha256
         manifest, digest = read_manifest_and_digest(bundle_dir, verify=True)
         if loaded_digest is not None and digest != loaded_digest:
-            raise BundleChanged(f"{bundle_dir}: the bundle on disk changed since it was loaded (another add-items, export or server saved it); not saved, so that its items are not lost: load it again and add the items to it")
+            raise BundleChanged(
+                f"{bundle_dir}: the bundle on disk changed since it was loaded (another add-items, export or server saved it); not saved, so that its items are not lost: load it again and add the items to it"
+            )
         pending = sum(len(a.indices) for a in added)
         if isinstance(manifest.get("num_items"), int) and manifest["num_items"] + pending != len(view.catalog):
             raise GenrecError(f"{bundle_dir}: {manifest['num_items']} items on disk + {pending} added != {len(view.catalog)} in memory; not saved")
@@ -220,7 +226,9 @@ def _write_extended(tmp: Path, bundle_dir: Path, manifest: dict[str, Any], view:
     if (tmp / IDS).exists():
         table = pl.read_parquet(tmp / IDS)
         extra = [
-            pl.DataFrame({"item_id": a.indices, "tokenizer": [view.loaded.tokenizer] * len(a.indices), "codes": [c.tolist() for c in a.codes]}, schema=table.schema)
+            pl.DataFrame(
+                {"item_id": a.indices, "tokenizer": [view.loaded.tokenizer] * len(a.indices), "codes": [c.tolist() for c in a.codes]}, schema=table.schema
+            )
             for a in added
         ]
         pl.concat([table, *extra]).sort(["tokenizer", "item_id"]).write_parquet(tmp / IDS)
@@ -228,7 +236,11 @@ def _write_extended(tmp: Path, bundle_dir: Path, manifest: dict[str, Any], view:
     manifest = dict(manifest)
     manifest["num_items"] = len(view.catalog)
     manifest["added_items"] = [*manifest.get("added_items", []), *({"added_utc": now, "count": len(a.indices), "first_index": a.indices[0]} for a in added)]
-    manifest["files"] = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    manifest["files"] = {
+        p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
     _write_json(manifest, tmp / MANIFEST)
     _set_modes(tmp)
     return manifest

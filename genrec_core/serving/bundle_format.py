@@ -66,7 +66,11 @@ def dedupe_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype) if tensor.numel() else None
+        key = (
+            (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+            if tensor.numel()
+            else None
+        )
         if key is not None and key in seen:
             aliases[name] = seen[key]
             continue
@@ -132,7 +136,9 @@ def read_manifest_and_digest(path: Path, verify: bool) -> tuple[dict[str, Any], 
         raise BundleError(f"{mpath}: not a genrec bundle manifest (format is not {FORMAT!r})")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format version {version!r}, but this genrec reads version {FORMAT_VERSION}; export the model again with this version (genrec export)")
+        raise BundleError(
+            f"{path}: bundle format version {version!r}, but this genrec reads version {FORMAT_VERSION}; export the model again with this version (genrec export)"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict) or WEIGHTS not in files or MODEL_JSON not in files or ITEMS not in files:
         raise BundleError(f"{mpath}: the file list lacks {WEIGHTS}, {MODEL_JSON} or {ITEMS}")
@@ -147,5 +153,7 @@ def read_manifest_and_digest(path: Path, verify: bool) -> tuple[dict[str, Any], 
                 raise BundleError(f"{f}: missing from the bundle (listed in {MANIFEST}); export it again")
             got = sha256_file(f)
             if got != entry.get("sha256"):
-                raise BundleError(f"{f}: sha256 {got[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...: the bundle was modified or is incomplete; export it again")
+                raise BundleError(
+                    f"{f}: sha256 {got[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...: the bundle was modified or is incomplete; export it again"
+                )
     return manifest, hashlib.sha256(raw).hexdigest()

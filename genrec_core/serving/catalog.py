@@ -38,7 +38,12 @@ def catalogue_frame(items: pl.DataFrame, sequences: pl.DataFrame | None) -> pl.D
     title = items[col].cast(pl.String) if col else pl.Series("title", [None] * n, dtype=pl.String)
     extra = [c for c in items.columns if c not in ("item_id", "source_item_id", "title", "train_count")]
     return pl.DataFrame(
-        {"item_id": items["item_id"].cast(pl.Int32), "source_item_id": items["source_item_id"].cast(pl.String), "title": title.alias("title"), "train_count": counts}
+        {
+            "item_id": items["item_id"].cast(pl.Int32),
+            "source_item_id": items["source_item_id"].cast(pl.String),
+            "title": title.alias("title"),
+            "train_count": counts,
+        }
     ).hstack(items.select(extra))
 
 
@@ -69,7 +74,14 @@ def extend_catalogue(frame: pl.DataFrame | None, catalog: Catalog, new: Sequence
     """The catalogue frame with one row per new item (``new_items.NewItem``s; train_count 0; title
     and text fields as given), numbered from ``start``."""
     if frame is None:
-        frame = pl.DataFrame({"item_id": np.arange(len(catalog), dtype=np.int32), "source_item_id": catalog.source_ids, "title": catalog.titles, "train_count": catalog.train_count})
+        frame = pl.DataFrame(
+            {
+                "item_id": np.arange(len(catalog), dtype=np.int32),
+                "source_item_id": catalog.source_ids,
+                "title": catalog.titles,
+                "train_count": catalog.train_count,
+            }
+        )
     rows: dict[str, list] = {c: [] for c in frame.columns}
     for j, it in enumerate(new):
         for c in frame.columns:

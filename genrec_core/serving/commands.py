@@ -41,7 +41,9 @@ def print_table(result) -> None:
         typer.echo("  ".join(v.rjust(w) if c in (0, 3) else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip())
 
 
-def recommend_command(history: str | None, input_: Path | None, output: Path | None, k: int, model: Path, user: str | None, skip_unknown: bool, params: Path | None, device: str) -> None:
+def recommend_command(
+    history: str | None, input_: Path | None, output: Path | None, k: int, model: Path, user: str | None, skip_unknown: bool, params: Path | None, device: str
+) -> None:
     _log_warnings()
     try:
         if (history is None) == (input_ is None):
@@ -77,7 +79,20 @@ def export_command(out_dir: Path, root: Path, params: Path | None, force: bool) 
     typer.echo(f"exported {path}")
 
 
-def serve_command(bundle: Path, host: str, port: int, max_wait_ms: float, max_batch: int, device: str, *, limits: dict, allow_writes: bool = False, token_file: Path | None = None, allowed_hosts: list[str] | None = None, forwarded_allow_ips: str | None = None) -> None:
+def serve_command(
+    bundle: Path,
+    host: str,
+    port: int,
+    max_wait_ms: float,
+    max_batch: int,
+    device: str,
+    *,
+    limits: dict,
+    allow_writes: bool = False,
+    token_file: Path | None = None,
+    allowed_hosts: list[str] | None = None,
+    forwarded_allow_ips: str | None = None,
+) -> None:
     """Check the options (limits, token, hosts) before loading the model, then serve."""
     _log_warnings()
     from genrec_core.serving.guard import TOKEN_ENV, read_token
@@ -101,7 +116,17 @@ def serve_command(bundle: Path, host: str, port: int, max_wait_ms: float, max_ba
         raise _fail(exc) from None
     from genrec_core.serving.http import serve
 
-    serve(rec, host=host, port=port, max_wait_ms=max_wait_ms, max_batch=max_batch, limits=serve_limits, write_token=token, allowed_hosts=hosts, forwarded_allow_ips=forwarded_allow_ips)
+    serve(
+        rec,
+        host=host,
+        port=port,
+        max_wait_ms=max_wait_ms,
+        max_batch=max_batch,
+        limits=serve_limits,
+        write_token=token,
+        allowed_hosts=hosts,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
 
 
 def add_items_command(file: Path, bundle: Path, out: Path | None, device: str) -> None:

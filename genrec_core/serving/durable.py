@@ -59,7 +59,9 @@ def writer_lock(target: str | Path, wait_s: float | None = None) -> Iterator[Non
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
-                    raise BundleLocked(f"{target}: another writer holds {lock_path(target).name} (genrec add-items, export or a server's save); try again when it is done") from None
+                    raise BundleLocked(
+                        f"{target}: another writer holds {lock_path(target).name} (genrec add-items, export or a server's save); try again when it is done"
+                    ) from None
                 time.sleep(0.05)
         yield
     finally:

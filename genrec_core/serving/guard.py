@@ -41,7 +41,9 @@ def read_token(token_file: Path | None) -> str | None:
         if not token:
             return None
     if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or any(c.isspace() for c in token):
-        raise GenrecError(f"{source}: the token must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        raise GenrecError(
+            f"{source}: the token must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
     return token
 
 
@@ -109,5 +111,7 @@ def _too_large(size: int | None, limit: int) -> str:
 
 async def _refuse(send, status: int, message: str, field: str) -> None:
     body = json.dumps({"error": f"{field}: {message}", "field": field}).encode("utf-8")
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    )
     await send({"type": "http.response.body", "body": body})

@@ -65,7 +65,9 @@ log = logging.getLogger(__name__)
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    history: list[StrictStr | StrictInt] = Field(default_factory=list, description="The user's items, oldest first, as the dataset's own item ids. Empty: the most popular items of training (fallback).")
+    history: list[StrictStr | StrictInt] = Field(
+        default_factory=list, description="The user's items, oldest first, as the dataset's own item ids. Empty: the most popular items of training (fallback)."
+    )
     k: StrictInt = Field(10, description="How many items to return (1 .. number of items).")
     user_id: StrictStr | StrictInt | None = Field(None, description="The dataset's user id; only models trained with user tokens need it.")
     skip_unknown: StrictBool = Field(False, description="Drop unknown item ids (listed in `skipped`) instead of answering 422.")
@@ -224,8 +226,13 @@ def create_app(
         yield
         await batcher.stop()
 
-    errors = {400: {"model": ErrorBody, "description": "Malformed JSON body"}, 422: {"model": ErrorBody, "description": "A field is missing, mistyped or invalid (unknown item id, bad k)"}}
-    app = FastAPI(title="genrec recommender", version="1", description=f"Recommendations of a trained {rec.kind} model over {rec.num_items} items.", lifespan=lifespan)
+    errors = {
+        400: {"model": ErrorBody, "description": "Malformed JSON body"},
+        422: {"model": ErrorBody, "description": "A field is missing, mistyped or invalid (unknown item id, bad k)"},
+    }
+    app = FastAPI(
+        title="genrec recommender", version="1", description=f"Recommendations of a trained {rec.kind} model over {rec.num_items} items.", lifespan=lifespan
+    )
     app.state.recommender = rec
     app.state.batcher = batcher
     app.state.limits = limits
@@ -276,7 +283,16 @@ def create_app(
             return None
         raise limits.timed_out()
 
-    @app.post("/recommend", response_model=RecommendResponse, responses={**errors, 413: {"model": ErrorBody, "description": "Body over --max-body-bytes"}, 415: {"model": ErrorBody, "description": "Body is not JSON"}, 503: {"model": ErrorBody, "description": "Queue full (--max-queue) or not ranked in time (--request-timeout-s)"}})
+    @app.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        responses={
+            **errors,
+            413: {"model": ErrorBody, "description": "Body over --max-body-bytes"},
+            415: {"model": ErrorBody, "description": "Body is not JSON"},
+            503: {"model": ErrorBody, "description": "Queue full (--max-queue) or not ranked in time (--request-timeout-s)"},
+        },
+    )
     async def recommend(body: RecommendRequest, request: Request) -> Any:
         """Rank the catalogue for one history (concurrent requests are batched on the server)."""
         limits.check_recommend(body.history, body.k)
@@ -306,7 +322,11 @@ def create_app(
     async def writer(request: Request) -> None:
         """Writes need the server's --allow-writes and the bearer token (checked in constant time)."""
         if write_token is None:
-            raise RequestError("authorization", "writes are off on this server; start it with `genrec serve BUNDLE --allow-writes` and a token (GENREC_TOKEN or --token-file)", 403)
+            raise RequestError(
+                "authorization",
+                "writes are off on this server; start it with `genrec serve BUNDLE --allow-writes` and a token (GENREC_TOKEN or --token-file)",
+                403,
+            )
         if not token_matches(request.headers.get("authorization"), write_token):
             raise RequestError("authorization", "POST /items needs the header `Authorization: Bearer <token>` with the server's token", 401)
 
@@ -314,7 +334,10 @@ def create_app(
         **errors,
         401: {"model": ErrorBody, "description": "No or wrong bearer token"},
         403: {"model": ErrorBody, "description": "Writes are off (server started without --allow-writes)"},
-        409: {"model": ErrorBody, "description": "This model cannot add items (item-ID model, or no text encoder / tokenizer); or the save found the bundle changed on disk or locked by another writer"},
+        409: {
+            "model": ErrorBody,
+            "description": "This model cannot add items (item-ID model, or no text encoder / tokenizer); or the save found the bundle changed on disk or locked by another writer",
+        },
         413: {"model": ErrorBody, "description": "Body over --max-body-bytes, or more items than --max-new-items"},
         415: {"model": ErrorBody, "description": "Body is not JSON"},
     }

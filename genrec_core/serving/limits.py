@@ -60,24 +60,35 @@ class ServeLimits:
     def check_recommend(self, history: Sequence[Any], k: int) -> None:
         """Refuse a /recommend request over the history or k cap (before any id is looked up)."""
         if len(history) > self.max_history:
-            raise RequestError("history", f"{len(history)} items; at most {self.max_history} (the server's {OPTIONS['max_history']}); only the last items up to the model's window are used, so send those")
+            raise RequestError(
+                "history",
+                f"{len(history)} items; at most {self.max_history} (the server's {OPTIONS['max_history']}); only the last items up to the model's window are used, so send those",
+            )
         if isinstance(k, int) and not isinstance(k, bool) and k > self.max_k:
             raise RequestError("k", f"must be at most {self.max_k} (the server's {OPTIONS['max_k']}), got {k}")
 
     def check_new_items(self, items: Sequence[Any]) -> None:
         """Refuse a POST /items over the item count or a text over the length cap."""
         if len(items) > self.max_new_items:
-            raise RequestError("items", f"{len(items)} items; at most {self.max_new_items} per request (the server's {OPTIONS['max_new_items']}); send them in several requests", 413)
+            raise RequestError(
+                "items",
+                f"{len(items)} items; at most {self.max_new_items} per request (the server's {OPTIONS['max_new_items']}); send them in several requests",
+                413,
+            )
         for row, item in enumerate(items):
             if not isinstance(item, Mapping):
                 continue  # add_items names the malformed record
             for key, value in item.items():
                 if isinstance(value, str) and len(value) > self.max_text_chars:
                     name = key if isinstance(key, str) and len(key) <= 40 and key.isprintable() else "field"
-                    raise RequestError(f"items[{row}].{name}", f"{len(value)} characters; at most {self.max_text_chars} (the server's {OPTIONS['max_text_chars']})")
+                    raise RequestError(
+                        f"items[{row}].{name}", f"{len(value)} characters; at most {self.max_text_chars} (the server's {OPTIONS['max_text_chars']})"
+                    )
 
     def queue_full(self, waiting: int) -> RequestError:
-        return RequestError("queue", f"the server is busy: {waiting} requests wait to be ranked (the server's {OPTIONS['max_queue']} = {self.max_queue}); retry later", 503)
+        return RequestError(
+            "queue", f"the server is busy: {waiting} requests wait to be ranked (the server's {OPTIONS['max_queue']} = {self.max_queue}); retry later", 503
+        )
 
     def timed_out(self) -> RequestError:
         return RequestError("timeout", f"not ranked within {self.request_timeout_s:g} s (the server's {OPTIONS['request_timeout_s']}); retry later", 503)

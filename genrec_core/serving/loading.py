@@ -29,7 +29,18 @@ from genrec_core.io import read_parquet
 from genrec_core.paths import ArtifactPaths
 from genrec_core.recommender.checkpoint import LoadedRecommender, load_recommender, recommender_from_checkpoint
 from genrec_core.recommender.checkpoint_format import BEST
-from genrec_core.serving.bundle_format import ITEM_TOKENS, ITEMS, MANIFEST, MODEL_JSON, TOKENIZER_DIR, USERS, WEIGHTS, manifest_digest, read_manifest_and_digest, restore_shared
+from genrec_core.serving.bundle_format import (
+    ITEM_TOKENS,
+    ITEMS,
+    MANIFEST,
+    MODEL_JSON,
+    TOKENIZER_DIR,
+    USERS,
+    WEIGHTS,
+    manifest_digest,
+    read_manifest_and_digest,
+    restore_shared,
+)
 from genrec_core.serving.catalog import catalogue_frame
 from genrec_core.serving.errors import BundleError
 from genrec_core.serving.meta import ModelMeta

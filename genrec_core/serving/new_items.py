@@ -99,7 +99,9 @@ def _where(prefix: str, row: int, lines: Sequence[int] | None) -> str:
     return f"line {lines[row]}" if lines is not None else f"{prefix}[{row}]"
 
 
-def check_new_items(records: Any, known: Mapping[str, int], text_fields: Sequence[str], *, prefix: str = "items", lines: Sequence[int] | None = None) -> list[NewItem]:
+def check_new_items(
+    records: Any, known: Mapping[str, int], text_fields: Sequence[str], *, prefix: str = "items", lines: Sequence[int] | None = None
+) -> list[NewItem]:
     """Check records (``{"item_id": ..., "text": ...}`` or ``{"item_id": ..., <text fields>}``; a
     mapping ``{item_id: text}`` is also taken) and raise one ``RequestError`` naming the first bad
     field (``items[3].item_id``, or ``line 4: item_id`` for a file: ``lines`` gives each record's
@@ -255,7 +257,9 @@ def check_encoder_spec(spec: Mapping[str, Any] | None, where: str) -> None:
             "a new item has no interactions, so only models trained on text vectors (embed.source text, or auto on a dataset with text) can add items"
         )
     if spec.get("pca_dim"):
-        raise GenrecError(f"{where}: the item vectors were reduced with PCA (embed.pca_dim={spec['pca_dim']}), which the embed stage does not keep; a new item's vector cannot be made the same way")
+        raise GenrecError(
+            f"{where}: the item vectors were reduced with PCA (embed.pca_dim={spec['pca_dim']}), which the embed stage does not keep; a new item's vector cannot be made the same way"
+        )
     if not spec.get("template"):
         raise GenrecError(f"{where}: the encoder description has no template")
 
@@ -310,7 +314,9 @@ class UnassignableItem(Exception):
         super().__init__(reason)
 
 
-def assign_new_ids(codes: np.ndarray, last_residual: np.ndarray, last_codebook: np.ndarray, existing: np.ndarray, mode: str, level_sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def assign_new_ids(
+    codes: np.ndarray, last_residual: np.ndarray, last_codebook: np.ndarray, existing: np.ndarray, mode: str, level_sizes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(IDs [m, L'] of the new items, moved [m] bool) given their raw codes [m, L], last residuals
     and the tokenizer's last codebook, against the ``existing`` IDs [N, L'] (never changed).
     See the module docstring; raises ``UnassignableItem``."""
@@ -322,7 +328,10 @@ def assign_new_ids(codes: np.ndarray, last_residual: np.ndarray, last_codebook: 
     for row in range(m):
         for level in range(fixed_levels):
             if codes[row, level] >= sizes[level]:
-                raise UnassignableItem(row, f"its code {int(codes[row, level])} at level {level + 1} has no token in the model's vocabulary (the trained table used codes 0..{sizes[level] - 1} there)")
+                raise UnassignableItem(
+                    row,
+                    f"its code {int(codes[row, level])} at level {level + 1} has no token in the model's vocabulary (the trained table used codes 0..{sizes[level] - 1} there)",
+                )
     out = np.zeros((m, len(sizes)), dtype=np.int64)
     moved = np.zeros(m, dtype=bool)
     if mode == "dedup_level":

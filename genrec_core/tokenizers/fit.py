@@ -15,7 +15,9 @@ from genrec_core.tokenizers.seed_runs import SEEDS_DIR, train_rqvae_seeds
 from genrec_core.tokenizers.training import train_pq, train_rqkmeans, train_rqvae
 
 
-def fit_rqvae(vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, *, item_ids: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+def fit_rqvae(
+    vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, *, item_ids: np.ndarray | None = None, progress: bool = True
+) -> dict[str, Any]:
     """The last ``keep_last`` epochs of one run (resumable), or with ``kept_from: seeds`` the final
     tokenizers of ``keep_last`` seeded runs."""
     if tp.kept_from == "seeds":
@@ -24,11 +26,15 @@ def fit_rqvae(vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Pat
     return train_rqvae(vectors, tp, tp.seed, tokenizer_dir, reports_dir, item_ids=item_ids, progress=progress)
 
 
-def fit_pq(vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, *, item_ids: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+def fit_pq(
+    vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, *, item_ids: np.ndarray | None = None, progress: bool = True
+) -> dict[str, Any]:
     """One shot: ``kept/pq.pt``."""
     return train_pq(vectors, tp, tp.seed, tokenizer_dir, reports_dir)
 
 
-def fit_rqkmeans(vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, *, item_ids: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+def fit_rqkmeans(
+    vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, *, item_ids: np.ndarray | None = None, progress: bool = True
+) -> dict[str, Any]:
     """One shot: ``kept/rqkmeans.pt``."""
     return train_rqkmeans(vectors, tp, tp.seed, tokenizer_dir, reports_dir)

@@ -25,7 +25,6 @@ IMPORTED = "imported"
 MAX_LISTED_COLLISIONS = 50
 
 
-
 def imported_codes(item_ids: np.ndarray, source_item_ids: list[str], keys: list[str], codes: np.ndarray, path: Path) -> np.ndarray:
     """The ``.index.json`` codes of the processed items [N, L], row i = ``item_ids[i]``; an item
     without an entry is an error naming it (entries of items the k-core dropped are ignored)."""
@@ -33,7 +32,10 @@ def imported_codes(item_ids: np.ndarray, source_item_ids: list[str], keys: list[
     missing = [(int(i), s) for i, s in zip(item_ids, source_item_ids) if s not in row_of]
     if missing:
         item_id, source = missing[0]
-        raise InputFormatError(path, f"{len(missing)} of the {len(item_ids)} processed items have no ID here, e.g. item index {source!r} (item_id {item_id}); is data.raw_dir the folder the dataset was preprocessed from?")
+        raise InputFormatError(
+            path,
+            f"{len(missing)} of the {len(item_ids)} processed items have no ID here, e.g. item index {source!r} (item_id {item_id}); is data.raw_dir the folder the dataset was preprocessed from?",
+        )
     return codes[[row_of[s] for s in source_item_ids]]
 
 
@@ -66,7 +68,10 @@ def import_index_json(params: Params, items: pl.DataFrame, items_path: Path) -> 
 
     data = params.data
     if data.dataset != "inter_json" or data.raw_dir is None:
-        raise ParamError("ids.source", f"index_json imports <data.raw_dir>/<name>.index.json of an inter_json dataset, but data.dataset is {data.dataset!r}; use ids.source: tokenizer")
+        raise ParamError(
+            "ids.source",
+            f"index_json imports <data.raw_dir>/<name>.index.json of an inter_json dataset, but data.dataset is {data.dataset!r}; use ids.source: tokenizer",
+        )
     raw_dir = Path(data.raw_dir)
     path = require_file(raw_dir / f"{find_inter_json_stem(raw_dir, data.category)}{INDEX_SUFFIX}", "ids.source index_json: the paper's semantic IDs")
     keys, codes, prefixes = read_index_json(path)

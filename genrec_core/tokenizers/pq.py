@@ -44,7 +44,7 @@ class PQTokenizer(SemanticTokenizer):
     def fit(cls, vectors: np.ndarray, levels: int, codebook_size: int, iters: int, seed: int, device: str = "cpu") -> PQTokenizer:
         """k-means++ per segment, each segment from its own generator seeded ``seed + level`` so a
         segment's codebook does not depend on the others'."""
-        x = torch.from_numpy(np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])).to(device)
+        x = torch.from_numpy(np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])).to(device)
         bounds = segment_bounds(x.shape[1], levels)
         cents = []
         for level, (a, b) in enumerate(bounds):
@@ -61,7 +61,7 @@ class PQTokenizer(SemanticTokenizer):
 
     @torch.no_grad()
     def quantize(self, vectors: np.ndarray) -> QuantizeResult:
-        x_all = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
+        x_all = np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
         if x_all.ndim != 2 or x_all.shape[1] != self.dim:
             raise ValueError(f"expected vectors of shape [N, {self.dim}], got {x_all.shape}")
         codes = np.empty((x_all.shape[0], self.levels), dtype=np.int64)

@@ -66,7 +66,9 @@ class RQKMeansTokenizer(SemanticTokenizer):
         self.batch_size = batch_size
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, levels: int, codebook_size: int, iters: int, seed: int, normalize: str = "none", device: str = "cpu") -> RQKMeansTokenizer:
+    def fit(
+        cls, vectors: np.ndarray, levels: int, codebook_size: int, iters: int, seed: int, normalize: str = "none", device: str = "cpu"
+    ) -> RQKMeansTokenizer:
         """k-means level by level on the residuals of the level before."""
         _check_normalize(normalize)
         if levels < 1:

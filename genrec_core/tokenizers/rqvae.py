@@ -207,7 +207,9 @@ class RQVAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> RQVAEOutput:
         if self.decoder is None:
-            raise GenrecError("this RQ-VAE has no decoder (a kept tokenizer written before kept files stored it): its loss (reconstruction + codebook + commitment) is unavailable; retrain the tokenizer to get one")
+            raise GenrecError(
+                "this RQ-VAE has no decoder (a kept tokenizer written before kept files stored it): its loss (reconstruction + codebook + commitment) is unavailable; retrain the tokenizer to get one"
+            )
         z = self.encoder(x)
         q = self.quantizer(z)
         x_hat = self.decoder(z + (q.z_hat - z).detach())
@@ -228,7 +230,9 @@ class RQVAETokenizer(SemanticTokenizer):
     loss is unavailable for them.
     """
 
-    def __init__(self, cfg: RQVAEConfig, encoder: nn.Module, quantizer: ResidualQuantizer, device: str = "cpu", batch_size: int = 8192, decoder: nn.Module | None = None):
+    def __init__(
+        self, cfg: RQVAEConfig, encoder: nn.Module, quantizer: ResidualQuantizer, device: str = "cpu", batch_size: int = 8192, decoder: nn.Module | None = None
+    ):
         self.cfg = cfg
         self.levels = cfg.levels
         self.codebook_size = cfg.codebook_size
@@ -294,7 +298,7 @@ class RQVAETokenizer(SemanticTokenizer):
 
     @torch.no_grad()
     def quantize(self, vectors: np.ndarray) -> QuantizeResult:
-        x_all = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
+        x_all = np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
         if x_all.ndim != 2 or x_all.shape[1] != self.cfg.input_dim:
             raise ValueError(f"expected vectors of shape [N, {self.cfg.input_dim}], got {x_all.shape}")
         codes, last = [], []

@@ -154,7 +154,9 @@ class RuntimeItemTokenizer(nn.Module):
         name = self._name(name)
         if name not in self.models:
             kind = type(self.fixed[name]).__name__
-            raise GenrecError(f"tokenizer {name!r} is a {kind}: soft code probabilities, gradients and a tokenizer loss need an RQ-VAE (only hard IDs are available)")
+            raise GenrecError(
+                f"tokenizer {name!r} is a {kind}: soft code probabilities, gradients and a tokenizer loss need an RQ-VAE (only hard IDs are available)"
+            )
         return self.models[name]
 
     def _name(self, name: str | None) -> str:
@@ -209,7 +211,7 @@ class RuntimeItemTokenizer(nn.Module):
         collisions (``collision``), rebuild their tries; returns the change against the old IDs
         (all zeros on the first call). Raises when a dedup group outgrows the vocabulary."""
         report = RefreshReport()
-        for name in (self.names if names is None else [self._name(n) for n in names]):
+        for name in self.names if names is None else [self._name(n) for n in names]:
             result = self._quantize(name)
             ids = resolve_collisions(result, self.collision, self.codebook_size)
             if ids.shape[1] != self.vocab.id_length:
@@ -261,7 +263,9 @@ class RuntimeItemTokenizer(nn.Module):
         idx = torch.as_tensor(items, dtype=torch.long, device=self.device)
         return self.vectors[idx]
 
-    def soft_assign(self, name: str | None = None, *, items=None, vectors: torch.Tensor | None = None, temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def soft_assign(
+        self, name: str | None = None, *, items=None, vectors: torch.Tensor | None = None, temperature: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities [n, L, K], raw hard codes [n, L]) of ``items`` (ids, any shape ->
         [..., L, K]) or ``vectors`` [n, D], with autograd to the RQ-VAE's encoder and codebooks.
         The hard codes are the argmax before collision handling; the ID a recommender reads is

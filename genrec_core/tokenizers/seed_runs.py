@@ -39,7 +39,9 @@ def seed_name(seed: int) -> str:
     return f"seed_{seed:04d}"
 
 
-def train_rqvae_seeds(vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, item_ids: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+def train_rqvae_seeds(
+    vectors: np.ndarray, tp: TokenizerParams, tokenizer_dir: str | Path, reports_dir: str | Path, item_ids: np.ndarray | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Train (or resume) one RQ-VAE per seed of ``run_seeds``; kept/ then holds their final tokenizers."""
     tokenizer_dir, reports_dir = Path(tokenizer_dir), Path(reports_dir)
     single = dataclasses.replace(tp, keep_last=1, kept_from="epochs")

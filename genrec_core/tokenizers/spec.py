@@ -119,7 +119,7 @@ def _named(target: str, kind: str, attribute: str) -> Callable[..., Any]:
     """The object a "module:name" string names, imported now (a spec module stays light)."""
     module, _, name = target.partition(":")
     if not module or not name:
-        raise NotImplementedError(f"tokenizer kind {kind!r}: set {attribute} (\"module:name\") or override the method")
+        raise NotImplementedError(f'tokenizer kind {kind!r}: set {attribute} ("module:name") or override the method')
     return getattr(importlib.import_module(module), name)
 
 
@@ -190,7 +190,9 @@ def _checked(spec: TokenizerSpec, params: dict[str, Any], origin: dict[str, str]
         raise ParamError(f"tokenizer.{origin[new]}", f"{message} (its new name: {PREFIX}.{new})") from None
 
 
-def merge_legacy_params(section: dict[str, Any], from_file: dict[str, Any], from_overrides: dict[str, Any], file_kind_params: dict[str, Any], default_kind: str) -> None:
+def merge_legacy_params(
+    section: dict[str, Any], from_file: dict[str, Any], from_overrides: dict[str, Any], file_kind_params: dict[str, Any], default_kind: str
+) -> None:
     """Move the old flat kind params (split off before and after the overrides were applied) into
     ``section["kind_params"]``, in place, for the section's kind (``default_kind`` when unset):
 
@@ -224,7 +226,9 @@ def merge_legacy_params(section: dict[str, Any], from_file: dict[str, Any], from
                 continue
             if layer == "file":
                 if new in file_kind_params and file_kind_params[new] != value:
-                    raise ParamError(f"tokenizer.{old}", f"given as {value!r} and as {PREFIX}.{new} (its new name) = {file_kind_params[new]!r}; keep only {PREFIX}.{new}")
+                    raise ParamError(
+                        f"tokenizer.{old}", f"given as {value!r} and as {PREFIX}.{new} (its new name) = {file_kind_params[new]!r}; keep only {PREFIX}.{new}"
+                    )
                 if new in given:  # the file's kind_params (the same value) or an override of it
                     continue
             elif new in overridden and given[new] != value:

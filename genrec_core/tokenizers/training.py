@@ -184,12 +184,14 @@ def train_rqvae(
     history_path, metrics_path = reports_dir / "history.csv", reports_dir / "metrics.json"
     device = resolve_device(tp.device)
     kp = resolved_kind_params(tp, "rqvae")
-    x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
+    x_np = np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
     n, dim = x_np.shape
     phash = params_hash(tp, seed, fingerprint(x_np, item_ids))
 
     seed_everything(seed)
-    cfg = RQVAEConfig(dim, tp.levels, tp.codebook_size, list(kp["hidden_dims"]), kp["latent_dim"], kp["dropout"], kp["beta"], kp["codebook_update"], kp["ema_decay"])
+    cfg = RQVAEConfig(
+        dim, tp.levels, tp.codebook_size, list(kp["hidden_dims"]), kp["latent_dim"], kp["dropout"], kp["beta"], kp["codebook_update"], kp["ema_decay"]
+    )
     model = RQVAE(cfg).to(device)
     opt = _make_optimizer(model, tp)
     gen = torch.Generator().manual_seed(seed)  # shuffling, k-means, re-seeding: one CPU stream
@@ -284,7 +286,9 @@ def train_rqvae(
         history.append(row)
 
         if epoch >= first_kept:
-            save_torch({**RQVAETokenizer.from_model(model, "cpu").state(), "epoch": epoch, "params_hash": phash}, _kept_dir(tokenizer_dir) / f"{kept_name(epoch)}.pt")
+            save_torch(
+                {**RQVAETokenizer.from_model(model, "cpu").state(), "epoch": epoch, "params_hash": phash}, _kept_dir(tokenizer_dir) / f"{kept_name(epoch)}.pt"
+            )
         _write_history(history, history_path)
         save_torch(
             {
@@ -346,7 +350,7 @@ def train_pq(
     tokenizer_dir, reports_dir = Path(tokenizer_dir), Path(reports_dir)
     t0 = time.perf_counter()
     seed_everything(seed)
-    x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
+    x_np = np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
     tok = PQTokenizer.fit(x_np, tp.levels, tp.codebook_size, kp["kmeans_iters"], seed, resolve_device(tp.device))
     res = tok.quantize(x_np)
     recon = np.concatenate([tok.centroids[lv].cpu().numpy()[res.codes[:, lv]] for lv in range(tok.levels)], axis=1)
@@ -393,7 +397,7 @@ def train_rqkmeans(
     tokenizer_dir, reports_dir = Path(tokenizer_dir), Path(reports_dir)
     t0 = time.perf_counter()
     seed_everything(seed)
-    x_np = np.require(vectors, np.float32, ['C_CONTIGUOUS', 'WRITEABLE'])
+    x_np = np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
     tok = RQKMeansTokenizer.fit(x_np, tp.levels, tp.codebook_size, kp["kmeans_iters"], seed, kp["normalize"], resolve_device(tp.device))
     res = tok.quantize(x_np)
     errors = tok.residual_errors(x_np)

@@ -51,18 +51,16 @@ def read_atomic_table(path: Path) -> tuple[pl.DataFrame, dict[str, str], int]:
     if bad.any():
         line, found = parts.filter(bad).select("line", pl.col("_parts").list.len()).row(0)
         raise InputFormatError(path, f"expected {len(names)} tab-separated fields as in the header, found {found}", line)
-    table = parts.select(
-        "line", *[pl.col("_parts").list.get(i).alias(f"_f{i}") for i in range(len(names))]
-    ).rename({f"_f{i}": name for i, name in enumerate(names)})
+    table = parts.select("line", *[pl.col("_parts").list.get(i).alias(f"_f{i}") for i in range(len(names))]).rename(
+        {f"_f{i}": name for i, name in enumerate(names)}
+    )
     return table, fields, header_line
 
 
 def _require_fields(path: Path, fields: dict[str, str], header_line: int, required: tuple[str, ...]) -> None:
     missing = [name for name in required if name not in fields]
     if missing:
-        raise InputFormatError(
-            path, f"header lacks required field(s) {', '.join(missing)} (has: {', '.join(fields)})", header_line
-        )
+        raise InputFormatError(path, f"header lacks required field(s) {', '.join(missing)} (has: {', '.join(fields)})", header_line)
 
 
 def _require_nonempty(table: pl.DataFrame, path: Path, column: str) -> None:

@@ -46,9 +46,7 @@ class RawDataset:
         missing = [c for c in INTERACTION_SCHEMA if c not in self.interactions.columns]
         if missing:
             raise ValueError(f"source {self.name!r} returned interactions without columns {missing}")
-        self.interactions = self.interactions.select(
-            [pl.col(c).cast(t) for c, t in INTERACTION_SCHEMA.items()]
-        )
+        self.interactions = self.interactions.select([pl.col(c).cast(t) for c, t in INTERACTION_SCHEMA.items()])
         if "item" not in self.items.columns:
             raise ValueError(f"source {self.name!r} returned items without an 'item' column")
         self.items = self.items.with_columns(pl.col("item").cast(pl.String))

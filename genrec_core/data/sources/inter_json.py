@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from genrec_core.data.inter_json_format import ITEM_SUFFIX, INTER_SUFFIX, find_inter_json_stem, read_inter_json, read_item_json
+from genrec_core.data.inter_json_format import INTER_SUFFIX, ITEM_SUFFIX, find_inter_json_stem, read_inter_json, read_item_json
 from genrec_core.data.sources.atomic import atomic_template
 from genrec_core.data.sources.base import RawDataset, Source, register_source
 

@@ -22,9 +22,25 @@ DEFAULT_TEMPLATE = "Title: {title}. Year: {year}. Genres: {genres}."
 
 #: u.genre of ml-100k, used when the file is absent (index = position of the flag in u.item).
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 _U_ITEM_FIXED = ["item", "raw_title", "release_date", "video_release_date", "imdb_url"]
 
@@ -97,9 +113,7 @@ def read_u_item(path: Path, genres: tuple[str, ...]) -> pl.DataFrame:
     wrong = df.filter(bad)
     if wrong.height:
         raise InputFormatError(path, f"genre flags (fields 6-{5 + len(flags)}) must be 0 or 1", wrong["line"][0])
-    genre_list = pl.concat_list(
-        [pl.when(pl.col(f) == "1").then(pl.lit(name)) for f, name in zip(flags, genres, strict=True)]
-    ).list.drop_nulls()
+    genre_list = pl.concat_list([pl.when(pl.col(f) == "1").then(pl.lit(name)) for f, name in zip(flags, genres, strict=True)]).list.drop_nulls()
     release_year = pl.col("release_date").str.strip_chars().str.extract(r"(\d{4})$", 1)
     return df.select(
         "item",
@@ -123,9 +137,7 @@ def _recbole_items(path: Path) -> pl.DataFrame:
     name = pl.col("movie_title")
     year = pl.col("release_year")
     name = pl.when(name == _RECBOLE_MISSING).then(pl.lit("unknown")).otherwise(name)
-    full_title = pl.when((year == "") | (year == _RECBOLE_MISSING)).then(name).otherwise(
-        pl.format("{} ({})", name, year)
-    )
+    full_title = pl.when((year == "") | (year == _RECBOLE_MISSING)).then(name).otherwise(pl.format("{} ({})", name, year))
     return items.select(
         "item",
         *_title_year(full_title),

@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from genrec_core.data.readers import collect_json, invalid_json_id, locate_json_error, read_json_document, read_json_lines, read_user_sequences, require_file
-from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 from genrec_core.data.sources.base import RawDataset, Source, register_source
+from genrec_core.errors import InputFormatError, MissingInputError, ParamError
 
 P5_SEQUENCES = "sequential_data.txt"
 P5_ITEMS = "Yelp.item.json"
@@ -51,8 +51,7 @@ def detect_format(raw_dir: Path, requested: str) -> str:
         return "official"
     raise ParamError(
         "data.yelp_format",
-        f"auto could not tell the format of {raw_dir}: expected {P5_SEQUENCES} (P5 release) or "
-        "review.json + business.json (Yelp Open Dataset)",
+        f"auto could not tell the format of {raw_dir}: expected {P5_SEQUENCES} (P5 release) or review.json + business.json (Yelp Open Dataset)",
     )
 
 
@@ -126,9 +125,7 @@ def _check_business(obj: dict) -> str | None:
 
 def read_official_reviews(path: Path) -> pl.DataFrame:
     frame = read_json_lines(path, REVIEW_FIELDS, tuple(REVIEW_FIELDS), _check_review).lazy().with_row_index("order")
-    frame = frame.with_columns(
-        pl.col("date").str.strptime(pl.Datetime("us"), DATE_FORMAT, strict=False).dt.epoch("s").alias("timestamp")
-    )
+    frame = frame.with_columns(pl.col("date").str.strptime(pl.Datetime("us"), DATE_FORMAT, strict=False).dt.epoch("s").alias("timestamp"))
     df = collect_json(frame, path, tuple(REVIEW_FIELDS), _check_review)
     bad = pl.any_horizontal(invalid_json_id("user_id"), invalid_json_id("business_id"), pl.col("timestamp").is_null())
     if df.select(bad.any()).item():
