@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +36,12 @@ def doc_example(name: str) -> str:
 
 def run_example(name: str) -> dict:
     """Execute the example as its own module (not under ``genrec_core.``, so the params reference
-    does not list what it registers); returns its namespace."""
-    namespace = {"__name__": f"docs_example_{name.replace('-', '_')}"}
-    exec(compile(doc_example(name), f"docs/extending.md#{name}", "exec"), namespace)
-    return namespace
+    does not list what it registers), importable by its name (``docs_example_<name>``: a spec may
+    name its class as "module:Class"); returns its namespace."""
+    module = types.ModuleType(f"docs_example_{name.replace('-', '_')}")
+    sys.modules[module.__name__] = module
+    exec(compile(doc_example(name), f"docs/extending.md#{name}", "exec"), module.__dict__)
+    return module.__dict__
 
 
 def genrec(root: Path, *args: str) -> None:
@@ -95,14 +100,27 @@ def examples():
     from genrec_core.data.sources.base import SOURCES
     from genrec_core.recommender.losses import LOSSES
 
+    from genrec_core.methods import METHODS
+    from genrec_core.recommender.model_spec import ModelSpec, register_model, unregister_model
+    from genrec_core.tokenizers.spec import TOKENIZERS
+
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         source = run_example("data-source")
         mp.setattr(config, "DATASETS", (*config.DATASETS, "clicks_tsv"))  # the DATASETS line of the page
         loss = run_example("loss")
-        yield {"source": source, "loss": loss}
+        model = run_example("model")
+        register_model(ModelSpec("mean_pool", "item_id", "Mean of item embeddings", "docs_example_model:MeanPool"))  # the page's registration line
+        method = run_example("method")  # registered by its decorator
+        tokenizer = run_example("tokenizer")  # likewise
+        yield {"source": source, "loss": loss, "model": model, "method": method, "tokenizer": tokenizer}
         SOURCES.pop("clicks_tsv", None)
         LOSSES.pop("first_token", None)
+        unregister_model("mean_pool")
+        METHODS.pop("grad_noise", None)
+        TOKENIZERS.pop("lsh", None)
+        for name in ("model", "method", "tokenizer"):
+            sys.modules.pop(f"docs_example_{name}", None)
     torch.set_num_threads(threads)
 
 
@@ -186,10 +204,24 @@ def test_the_loss_example_refuses_a_bad_boost(examples):
         check_loss_params("first_token", {"boost": 0})
 
 
-def test_the_examples_run_through_train_and_evaluate(clicks_project, examples, monkeypatch):
-    root = clicks_project
+@pytest.fixture(scope="module")
+def upstream_project(clicks_project) -> Path:
+    """The clicks project with item vectors, tokenizer and ID table (``genrec embed``,
+    ``train-tokenizer``, ``emit-ids``)."""
     for command in ("embed", "train-tokenizer", "emit-ids"):
-        genrec(root, command)
+        genrec(clicks_project, command)
+    return clicks_project
+
+
+def copy_project(source: Path, tmp_path: Path) -> Path:
+    """A copy of a project to train in (each test its own checkpoints and reports)."""
+    root = tmp_path / "project"
+    shutil.copytree(source, root)
+    return root
+
+
+def test_the_examples_run_through_train_and_evaluate(upstream_project, examples, monkeypatch):
+    root = upstream_project
     loss_cls = examples["loss"]["FirstTokenLoss"]
     boosts = []
 
@@ -208,3 +240,96 @@ def test_the_examples_run_through_train_and_evaluate(clicks_project, examples, m
     assert (best["params"]["loss"], best["params"]["loss_params"]) == ("first_token", {"boost": 3.0})
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert metrics["users"] == USERS and 0.0 <= metrics["ndcg@10"] <= metrics["hit@10"] <= 1.0
+
+
+# --------------------------------------------------------------------------- a model
+
+
+def test_the_model_example_is_the_running_mean_of_the_items_so_far(examples):
+    model = examples["model"]["MeanPool"](num_items=5, max_len=4, d_model=3)
+    ids = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0]])  # item id + 1, right-padded
+    mask = (ids > 0).long()
+    out = model.sequence_output(ids, mask)
+    e = model.item_embedding.weight.detach()
+    assert torch.allclose(out[0, 2], (e[1] + e[2] + e[3]) / 3, atol=1e-6) and torch.allclose(out[0, 1], (e[1] + e[2]) / 2, atol=1e-6)
+    assert torch.allclose(out[1, 0], e[4], atol=1e-6)
+    assert torch.allclose(model.user_vectors(ids, mask)[0], (e[1] + e[2] + e[3]) / 3, atol=1e-6)  # the last item's state
+
+
+def test_the_model_example_runs_through_train_and_evaluate(upstream_project, examples, tmp_path):
+    from genrec_core.recommender.checkpoint import load_recommender
+
+    root = copy_project(upstream_project, tmp_path)
+    genrec(root, "train", "-S", "recommender.model=mean_pool")
+    genrec(root, "evaluate", "-S", "recommender.model=mean_pool")
+    loaded = load_recommender(root / "data" / "recommender" / "best.pt")
+    assert type(loaded.model).__name__ == "MeanPool" and loaded.kind == "mean_pool"
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["model"] == "mean_pool" and metrics["users"] == USERS
+
+
+# --------------------------------------------------------------------------- a method
+
+
+def test_the_method_example_refuses_a_negative_sigma(examples):
+    from genrec_core.errors import ParamError
+    from genrec_core.methods import check_method_params
+
+    assert check_method_params("grad_noise", {}) == {"sigma": 0.01, "decay": 0.55}
+    with pytest.raises(ParamError, match=r"recommender\.method_params\.sigma"):
+        check_method_params("grad_noise", {"sigma": -1.0})
+
+
+def test_the_method_example_without_noise_is_plain_training_and_with_noise_is_not(upstream_project, examples, tmp_path):
+    def run(name: str, *overrides: str) -> tuple[dict, dict]:
+        root = copy_project(upstream_project, tmp_path / name)
+        genrec(root, "train", *overrides)
+        genrec(root, "evaluate", *overrides)
+        best = torch.load(root / "data" / "recommender" / "best.pt", map_location="cpu", weights_only=True)
+        return json.loads((root / "reports" / "metrics.json").read_text()), best["model"]
+
+    plain_metrics, plain = run("plain")
+    silent_metrics, silent = run("silent", "-S", "recommender.method=grad_noise", "-S", "recommender.method_params={sigma: 0.0}")
+    _, noisy = run("noisy", "-S", "recommender.method=grad_noise", "-S", "recommender.method_params={sigma: 0.05}")
+    assert all(torch.equal(plain[k], silent[k]) for k in plain)  # sigma 0: the plain method's run, bit for bit
+    assert {k: v for k, v in plain_metrics.items() if k != "users_per_second"} == {k: v for k, v in silent_metrics.items() if k != "users_per_second"}
+    assert not all(torch.equal(plain[k], noisy[k]) for k in plain)
+
+
+# --------------------------------------------------------------------------- a tokenizer
+
+
+def test_the_tokenizer_example_reads_the_sign_pattern_as_a_binary_number(examples):
+    tokenizer = examples["tokenizer"]["LshTokenizer"]
+    planes = np.zeros((2, 3, 2), dtype=np.float32)  # 2 levels, D = 3, 2 bits (K = 4)
+    planes[0, 0, 0], planes[0, 1, 1] = 1.0, 1.0  # level 1: bit 0 = x0 > 0, bit 1 = x1 > 0
+    planes[1, 2, 0], planes[1, 0, 1] = 1.0, -1.0  # level 2: bit 0 = x2 > 0, bit 1 = x0 < 0
+    tok = tokenizer(planes, np.zeros(3, dtype=np.float32), 4)
+    vectors = np.array([[1.0, -1.0, 2.0], [-1.0, 1.0, -2.0]], dtype=np.float32)
+    result = tok.quantize(vectors)
+    assert result.codes.tolist() == [[1, 1], [2, 2]]  # [1 + 0, 1 + 0], [0 + 2, 0 + 2]
+    assert result.last_codebook.tolist() == [[-1, -1], [1, -1], [-1, 1], [1, 1]]
+
+
+def test_the_tokenizer_example_refuses_a_codebook_size_not_a_power_of_two(upstream_project, examples, tmp_path):
+    from genrec_core.config import load_params
+    from genrec_core.errors import ParamError
+    from genrec_core.tokenizers.spec import tokenizer_spec
+
+    tp = load_params(None, ["tokenizer.kind=lsh", "tokenizer.codebook_size=6"]).tokenizer
+    with pytest.raises(ParamError, match=r"tokenizer\.codebook_size"):
+        tokenizer_spec("lsh").fit(np.zeros((4, 3), dtype=np.float32), tp, tmp_path / "tok", tmp_path / "reports")
+
+
+def test_the_tokenizer_example_runs_through_the_pipeline(upstream_project, examples, tmp_path):
+    import polars as pl
+
+    root = copy_project(upstream_project, tmp_path)
+    overrides = ["-S", "tokenizer.kind=lsh", "-S", "tokenizer.codebook_size=8", "-S", "ids.collision=dedup_level"]  # 24 items hash unevenly
+    for command in ("train-tokenizer", "emit-ids", "train", "evaluate"):
+        genrec(root, command, *overrides)
+    assert [p.name for p in (root / "data" / "tokenizer" / "kept").iterdir()] == ["lsh.pt"]
+    ids = pl.read_parquet(root / "data" / "ids" / "item_ids.parquet")
+    assert ids.height == ITEMS
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["tokenizer"] == "lsh" and metrics["users"] == USERS

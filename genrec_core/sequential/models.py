@@ -44,7 +44,7 @@ def _init_weights(module: nn.Module, std: float = 0.02) -> None:
         nn.init.zeros_(module.bias)
 
 
-class _ItemScorer(nn.Module):
+class ItemScorer(nn.Module):
     """Shared parts: item embeddings (row 0 = pad), last-position gathering, all-item scores."""
 
     num_items: int
@@ -117,7 +117,7 @@ class SASRecBlock(nn.Module):
         return x * mask
 
 
-class SASRec(_ItemScorer):
+class SASRec(ItemScorer):
     """Self-attentive sequential recommendation (Kang & McAuley, 2018)."""
 
     kind = "sasrec"
@@ -154,7 +154,7 @@ class SASRec(_ItemScorer):
         return self.final_norm(x)
 
 
-class GRU4Rec(_ItemScorer):
+class GRU4Rec(ItemScorer):
     """Session-based recommendation with a GRU (Hidasi et al., 2016), RecBole's variant:
     embedding -> dropout -> GRU -> linear back to the embedding size -> dot with item embeddings."""
 
@@ -187,7 +187,7 @@ class GRU4Rec(_ItemScorer):
 MODEL_KINDS = FamilyNames("item_id")
 
 
-def _item_model_class(kind: str) -> type[_ItemScorer]:
+def _item_model_class(kind: str) -> type[ItemScorer]:
     spec = MODEL_SPECS.get(canonical_model_name(kind))
     if spec is None or spec.family != "item_id":
         raise ValueError(f"unknown sequential model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
