@@ -135,7 +135,7 @@ def main() -> None:
         f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch 1 thread per child; "
         f"{args.steps} timed steps after {args.warmup}, {args.repeats} alternating measurements per method (medians)"
     )
-    print("| method | s / step | s / tokenizer step | est. s / epoch (M'=%d) | ratio to tiger | peak RSS MB |" % args.updates_per_epoch)
+    print(f"| method | s / step | s / tokenizer step | est. s / epoch (M'={args.updates_per_epoch:d}) | ratio to tiger | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
     base = None
     for name, runs in results.items():

@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Dataset {params.data.dataset}: data.cold_item_share = {share} (seed {seed}) held out "
         f"{len(cold)} of {vectors.shape[0]} items. {rows.height} of {test.height} test users have a held-out item as their test target; "
-        "these users are evaluated below (Hit@K / NDCG@K, the evaluate stage's definitions; lists: the generative model's beams, all items for the item-ID model, max K for the floor). A held-out item is in no training "
+        "these users are evaluated below (Hit@K / NDCG@K, the evaluate stage's definitions; lists: the generative model's beams, all items for the "
+        "item-ID model, max K for the floor). A held-out item is in no training "
         "sequence, history or validation target.",
         "",
         "TIGER cold-start retrieval (Rajput et al. 2023, 4.3; genrec_core.evaluation.cold_start.mix_cold_items): the evaluate stage's beam list "

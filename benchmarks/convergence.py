@@ -174,7 +174,8 @@ def markdown(rows: list[dict[str, Any]], commands: list[str], machine: str, fail
         "**Timings compare only within one run of the benchmark** (same machine, load, threads and parallel runs); "
         "a row reused or appended from another invocation keeps that invocation's timings (see `started`).",
         "",
-        "| run | overrides | plateau N@10 | best epoch | 95%: epoch | 95%: seconds | total seconds | epochs | stopped early | train samples/s | threads | test H@10 | test N@10 |",
+        "| run | overrides | plateau N@10 | best epoch | 95%: epoch | 95%: seconds | total seconds | epochs | stopped early | train samples/s | "
+        "threads | test H@10 | test N@10 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -201,7 +201,10 @@ def step_embed(args, work: Path, n: int) -> dict:
         "items": n,
         "seconds": seconds,
         "rate": n / seconds,
-        "note": f"encode {report['encode_seconds']:.0f} s ({rate:.0f} items/s); {groups} row groups of <= {args.embed_chunk}; 1M projected: {1e6 / rate / 3600:.1f} h",
+        "note": (
+            f"encode {report['encode_seconds']:.0f} s ({rate:.0f} items/s); {groups} row groups of <= {args.embed_chunk}; 1M projected: "
+            f"{1e6 / rate / 3600:.1f} h"
+        ),
         "encode_rate": rate,
     }
 
@@ -258,11 +261,17 @@ def step_tokenizer(args, work: Path, kind: str) -> dict:
     k = metrics["codebook_size"]
     if kind == "rqvae":
         per = hist["seconds"].mean()
-        note = f"{len(hist)} epochs, {per:.0f} s/epoch (train {hist['train_seconds'].mean():.0f} s), batch {params.tokenizer.batch_size}; K={k}; raw collision rate {metrics['collision_rate']:.3f}"
+        note = (
+            f"{len(hist)} epochs, {per:.0f} s/epoch (train {hist['train_seconds'].mean():.0f} s), batch {params.tokenizer.batch_size}; K={k}; raw "
+            f"collision rate {metrics['collision_rate']:.3f}"
+        )
     else:
         from genrec_core.tokenizers.spec import resolved_kind_params
 
-        note = f"{resolved_kind_params(params.tokenizer)['kmeans_iters']} Lloyd iterations per level (+ k-means++); K={k}; raw collision rate {metrics['collision_rate']:.3f}"
+        note = (
+            f"{resolved_kind_params(params.tokenizer)['kmeans_iters']} Lloyd iterations per level (+ k-means++); K={k}; raw collision rate "
+            f"{metrics['collision_rate']:.3f}"
+        )
     return {"items": metrics["items"], "seconds": seconds, "note": note}
 
 
@@ -273,7 +282,10 @@ def step_emit(args, work: Path, kind: str) -> dict:
     seconds = time.perf_counter() - t0
     report = json.loads((root / "reports" / "ids" / "emit.json").read_text())
     ((name, st),) = report["per_tokenizer"].items()
-    note = f"{report['collision']}: {st['colliding_groups']:,} colliding groups (largest {st['max_group_size']}), {st['items_moved']:,} items moved, ID length {st['id_length']}"
+    note = (
+        f"{report['collision']}: {st['colliding_groups']:,} colliding groups (largest {st['max_group_size']}), {st['items_moved']:,} items moved, ID "
+        f"length {st['id_length']}"
+    )
     return {"items": report["n_items"], "seconds": seconds, "note": note}
 
 
@@ -349,7 +361,9 @@ def step_beam(args, work: Path) -> dict:
         "seconds": seconds,
         "rate": u / seconds,
         "unit": "users/s",
-        "note": f"{rp.model} ({n_params / 1e6:.1f} M params, random init; model + trie built in {build_seconds:.1f} s), beam {beam}, batch {bs}, vocab {vocab.size}",
+        "note": (
+            f"{rp.model} ({n_params / 1e6:.1f} M params, random init; model + trie built in {build_seconds:.1f} s), beam {beam}, batch {bs}, vocab {vocab.size}"
+        ),
     }
 
 
@@ -503,7 +517,8 @@ def main() -> None:
             [
                 "# Large catalogue: the pipeline at 1M items",
                 "",
-                f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_line(args.threads)}; total {time.perf_counter() - t_all:.0f} s.",
+                f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_line(args.threads)}; total "
+                f"{time.perf_counter() - t_all:.0f} s.",
                 "",
                 f"Command: `{cmd}`",
                 "",

@@ -209,7 +209,7 @@ def main() -> None:
         groups.setdefault(key(r), []).append(r)
     base = statistics.median(r["median"] for r in groups[(2, False, False)])
     lines = [
-        "| threads | beside a 1-thread job | OpenMP wait | s/step (median) | runs | slowdown | competitor steps/s (alone: %.2f) | load before |" % comp_alone,
+        f"| threads | beside a 1-thread job | OpenMP wait | s/step (median) | runs | slowdown | competitor steps/s (alone: {comp_alone:.2f}) | load before |",
         "|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for k, rs in groups.items():

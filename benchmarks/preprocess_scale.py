@@ -119,7 +119,8 @@ def measure(interactions: int, workdir: Path, max_rss_gib: float | None = None) 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| raw interactions | raw files (reviews) | generation | after 5-core: interactions / users / items (rounds) | train examples | preprocess wall | peak RSS |",
+        "| raw interactions | raw files (reviews) | generation | after 5-core: interactions / users / items (rounds) | train examples | preprocess "
+        "wall | peak RSS |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

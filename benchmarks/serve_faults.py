@@ -143,13 +143,17 @@ def start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-KILLED_CLIENT = """
+# Two literals only to keep the lines short: the value is one script.
+KILLED_CLIENT = (
+    """
 import socket, sys
 body = sys.argv[2].encode()
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.sendall(b"POST /recommend HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: application/json\\r\\nContent-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
+s.sendall(b"POST /recommend HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: application/json\\r\\n"""
+    """Content-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
 s.recv(65536)
 """
+)
 
 
 async def run_level(url: str, clients: int, histories: list[list[str]], requests: int, seconds: float, faults: bool, state: dict, rng: random.Random) -> dict:
@@ -366,14 +370,16 @@ def report(args, load: list[dict], load_check: dict, adds: dict, exports: dict, 
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
     rows = [
-        "| Clients | Run | /recommend completed | Seconds | p50 ms | p99 ms | serve.md p50 / p99 ms | Answers by status | Dropped (client gone; running total since the server started) |",
+        "| Clients | Run | /recommend completed | Seconds | p50 ms | p99 ms | serve.md p50 / p99 ms | Answers by status | Dropped (client gone; "
+        "running total since the server started) |",
         "|---:|---|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in load:
         ref = reference.get(r["clients"])
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
         rows.append(
-            f"| {r['clients']} | {'faults' if r['faults'] else 'plain'} | {r['completed']} | {r['seconds']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {ref[0] + ' / ' + ref[1] if ref else 'n/a'} | {answers} | {r['dropped']} |"
+            f"| {r['clients']} | {'faults' if r['faults'] else 'plain'} | {r['completed']} | {r['seconds']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"{ref[0] + ' / ' + ref[1] if ref else 'n/a'} | {answers} | {r['dropped']} |"
         )
     five = sum(v for k, v in statuses.items() if k.split()[-1].startswith("5") and not k.endswith("503"))
     kill_rows = [
@@ -383,34 +389,44 @@ def report(args, load: list[dict], load_check: dict, adds: dict, exports: dict, 
     for name, r in (("genrec add-items", adds), ("genrec export --force", exports)):
         runs = ", ".join(f"{k} {v}" for k, v in sorted(r["runs"].items()))
         kill_rows.append(
-            f"| `{name}` | {sum(r['runs'].values())} | {runs} | {r['outcome']['old']} | {r['outcome']['new']} | {r['outcome']['bad']} | {r['leftovers']} | {r['duration']:.1f} s |"
+            f"| `{name}` | {sum(r['runs'].values())} | {runs} | {r['outcome']['old']} | {r['outcome']['new']} | {r['outcome']['bad']} | "
+            f"{r['leftovers']} | {r['duration']:.1f} s |"
         )
     return "\n".join(
         [
             "# Fault and load test of the service and of bundle writes (genrec serve, add-items, export)",
             "",
-            f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `benchmarks/serve_faults.py` (issue 26). Result: **{'nothing lost, nothing half-written, no 500' if ok else 'FAILED (see the counts)'}**.",
+            f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `benchmarks/serve_faults.py` (issue 26). Result: "
+            f"**{'nothing lost, nothing half-written, no 500' if ok else 'FAILED (see the counts)'}**.",
             "",
             f"Model: {model}; `genrec serve BUNDLE --allow-writes` (token from GENREC_TOKEN), default limits, --max-wait-ms 5, --max-batch 64, 127.0.0.1, CPU.",
             "",
             "## 1. Ranking while items are added and saved, clients killed mid-request",
             "",
-            f"Per level at most {args.requests} /recommend requests or {args.seconds:g} s; k=10, histories of 10 random catalogue items (seed {args.seed}); each client sends one request at a time; "
-            'latency is the client\'s. *plain*: the clients alone. *faults*: meanwhile one writer posts two new items with `"save": true` in a loop (their ids then appear in histories) and client '
-            "processes are started and `kill -9`-ed 0-0.3 s later (while starting, sending or waiting). The serve.md column is `reports/benchmarks/serve.md`'s figure at the same client count: "
-            "a different model (decoder_only over ml-100k's 1349 items, beam 20) on another day, so it places these numbers, it is not a like-for-like comparison; the plain rows are that.",
+            f"Per level at most {args.requests} /recommend requests or {args.seconds:g} s; k=10, histories of 10 random catalogue items (seed "
+            f"{args.seed}); each client sends one request at a time; "
+            'latency is the client\'s. *plain*: the clients alone. *faults*: meanwhile one writer posts two new items with `"save": true` in a loop '
+            "(their ids then appear in histories) and client "
+            "processes are started and `kill -9`-ed 0-0.3 s later (while starting, sending or waiting). The serve.md column is "
+            "`reports/benchmarks/serve.md`'s figure at the same client count: "
+            "a different model (decoder_only over ml-100k's 1349 items, beam 20) on another day, so it places these numbers, it is not a like-for-like "
+            "comparison; the plain rows are that.",
             "",
             *rows,
             "",
             f"All answers: {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}. 500 answers: {five}.",
-            f"Bundle after the server stopped: {load_check['before']} items before + {load_check['saved']} whose save answered 200 = {load_check['before'] + load_check['saved']}; "
+            f"Bundle after the server stopped: {load_check['before']} items before + {load_check['saved']} whose save answered 200 = "
+            f"{load_check['before'] + load_check['saved']}; "
             f"on disk {load_check['after']}, loaded with every hash checked, in order: {'yes' if load_check['ok'] else 'NO'}.",
             "",
             "## 2, 3. kill -9 of the writers at random points",
             "",
-            f"{args.kills} kills each; half the kill times uniform over one unkilled run's duration, half in its last 30 % (where the bundle is written), seed {args.seed}. "
-            "After every kill the bundle loads with every hash checked, its tables agree (items = item IDs = ID table rows = manifest's num_items, no id twice), it ranks, and its items "
-            "are compared: add-items must leave the items before it, or those plus both of its new items; export --force the bundle before it (same manifest), or the workspace's export. "
+            f"{args.kills} kills each; half the kill times uniform over one unkilled run's duration, half in its last 30 % (where the bundle is "
+            f"written), seed {args.seed}. "
+            "After every kill the bundle loads with every hash checked, its tables agree (items = item IDs = ID table rows = manifest's num_items, no "
+            "id twice), it ranks, and its items "
+            "are compared: add-items must leave the items before it, or those plus both of its new items; export --force the bundle before it (same "
+            "manifest), or the workspace's export. "
             "Every third export is followed by an add-items so that the old and the new bundle differ.",
             "",
             *kill_rows,

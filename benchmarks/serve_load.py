@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         rows.append(
-            f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['seconds']:.1f} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['largest_batch']} |"
+            f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['seconds']:.1f} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"{r['largest_batch']} |"
         )
     server = "started by the script" if proc is not None else f"already running at {url}"
     text = "\n".join(
@@ -197,14 +198,17 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `benchmarks/serve_load.py` (issue 14 part 5).",
             "",
-            f"Model: {manifest.get('model_kind')} over {manifest.get('num_items')} items (bundle {args.bundle}), beam size {manifest.get('serving', {}).get('beam_size')}; "
+            f"Model: {manifest.get('model_kind')} over {manifest.get('num_items')} items (bundle {args.bundle}), beam size "
+            f"{manifest.get('serving', {}).get('beam_size')}; "
             f"server {server}" + (f", --max-wait-ms {args.max_wait_ms}, --max-batch {args.max_batch}" if proc is not None else "") + ", 127.0.0.1, CPU.",
-            f"Requests: POST /recommend, k={args.k}, histories of {args.history_len} random items (seed {args.seed}); per level at most {args.requests} requests or {args.seconds:g} s; "
+            f"Requests: POST /recommend, k={args.k}, histories of {args.history_len} random items (seed {args.seed}); per level at most {args.requests} "
+            f"requests or {args.seconds:g} s; "
             "each client sends one request at a time; latency is the client's (request sent to answer read).",
             "",
             *rows,
             "",
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; the clients run on the same machine as the server.",
+            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; the clients run on the "
+            "same machine as the server.",
             "",
             "Command:",
             "",

@@ -356,7 +356,8 @@ def main() -> None:
         ]
         for r in model_rows:
             lines.append(
-                f"| {r['threads']} | {r['data']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['examples/step']:.0f} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} |"
+                f"| {r['threads']} | {r['data']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['examples/step']:.0f} | {r['ms/step']:.0f} | "
+                f"{r['samples/s']:.0f} | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} |"
             )
         tables.append("\n".join(lines))
     if rows:
@@ -367,7 +368,8 @@ def main() -> None:
         for r in rows:
             first = next(x for x in rows if x["threads"] == r["threads"])
             lines.append(
-                f"| {r['threads']} | {r['variant']} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {first['ms/step'] / r['ms/step']:.2f}x | {r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} | {r['compile s']:.1f} |"
+                f"| {r['threads']} | {r['variant']} | {r['ms/step']:.0f} | {r['samples/s']:.0f} | {first['ms/step'] / r['ms/step']:.2f}x | "
+                f"{r['GFLOP/step']:.2f} | {r['GFLOP/s']:.1f} | {r['peak GFLOP/s']:.1f} | {r['MFU']:.1%} | {r['compile s']:.1f} |"
             )
         tables.append("\n".join(lines))
     for table in tables:
@@ -378,14 +380,16 @@ def main() -> None:
                 f"{name}: {items} items with random distinct {args.levels}x{codebook} IDs, users of {user_items} items"
                 for name, (items, codebook, user_items) in sizes.items()
             )
-            + f"; each user's sliding-window training examples (up to {args.history}-item histories), batch {args.batch} (the trainer's sampler: packed chunks for the decoder)"
+            + f"; each user's sliding-window training examples (up to {args.history}-item histories), batch {args.batch} (the trainer's sampler: packed "
+            "chunks for the decoder)"
         )
         text = (
             "# Training-step throughput (CPU)\n\n"
             f"Command: `python benchmarks/train_step_speed.py {' '.join(sys.argv[1:])}`\n\n"
             f"Machine: {machine_line}; {datetime.date.today()}.\n\n"
             f"Setting: {shapes}. samples/s = training examples per second (a packed sequence counts as the examples it holds). "
-            "FLOPs: the matmuls (and attention products) of the forward and backward pass, summed from their shapes (FlopCounterMode on 4 of the timed batches, after the timing), "
+            "FLOPs: the matmuls (and attention products) of the forward and backward pass, summed from their shapes (FlopCounterMode on 4 of the timed "
+            "batches, after the timing), "
             "not 6 x params x tokens; peak: best float32 2048x2048 matmul at that thread count; MFU = FLOP/s / peak. "
             "Timings compare only within one run of this script.\n"
         )
@@ -397,7 +401,8 @@ def main() -> None:
             )
         if rows:
             text += (
-                "\n## The T5 items step's optimisation ladder\n\nFull 20-item histories, one example per user; each variant adds one change to the row above it; "
+                "\n## The T5 items step's optimisation ladder\n\nFull 20-item histories, one example per user; each variant adds one change to the row "
+                "above it; "
                 "speed-up is against `before` at the same thread count.\n\n" + tables[-1] + "\n"
             )
         Path(args.out).with_suffix(".md").write_text(text, encoding="utf-8")

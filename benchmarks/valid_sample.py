@@ -172,16 +172,22 @@ def main() -> None:
     table = "\n".join(lines)
     facts = [
         f"Selected epoch ({metric}, first best): all users {epochs[best_full]}, the sample {epochs[best_sample]}; "
-        f"all-user {metric} at the sample's choice {full[best_sample]:.4f} against {full[best_full]:.4f} at the best ({full[best_sample] - full[best_full]:+.4f}, {(full[best_sample] - full[best_full]) / full[best_full]:+.1%}).",
-        f"Over {args.draws} other seeded samples of {n}: the same epoch as all users in {np.mean(choices == best_full):.0%}; all-user {metric} lost by the sample's choice: "
-        f"mean {loss.mean():.4f} ({loss.mean() / full[best_full]:.1%}), 95th percentile {np.percentile(loss, 95):.4f}, worst {loss.max():.4f} ({loss.max() / full[best_full]:.1%}); "
+        f"all-user {metric} at the sample's choice {full[best_sample]:.4f} against {full[best_full]:.4f} at the best "
+        f"({full[best_sample] - full[best_full]:+.4f}, {(full[best_sample] - full[best_full]) / full[best_full]:+.1%}).",
+        f"Over {args.draws} other seeded samples of {n}: the same epoch as all users in {np.mean(choices == best_full):.0%}; all-user {metric} lost by "
+        "the sample's choice: "
+        f"mean {loss.mean():.4f} ({loss.mean() / full[best_full]:.1%}), 95th percentile {np.percentile(loss, 95):.4f}, worst {loss.max():.4f} "
+        f"({loss.max() / full[best_full]:.1%}); "
         f"epochs chosen: {', '.join(f'{epochs[i]}: {int(c)}' for i, c in enumerate(np.bincount(choices, minlength=len(epochs))) if c)}.",
         f"Standard error of the sample's {metric} at the best epoch: sd {sd:.4f} / sqrt({n}) x sqrt(1 - {n}/{n_users}) = {sd / math.sqrt(n) * fpc:.4f} "
-        f"({sd / math.sqrt(n) * fpc / full[best_full]:.1%} of {full[best_full]:.4f}); of the sampled difference between the two best epochs ({epochs[best_full]}, {epochs[second]}): "
+        f"({sd / math.sqrt(n) * fpc / full[best_full]:.1%} of {full[best_full]:.4f}); of the sampled difference between the two best epochs "
+        f"({epochs[best_full]}, {epochs[second]}): "
         f"sd {sd_diff:.4f} -> {sd_diff / math.sqrt(n) * fpc:.4f}, against an all-user difference of {full[best_full] - full[second]:.4f}.",
-        f"At {AUTO_EVAL_USERS} sampled users the same per-user sd gives a standard error of {sd / math.sqrt(AUTO_EVAL_USERS):.4f} ({sd / math.sqrt(AUTO_EVAL_USERS) / full[best_full]:.1%} of the mean) "
+        f"At {AUTO_EVAL_USERS} sampled users the same per-user sd gives a standard error of {sd / math.sqrt(AUTO_EVAL_USERS):.4f} "
+        f"({sd / math.sqrt(AUTO_EVAL_USERS) / full[best_full]:.1%} of the mean) "
         "before the finite-population factor (Beauty, 5,000 of 22,363: x 0.88).",
-        f"Time per epoch: training {train_s:.0f} s, validation on all {n_users} users {val_s:.0f} s (the sample's would be about {val_s * n / n_users:.0f} s: beam search costs per user).",
+        f"Time per epoch: training {train_s:.0f} s, validation on all {n_users} users {val_s:.0f} s (the sample's would be about "
+        f"{val_s * n / n_users:.0f} s: beam search costs per user).",
     ]
     print(table)
     print("\n".join(facts))

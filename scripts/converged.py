@@ -203,8 +203,11 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
         "",
         machine,
         "",
-        f"Seeds: {', '.join(map(str, args.seeds))}. Every method x seed: `genrec train` then `genrec evaluate` in a scratch workspace, "
-        f"params.yaml plus `seed=<seed> recommender.epochs={args.epochs} recommender.patience={args.patience}`, then the method's overrides (a method's own `recommender.epochs` wins)"
+        (
+            f"Seeds: {', '.join(map(str, args.seeds))}. Every method x seed: `genrec train` then `genrec evaluate` in a scratch workspace, "
+            f"params.yaml plus `seed=<seed> recommender.epochs={args.epochs} recommender.patience={args.patience}`, then the method's overrides (a method's "
+            "own `recommender.epochs` wins)"
+        )
         + (" and " + " ".join(f"`{s}`" for s in args.set) if args.set else "")
         + " (applied in that order; later wins). "
         "Model selection on validation NDCG@10; test metrics of the selected checkpoint.",
@@ -233,7 +236,8 @@ def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: li
             continue
         stopped = sum(bool(r.get("stopped_early")) for r in mine)
         lines.append(
-            f"| `{m.name}` | {m.label} | `{','.join(m.overrides) or '(params.yaml)'}` | {len(mine)} | {_f(_mean([r.get('best_valid_ndcg@10') for r in mine]))} | "
+            f"| `{m.name}` | {m.label} | `{','.join(m.overrides) or '(params.yaml)'}` | {len(mine)} | "
+            f"{_f(_mean([r.get('best_valid_ndcg@10') for r in mine]))} | "
             f"{_f(_mean([r.get('epochs') for r in mine]), '.1f')} | {stopped}/{len(mine)} | {_f(_mean([r.get('seconds') for r in mine]), '.0f')} |"
         )
     for name in FLOORS:
@@ -283,7 +287,8 @@ def cost_and_ids_lines(methods: list[Method], runs: list[dict[str, Any]], baseli
         "",
         "## Cost and IDs",
         "",
-        f"| method | seconds / epoch (mean) | ratio to `{baseline}` | peak RSS of train, MiB (mean) | ratio | level-1 density before -> after | level-1 entropy (bits) before -> after |",
+        f"| method | seconds / epoch (mean) | ratio to `{baseline}` | peak RSS of train, MiB (mean) | ratio | level-1 density before -> after | level-1 "
+        "entropy (bits) before -> after |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
     for m in methods:

@@ -40,7 +40,8 @@ METRICS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")
 METRIC_LABELS = {"hit@5": "H@5", "ndcg@5": "N@5", "hit@10": "H@10", "ndcg@10": "N@10"}
 BASELINE = "ce"
 SIGNIFICANCE_METRIC = "ndcg@5"
-#: Best validation NDCG@10 (reports/train/best_valid.json, the DVC metric; also in summary.json): the model-selection score, on other users' targets than the test.
+#: Best validation NDCG@10 (reports/train/best_valid.json, the DVC metric; also in summary.json):
+#: the model-selection score, on other users' targets than the test.
 VALID_METRIC = "best_valid_ndcg@10"
 
 

@@ -2,7 +2,8 @@
 
 Reads ``data/predictions/test.parquet`` (stage evaluate), ``data/processed/{items,sequences,
 test}.parquet``, ``reports/metrics.json`` and ``data/ids/item_ids.parquet`` when present (relaxed
-prefix metrics; the final IDs ``data/recommender/item_ids.parquet`` instead when a method moved them), ``reports/data_stats.md`` and ``reports/ids/analysis/`` when present. Writes to
+prefix metrics; the final IDs ``data/recommender/item_ids.parquet`` instead when a method moved
+them), ``reports/data_stats.md`` and ``reports/ids/analysis/`` when present. Writes to
 ``reports/analysis/``: ``baselines.json``, ``head_tail.{json,md,png}``,
 ``popularity_deciles.{json,png}``, ``examples.md``; and ``reports/README.md``.
 """

@@ -139,7 +139,8 @@ def read_train_sequences(paths: ArtifactPaths, n_items: int) -> list[np.ndarray]
     if values.size and (values.min() < 0 or values.max() >= n_items):
         raise InputFormatError(
             path,
-            f"train_items holds item id {int(values.max()) if values.max() >= n_items else int(values.min())} outside 0..{n_items - 1} (items.parquet); rerun the preprocess stage",
+            f"train_items holds item id {int(values.max()) if values.max() >= n_items else int(values.min())} outside 0..{n_items - 1} (items.parquet); "
+            "rerun the preprocess stage",
         )
     return np.split(values, offsets[1:-1]) if len(arrow) else []
 

@@ -53,7 +53,8 @@ def run(params: Params, root: Path) -> None:
     if missing := [s for s in range(planned) if s not in results]:
         raise ParamError(
             "finetune.slots",
-            f"{planned} tables are to be fine-tuned (the method's finetune plan, e.g. recommender.method_params.finetune_top_m) but slots {missing} are missing from {params.finetune.slots}: add them (dvc.yaml runs one finetune stage per slot)",
+            f"{planned} tables are to be fine-tuned (the method's finetune plan, e.g. recommender.method_params.finetune_top_m) but slots {missing} are "
+            f"missing from {params.finetune.slots}: add them (dvc.yaml runs one finetune stage per slot)",
         )
     done = {s: r for s, r in results.items() if r.get("tokenizer") is not None}
     if sorted(done) != list(range(planned)):

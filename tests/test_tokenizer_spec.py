@@ -62,7 +62,10 @@ def test_an_unknown_kind_is_a_param_error_listing_the_choices(tmp_path):
 
 def test_params_validation_does_not_import_torch():
     """Every command validates its params first; the specs it reads must not cost a torch import."""
-    probe = "import sys; from genrec_core.config import load_params; load_params(None, ['tokenizer.kind=rqkmeans', 'tokenizer.latent_dim=4']); print('torch' in sys.modules)"
+    probe = (
+        "import sys; from genrec_core.config import load_params; load_params(None, ['tokenizer.kind=rqkmeans', 'tokenizer.latent_dim=4']); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     )

@@ -310,7 +310,8 @@ def render_markdown(report: dict) -> str:
     """Markdown tables of the analysis JSON (``build_report``'s output)."""
     lines = [
         "# Semantic-ID analysis\n",
-        f"Reference tokenizer: `{report['reference_tokenizer']}` ({report['n_items']} items, {report['id_length']} tokens per ID, collision handling `{report['collision']}`).\n",
+        f"Reference tokenizer: `{report['reference_tokenizer']}` ({report['n_items']} items, {report['id_length']} tokens per ID, collision handling "
+        f"`{report['collision']}`).\n",
     ]
     fs = report["filtered_share"]
     lines += [
@@ -329,7 +330,8 @@ def render_markdown(report: dict) -> str:
     for lv in pg["levels"]:
         t = lv["per_token"]
         lines.append(
-            f"| {lv['level']} | {_num(lv['per_item'].get('mean', 0))} | {_num(t.get('mean', 0))} | {_num(t.get('median', 0))} | {_num(t.get('p90', 0))} | {_num(t.get('max', 0))} |"
+            f"| {lv['level']} | {_num(lv['per_item'].get('mean', 0))} | {_num(t.get('mean', 0))} | {_num(t.get('median', 0))} | {_num(t.get('p90', 0))} "
+            f"| {_num(t.get('max', 0))} |"
         )
     lines += ["", "## Codebook usage\n", "| Level | K | used | used share | perplexity | perplexity / K |", "|---|---|---|---|---|---|"]
     for u in report["codebook_usage"]:
@@ -341,7 +343,8 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {r['interval']} | {r['pairs']} | {_pct(r['first_changed'])} | {_pct(r['any_changed'])} |")
     else:
         lines.append(
-            "Only one kept tokenizer, tokenizers of independently seeded runs (`tokenizer.kept_from: seeds`), or no pair at 1, 5, 10, ... epochs apart: nothing to compare."
+            "Only one kept tokenizer, tokenizers of independently seeded runs (`tokenizer.kept_from: seeds`), or no pair at 1, 5, 10, ... epochs "
+            "apart: nothing to compare."
         )
     return "\n".join(lines) + "\n"
 

@@ -58,7 +58,8 @@ def encode_chunks(encoder, texts: list[str], normalize: bool, timer: dict | None
             bad = ~np.isfinite(vectors).all(axis=1)
             if bad.any():
                 raise EmptyResultError(
-                    f"the encoder produced NaN/inf for item {start + int(np.argmax(bad))} (with embed.dtype={getattr(encoder, 'dtype', 'float32')}, try float32)"
+                    f"the encoder produced NaN/inf for item {start + int(np.argmax(bad))} (with embed.dtype={getattr(encoder, 'dtype', 'float32')}, try "
+                    "float32)"
                 )
             yield l2_normalize(vectors) if normalize else vectors
             bar.update(len(part))

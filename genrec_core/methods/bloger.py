@@ -47,7 +47,8 @@ inputs as the unpacked path does: each chunk's items enter once, straight-throug
 example's teacher-forced decoder inputs as above; the look-ahead and the outer loss run the packed
 batch through ``functional_call`` too (``outer_batch: valid`` is collated unpacked, as validation
 always is). Not supported (ParamError): several processes (DDP), a loss strategy with a second forward pass
-(``cft``); a kept tokenizer without its decoder (older kept files) fails at start. The RQ-VAE runs in eval mode throughout (IDs are a function of its parameters; its
+(``cft``); a kept tokenizer without its decoder (older kept files) fails at start. The RQ-VAE runs
+in eval mode throughout (IDs are a function of its parameters; its
 dropout, 0 by default, is off); all its parameters are trained, codebooks included (also under
 ``codebook_update: ema``, whose EMA is not run here).
 

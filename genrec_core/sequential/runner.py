@@ -16,7 +16,8 @@ selects on ``select_metric``); at test time
 
 Outputs are the generative path's: training writes ``paths.recommender_dir/{last,best}.pt``
 (``best.pt`` holds ``model_kind``, the model's ``config`` and the params, so evaluation needs
-nothing else: ``genrec_core.recommender.checkpoint.load_recommender`` rebuilds it) and ``paths.train_reports_dir`` (dvclive, ``summary.json``); evaluation returns the
+nothing else: ``genrec_core.recommender.checkpoint.load_recommender`` rebuilds it) and
+``paths.train_reports_dir`` (dvclive, ``summary.json``); evaluation returns the
 predictions table and the metrics (``users``, hit@K/ndcg@K, ``beam_size`` = list length,
 ``model``, ``users_per_second``; no relaxed prefix metrics: these models have no semantic IDs, the
 analyse stage computes them from the ID table when one exists) for the caller to write.

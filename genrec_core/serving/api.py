@@ -254,7 +254,8 @@ class ServingModel:
             quoted = ", ".join(quote_id(m) for m in missing[:_QUOTED]) + (f" and {len(missing) - _QUOTED} more" if len(missing) > _QUOTED else "")
             raise RequestError(
                 "history",
-                f"unknown item id(s) {quoted}: not among the model's {len(index)} items (skip them with unknown='skip' / --skip-unknown / \"skip_unknown\": true)",
+                f"unknown item id(s) {quoted}: not among the model's {len(index)} items (skip them with unknown='skip' / --skip-unknown / "
+                '"skip_unknown": true)',
             )
         if missing:
             log.warning("skipping %d unknown item id(s): %s", len(missing), ", ".join(quote_id(m) for m in missing[:_QUOTED]))
@@ -350,14 +351,16 @@ class ServingModel:
         view = self._view
         if view.loaded.item_tokens is None:
             raise GenrecError(
-                f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a generative model ({', '.join(model_names('generative'))})"
+                f"a {self.kind} model scores a fixed table of item ids learnt in training: it cannot rank an unseen item; adding items needs a "
+                f"generative model ({', '.join(model_names('generative'))})"
             )
         spec = self.meta.encoder
         check_encoder_spec(spec, self.source)
         tok_path = self.meta.tokenizer_path
         if tok_path is None or not Path(tok_path).is_file():
             raise GenrecError(
-                f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace that keeps it"
+                f"{self.source}: the tokenizer that made the IDs ({self.loaded.tokenizer}) is not there ({tok_path}); export the model from a workspace "
+                "that keeps it"
             )
         new = check_new_items(items, view.catalog.index, spec["text_fields"])
         texts = render_new_texts(new, spec)

@@ -112,7 +112,8 @@ def check_replaceable(out_dir: Path, force: bool) -> None:
         raise GenrecError(f"{out_dir}: already exists and is not empty (pass --force to replace it)")
     if not is_bundle(out_dir):
         raise GenrecError(
-            f"{out_dir}: is not a genrec bundle (no {MANIFEST} of format {FORMAT!r}); --force replaces only an empty folder or a bundle: remove it yourself or choose another folder"
+            f"{out_dir}: is not a genrec bundle (no {MANIFEST} of format {FORMAT!r}); --force replaces only an empty folder or a bundle: remove it "
+            "yourself or choose another folder"
         )
 
 
@@ -194,7 +195,8 @@ def write_added_items(rec: ServingModel, bundle_dir: str | Path, out_dir: str | 
         manifest, digest = read_manifest_and_digest(bundle_dir, verify=True)
         if loaded_digest is not None and digest != loaded_digest:
             raise BundleChanged(
-                f"{bundle_dir}: the bundle on disk changed since it was loaded (another add-items, export or server saved it); not saved, so that its items are not lost: load it again and add the items to it"
+                f"{bundle_dir}: the bundle on disk changed since it was loaded (another add-items, export or server saved it); not saved, so that its "
+                "items are not lost: load it again and add the items to it"
             )
         pending = sum(len(a.indices) for a in added)
         if isinstance(manifest.get("num_items"), int) and manifest["num_items"] + pending != len(view.catalog):

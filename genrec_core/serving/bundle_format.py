@@ -137,7 +137,8 @@ def read_manifest_and_digest(path: Path, verify: bool) -> tuple[dict[str, Any], 
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(
-            f"{path}: bundle format version {version!r}, but this genrec reads version {FORMAT_VERSION}; export the model again with this version (genrec export)"
+            f"{path}: bundle format version {version!r}, but this genrec reads version {FORMAT_VERSION}; export the model again with this version "
+            "(genrec export)"
         )
     files = manifest.get("files")
     if not isinstance(files, dict) or WEIGHTS not in files or MODEL_JSON not in files or ITEMS not in files:
@@ -154,6 +155,7 @@ def read_manifest_and_digest(path: Path, verify: bool) -> tuple[dict[str, Any], 
             got = sha256_file(f)
             if got != entry.get("sha256"):
                 raise BundleError(
-                    f"{f}: sha256 {got[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...: the bundle was modified or is incomplete; export it again"
+                    f"{f}: sha256 {got[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...: the bundle was modified or is "
+                    "incomplete; export it again"
                 )
     return manifest, hashlib.sha256(raw).hexdigest()

@@ -42,7 +42,8 @@ def read_token(token_file: Path | None) -> str | None:
             return None
     if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or any(c.isspace() for c in token):
         raise GenrecError(
-            f"{source}: the token must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            f"{source}: the token must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`)"
         )
     return token
 

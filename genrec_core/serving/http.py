@@ -336,7 +336,10 @@ def create_app(
         403: {"model": ErrorBody, "description": "Writes are off (server started without --allow-writes)"},
         409: {
             "model": ErrorBody,
-            "description": "This model cannot add items (item-ID model, or no text encoder / tokenizer); or the save found the bundle changed on disk or locked by another writer",
+            "description": (
+                "This model cannot add items (item-ID model, or no text encoder / tokenizer); or the save found the bundle changed on disk "
+                "or locked by another writer"
+            ),
         },
         413: {"model": ErrorBody, "description": "Body over --max-body-bytes, or more items than --max-new-items"},
         415: {"model": ErrorBody, "description": "Body is not JSON"},

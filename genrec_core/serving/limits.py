@@ -62,7 +62,8 @@ class ServeLimits:
         if len(history) > self.max_history:
             raise RequestError(
                 "history",
-                f"{len(history)} items; at most {self.max_history} (the server's {OPTIONS['max_history']}); only the last items up to the model's window are used, so send those",
+                f"{len(history)} items; at most {self.max_history} (the server's {OPTIONS['max_history']}); only the last items up to the model's "
+                "window are used, so send those",
             )
         if isinstance(k, int) and not isinstance(k, bool) and k > self.max_k:
             raise RequestError("k", f"must be at most {self.max_k} (the server's {OPTIONS['max_k']}), got {k}")

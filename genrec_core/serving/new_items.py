@@ -121,7 +121,7 @@ def check_new_items(
         where = _where(prefix, row, lines)
 
         def bad(name: str, message: str) -> RequestError:
-            return RequestError(f"{where}: {name}" if lines is not None else f"{where}.{name}", message)
+            return RequestError(f"{where}: {name}" if lines is not None else f"{where}.{name}", message)  # noqa: B023 -- called within this pass
 
         if not isinstance(rec, Mapping):
             raise RequestError(where, f"an item must be an object with {ID_KEY!r} and {TEXT_KEY!r} or text fields, got {type(rec).__name__}")
@@ -258,7 +258,8 @@ def check_encoder_spec(spec: Mapping[str, Any] | None, where: str) -> None:
         )
     if spec.get("pca_dim"):
         raise GenrecError(
-            f"{where}: the item vectors were reduced with PCA (embed.pca_dim={spec['pca_dim']}), which the embed stage does not keep; a new item's vector cannot be made the same way"
+            f"{where}: the item vectors were reduced with PCA (embed.pca_dim={spec['pca_dim']}), which the embed stage does not keep; a new item's "
+            "vector cannot be made the same way"
         )
     if not spec.get("template"):
         raise GenrecError(f"{where}: the encoder description has no template")
@@ -330,7 +331,8 @@ def assign_new_ids(
             if codes[row, level] >= sizes[level]:
                 raise UnassignableItem(
                     row,
-                    f"its code {int(codes[row, level])} at level {level + 1} has no token in the model's vocabulary (the trained table used codes 0..{sizes[level] - 1} there)",
+                    f"its code {int(codes[row, level])} at level {level + 1} has no token in the model's vocabulary (the trained table used codes "
+                    f"0..{sizes[level] - 1} there)",
                 )
     out = np.zeros((m, len(sizes)), dtype=np.int64)
     moved = np.zeros(m, dtype=bool)

@@ -34,7 +34,8 @@ def imported_codes(item_ids: np.ndarray, source_item_ids: list[str], keys: list[
         item_id, source = missing[0]
         raise InputFormatError(
             path,
-            f"{len(missing)} of the {len(item_ids)} processed items have no ID here, e.g. item index {source!r} (item_id {item_id}); is data.raw_dir the folder the dataset was preprocessed from?",
+            f"{len(missing)} of the {len(item_ids)} processed items have no ID here, e.g. item index {source!r} (item_id {item_id}); is data.raw_dir "
+            "the folder the dataset was preprocessed from?",
         )
     return codes[[row_of[s] for s in source_item_ids]]
 

@@ -208,7 +208,8 @@ class RQVAE(nn.Module):
     def forward(self, x: torch.Tensor) -> RQVAEOutput:
         if self.decoder is None:
             raise GenrecError(
-                "this RQ-VAE has no decoder (a kept tokenizer written before kept files stored it): its loss (reconstruction + codebook + commitment) is unavailable; retrain the tokenizer to get one"
+                "this RQ-VAE has no decoder (a kept tokenizer written before kept files stored it): its loss (reconstruction + codebook + commitment) "
+                "is unavailable; retrain the tokenizer to get one"
             )
         z = self.encoder(x)
         q = self.quantizer(z)
