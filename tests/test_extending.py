@@ -98,9 +98,8 @@ def examples():
     afterwards, with the registration lines the page names done by hand."""
     from genrec_core import config
     from genrec_core.data.sources.base import SOURCES
-    from genrec_core.recommender.losses import LOSSES
-
     from genrec_core.methods import METHODS
+    from genrec_core.recommender.losses import LOSSES
     from genrec_core.recommender.model_spec import ModelSpec, register_model, unregister_model
     from genrec_core.tokenizers.spec import TOKENIZERS
 
