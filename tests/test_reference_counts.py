@@ -1,7 +1,7 @@
 """SPEC section 1 reference counts after five-core filtering, on the real datasets.
 
 Runs the preprocess stage end to end (source -> protocol -> Parquet + data_stats.json) and checks
-the counts SPEC.md and ../shared/datasets/README.md give. Skipped without ../shared, except the
+the counts docs/spec.md and ../shared/datasets/README.md give. Skipped without ../shared, except the
 PyPI check, which needs only the network (marked ``network``).
 """
 
