@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((run.name, shares))
     header = "| run | users | top-1 = last history item | top-1 in history | target in history | Hit@1 | Hit@10 |\n|---|---:|---:|---:|---:|---:|---:|"
     lines = [header] + [
-        f"| {name} | {int(s['users'])} | {s['top1_is_last_item']:.4f} | {s['top1_in_history']:.4f} | {s['target_in_history']:.4f} | {s['hit@1']:.4f} | {s['hit@10']:.4f} |"
+        f"| {name} | {int(s['users'])} | {s['top1_is_last_item']:.4f} | {s['top1_in_history']:.4f} | "
+        f"{s['target_in_history']:.4f} | {s['hit@1']:.4f} | {s['hit@10']:.4f} |"
         for name, s in rows
     ]
     table = "\n".join(lines)
