@@ -54,18 +54,21 @@ RUN_FIELDS = ("best_valid_ndcg@10", "epochs", "best_epoch", "stopped_early", "se
 
 
 @dataclass
-class Method:
+class ResultRow:
+    """One row of the results table (``--methods``/``--config`` entries: a training set-up by name,
+    not ``recommender.method``): its workspace prefix, label and overrides."""
+
     name: str
     label: str
     overrides: list[str] = field(default_factory=list)
 
 
-def default_methods() -> tuple[list[Method], list[str]]:
+def default_methods() -> tuple[list[ResultRow], list[str]]:
     """(the default methods, notes about skipped ones)."""
-    methods = [Method("tiger", "TIGER (our CPU default)")]
+    methods = [ResultRow("tiger", "TIGER (our CPU default)")]
     notes = []
     if PAPER_OVERLAY.exists():
-        methods.append(Method("tiger-paper", "TIGER (paper settings, configs/tiger-paper.yaml)", overlay_overrides(PAPER_OVERLAY)))
+        methods.append(ResultRow("tiger-paper", "TIGER (paper settings, configs/tiger-paper.yaml)", overlay_overrides(PAPER_OVERLAY)))
     else:
         notes.append(f"tiger-paper skipped: {PAPER_OVERLAY.relative_to(ROOT)} does not exist yet.")
     # The item-ID baselines keep dropout 0.1 (their usual setting and the one of reports/results.md)
@@ -73,9 +76,9 @@ def default_methods() -> tuple[list[Method], list[str]]:
     # measured for TIGER, not for them.
     baseline = ["recommender.dropout=0.1", "recommender.history_dropout=0.0"]
     methods += [
-        Method("sasrec-ce", "SASRec (full-softmax CE)", ["recommender.model=sasrec", "recommender.loss=ce", *baseline]),
-        Method("sasrec-bce", "SASRec (BCE, one sampled negative)", ["recommender.model=sasrec", "recommender.loss=bce", *baseline]),
-        Method("gru4rec-ce", "GRU4Rec (full-softmax CE)", ["recommender.model=gru4rec", "recommender.loss=ce", *baseline]),
+        ResultRow("sasrec-ce", "SASRec (full-softmax CE)", ["recommender.model=sasrec", "recommender.loss=ce", *baseline]),
+        ResultRow("sasrec-bce", "SASRec (BCE, one sampled negative)", ["recommender.model=sasrec", "recommender.loss=bce", *baseline]),
+        ResultRow("gru4rec-ce", "GRU4Rec (full-softmax CE)", ["recommender.model=gru4rec", "recommender.loss=ce", *baseline]),
     ]
     return methods, notes
 
@@ -89,13 +92,13 @@ def overlay_overrides(path: Path) -> list[str]:
     return [w for flag, w in zip(words[::2], words[1::2]) if flag == "-S"]
 
 
-def methods_from_config(path: Path) -> list[Method]:
+def methods_from_config(path: Path) -> list[ResultRow]:
     """A YAML list of ``{name, label, overrides}``; overrides: a list of ``k=v``, a ``{k: v}`` map or ``"k=v,k=v"``."""
     import yaml
 
     out = []
     for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
-        out.append(Method(str(entry["name"]), str(entry.get("label") or entry["name"]), override_list(entry.get("overrides"))))
+        out.append(ResultRow(str(entry["name"]), str(entry.get("label") or entry["name"]), override_list(entry.get("overrides"))))
     return out
 
 
@@ -109,7 +112,7 @@ def override_list(ov: Any) -> list[str]:
     return [str(o) for o in ov]
 
 
-def methods_from_args(specs: list[str], defaults: list[Method]) -> list[Method]:
+def methods_from_args(specs: list[str], defaults: list[ResultRow]) -> list[ResultRow]:
     known = {m.name: m for m in defaults}
     out = []
     for text in specs:
@@ -121,7 +124,7 @@ def methods_from_args(specs: list[str], defaults: list[Method]) -> list[Method]:
                 raise SystemExit(f"--methods: {name!r} is not a default method ({', '.join(known)}); give NAME=key=value,...")
             out.append(known[name])
         else:
-            out.append(Method(name, known[name].label if name in known else name, ov))
+            out.append(ResultRow(name, known[name].label if name in known else name, ov))
     return out
 
 
@@ -192,7 +195,7 @@ def _f(v: float, fmt: str = ".4f") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def markdown(table, methods: list[Method], runs: list[dict[str, Any]], notes: list[str], failures: list[str], args, command: str, machine: str) -> str:
+def markdown(table, methods: list[ResultRow], runs: list[dict[str, Any]], notes: list[str], failures: list[str], args, command: str, machine: str) -> str:
     from genrec_core.evaluation.significance import to_markdown
 
     labels = {**{m.name: m.label for m in methods}, **FLOOR_LABELS}
@@ -271,7 +274,7 @@ def run_extras(summary: dict[str, Any], record: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def cost_and_ids_lines(methods: list[Method], runs: list[dict[str, Any]], baseline: str) -> list[str]:
+def cost_and_ids_lines(methods: list[ResultRow], runs: list[dict[str, Any]], baseline: str) -> list[str]:
     """A section on runs with IDs that move (BLOGER): cost per epoch and peak memory against the
     baseline, level-1 codebook density / entropy (bits) before and after; none without such runs."""
     if not any("density_1_before" in r for r in runs):

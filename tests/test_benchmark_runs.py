@@ -213,7 +213,7 @@ def test_assemble_without_baseline_runs_has_no_p_values():
 
 
 def test_methods_from_args_and_config(tmp_path):
-    defaults = [converged.Method("tiger", "TIGER (our CPU default)"), converged.Method("sasrec-ce", "SASRec", ["recommender.model=sasrec"])]
+    defaults = [converged.ResultRow("tiger", "TIGER (our CPU default)"), converged.ResultRow("sasrec-ce", "SASRec", ["recommender.model=sasrec"])]
     got = converged.methods_from_args(["tiger", "sasrec-ce=recommender.model=sasrec,recommender.loss=ce", "x=seed=1"], defaults)
     assert [(m.name, m.label, m.overrides) for m in got] == [
         ("tiger", "TIGER (our CPU default)", []),
@@ -346,7 +346,7 @@ def test_cost_and_ids_section_of_runs_with_moving_ids():
     }
     base = converged.run_extras({"seconds": 40.0, "epochs": 4}, {"peak_rss_mb": {"train": 600.0}})
     runs_ = [{"method": "fixed", **base}, {"method": "bloger", **extras}]
-    methods = [converged.Method("fixed", "Fixed"), converged.Method("bloger", "BLOGER")]
+    methods = [converged.ResultRow("fixed", "Fixed"), converged.ResultRow("bloger", "BLOGER")]
     lines = converged.cost_and_ids_lines(methods, runs_, "fixed")
     assert "| `bloger` | 25.0 | 2.50 | 900 | 1.50 | 0.500 -> 0.750 | 5.000 -> 5.500 |" in lines
     assert "| `fixed` | 10.0 | 1.00 | 600 | 1.00 | (fixed IDs) | (fixed IDs) |" in lines
