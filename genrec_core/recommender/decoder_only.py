@@ -37,6 +37,7 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from genrec_core.config import RecommenderParams
+from genrec_core.recommender.item_embedding import ItemEmbedding
 from genrec_core.recommender.model import GenerativeRecommender, SemanticIdRanking, level_token_mask, pool_item_embeddings
 from genrec_core.recommender.packing import Packing, packed_attention
 from genrec_core.recommender.vocab import EOS, PAD, SemanticIdVocab
@@ -99,6 +100,8 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         self.level_softmax = bool(params.level_softmax)
         self.llama = LlamaForCausalLM(build_llama_config(params, vocab))
         self.embed_dropout = nn.Dropout(params.dropout)
+        # recommender.item_embedding: a vector per item beside its ID tokens (sized by set_items)
+        self.item_embedding = ItemEmbedding(params.d_model, self.llama.config.vocab_size) if params.item_embedding else None
         self.register_buffer("level_mask", level_token_mask(vocab), persistent=False)
         self._cache_kwarg = _cache_kwarg()
 
@@ -115,10 +118,20 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         distributions are embedded as ``probs @ token_embedding``."""
         return self.llama.get_input_embeddings().weight
 
+    def set_items(self, item_tokens: torch.Tensor) -> None:
+        """``SemanticIdRanking.set_items``; also indexes the items for ``recommender.item_embedding``."""
+        super().set_items(item_tokens)
+        if self.item_embedding is not None:
+            self.item_embedding.set_items(item_tokens)
+
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[B, S] token ids or [B, S, L] per-item token groups -> [B, S, d]."""
+        """[B, S] token ids or [B, S, L] per-item token groups -> [B, S, d] (a group: the sum of
+        its tokens' embeddings, plus the item's own vector with ``recommender.item_embedding``)."""
         emb = self.llama.get_input_embeddings()(input_ids)
-        return emb.sum(dim=-2) if input_ids.dim() == 3 else emb
+        if input_ids.dim() != 3:
+            return emb
+        emb = emb.sum(dim=-2)
+        return emb if self.item_embedding is None else emb + self.item_embedding(input_ids)
 
     def run(self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache | None = None) -> torch.Tensor:
         """Final hidden states [B, T, d] of ``embeds`` [B, T, d] (after the ``cache``'s positions, if any)."""

@@ -51,6 +51,7 @@ class ModelSpec:
     label: str  # the trained model's row in the analyse reports
     model: str  # "module:Class" (see the module docstring for how each family builds it)
     packs: bool = False  # has a packed forward: recommender.pack_examples applies (the others ignore it)
+    item_embedding: bool = False  # supports recommender.item_embedding (a vector per item beside its semantic ID)
     aliases: tuple[str, ...] = ()  # older names still accepted in params and stored checkpoints
     check: Callable[[Any, str], None] | None = None  # check(recommender_params, prefix): constraints of this model (raise ParamError)
     loader: str | None = None  # "module:function" loading its checkpoint; None = its family's (FAMILY_LOADERS)
@@ -152,6 +153,7 @@ register_model(
         "Decoder-only over semantic IDs",
         "genrec_core.recommender.decoder_only:DecoderOnlyRecommender",
         packs=True,
+        item_embedding=True,
         check=_rope_needs_even_head_dim,
     )
 )
