@@ -59,7 +59,10 @@ def make_setting(
         codes.add(tuple(int(rng.integers(0, s)) for s in level_sizes))
     items = torch.as_tensor(vocab.codes_to_tokens(np.array(sorted(codes))))
     torch.manual_seed(seed)
-    params = dataclasses.replace(base or RecommenderParams(), model=model_kind, encoder_input=encoder_input, pack_examples=0, user_tokens=0)
+    # item_embedding off: random IDs without an item table (one lookup per history item when on)
+    params = dataclasses.replace(
+        base or RecommenderParams(), model=model_kind, encoder_input=encoder_input, pack_examples=0, user_tokens=0, item_embedding=False
+    )
     model = build_generative_model(params, vocab).eval()
     hist = items[torch.as_tensor(rng.integers(0, n_items, size=(n_users, history)))]  # [U, H, L]
     if encoder_input == "tokens":

@@ -332,9 +332,10 @@ def step_beam(args, work: Path) -> dict:
     from genrec_core.recommender.data import ExampleArrays, SequenceEncoder
     from genrec_core.recommender.interface import rank_examples
     from genrec_core.recommender.model import build_generative_model
+    from genrec_core.training import resolve_item_embedding
 
     params = load(args)
-    rp = params.recommender
+    rp, _ = resolve_item_embedding(params.recommender)
     vocab, tokens = _item_tokens(work, args.ids_from)
     log = np.load(work / "log.npz")
     offsets, items = log["offsets"], log["items"]

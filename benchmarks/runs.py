@@ -30,6 +30,7 @@ wiped first; one with the same key but unfinished is rerun in place (the trainer
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -214,8 +215,11 @@ def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = ()
     restates the file's value do not change it; any effective value does. ``sections``: only
     these params sections (a build of the upstream stages reads no other)."""
     from genrec_core.config import load_params, params_record
+    from genrec_core.training import resolve_item_embedding
 
-    resolved = params_record(load_params(params_file, list(overrides)))  # the tokenizer section flat, as before kind_params
+    params = load_params(params_file, list(overrides))
+    params = dataclasses.replace(params, recommender=resolve_item_embedding(params.recommender)[0])  # item_embedding auto: what it means for this run
+    resolved = params_record(params)  # the tokenizer section flat, as before kind_params
     resolved["data"].pop("cache_dir", None)  # where verified downloads are cached: not what a run computes (a clone elsewhere shares its runs)
     if sections is not None:
         resolved = {k: v for k, v in resolved.items() if k in sections}

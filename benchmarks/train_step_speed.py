@@ -60,6 +60,7 @@ from genrec_core.recommender.losses import LossContext, build_loss  # noqa: E402
 from genrec_core.recommender.model import GenerativeRecommender, build_generative_model  # noqa: E402
 from genrec_core.recommender.trainer import Trainer  # noqa: E402
 from genrec_core.recommender.vocab import SemanticIdVocab  # noqa: E402
+from genrec_core.training import resolve_item_embedding  # noqa: E402
 
 VARIANTS = ("before", "+fused", "+level_softmax", "+dropout0", "+compile")
 #: --models: name -> (recommender.model, recommender.encoder_input)
@@ -123,6 +124,7 @@ def model_trainer(name: str, base: RecommenderParams, vocab, tokens, examples, t
     """A trainer of model ``name`` (MODELS) with the project's params otherwise."""
     kind, encoder_input = MODELS[name]
     params = dataclasses.replace(base, model=kind, encoder_input=encoder_input, batch_size=batch, epochs=1, threads=0, device="cpu", max_eval_users=0)
+    params, _ = resolve_item_embedding(params)
     params.validate()
     torch.manual_seed(seed)
     model = build_generative_model(params, vocab, tokens)

@@ -221,9 +221,10 @@ class RecommenderParams:
     # decoder_only (items input): train up to n consecutive examples of a user as one sequence that
     # holds their items once (recommender/packing.py); 0 = one sequence per example; the other models ignore it
     pack_examples: int = 0
-    # decoder_only, items input, method plain: add a learned vector per item to each history item's input (its identity beside
-    # its semantic ID; recommender/item_embedding.py); a deviation from SPEC 4, where the input is the ID tokens only
-    item_embedding: bool = False
+    # add a learned vector per item to each history item's input (its identity beside its semantic ID;
+    # recommender/item_embedding.py), a deviation from SPEC 4, where the input is the ID tokens only: true | false | auto (on where
+    # available: a model that has it, items input, a method training on one fixed ID table; training.resolve_item_embedding)
+    item_embedding: bool | str = False
     pack_order: str = "random"  # packed batches: random | length (chunks of one size together) | auto (length when random ones are > 25% padding; params.yaml)
     loss: str = "ce"  # a registered loss strategy (genrec_core.recommender.losses)
     loss_params: dict[str, Any] = field(default_factory=dict)
@@ -305,14 +306,14 @@ class RecommenderParams:
                 f"{prefix}.pack_examples",
                 "cannot be combined with user_tokens (the user token's distance to a packed example's target varies)",
             )
-        if self.item_embedding:
+        _check(
+            isinstance(self.item_embedding, bool) or self.item_embedding == "auto",
+            f"{prefix}.item_embedding",
+            f"must be true, false or auto, got {self.item_embedding!r}",
+        )
+        if self.item_embedding is True and spec.generative:  # the item-ID models have a vector per item anyway
             _check(spec.item_embedding, f"{prefix}.item_embedding", f"is not available for model {self.model!r} (decoder_only has it)")
             _check(self.encoder_input == "items", f"{prefix}.item_embedding", f"needs encoder_input: items, got {self.encoder_input!r}")
-            _check(
-                self.method == "plain",
-                f"{prefix}.item_embedding",
-                f"needs method plain (one fixed ID table to find items by; {self.method!r} changes or mixes the IDs)",
-            )
         _check(self.pack_order in ("auto", "random", "length"), f"{prefix}.pack_order", f"must be auto, random or length, got {self.pack_order!r}")
         _check(self.precision in ("auto", "float32", "bfloat16"), f"{prefix}.precision", f"must be auto, float32 or bfloat16, got {self.precision!r}")
         _check(self.threads >= 0, f"{prefix}.threads", f"must be >= 0 (0 = torch's default), got {self.threads}")

@@ -26,6 +26,14 @@ def validate_everything(params: Params) -> Params:
     params.validate()
     rp = params.recommender
     check_method_params(rp.method, rp.method_params)
+    if rp.item_embedding is True and rp.model in GENERATIVE_KINDS:
+        from genrec_core.methods import method_class
+
+        _check(
+            method_class(rp.method).fixed_item_ids,
+            "recommender.item_embedding",
+            f"needs a method that trains on one fixed ID table to find items by; {rp.method!r} mixes or changes the IDs (use auto or false)",
+        )
     if rp.model in GENERATIVE_KINDS:
         from genrec_core.recommender.losses import check_loss_params
 

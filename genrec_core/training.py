@@ -81,6 +81,29 @@ def is_item_id_model(name: str) -> bool:
     return model_spec(name).family == "item_id"
 
 
+def resolve_item_embedding(rp: RecommenderParams) -> tuple[RecommenderParams, str | None]:
+    """``rp`` with ``recommender.item_embedding: auto`` made true or false, and a log line saying
+    which and why (None when it was given). Auto turns it on where it can find items: a model that
+    has it (``ModelSpec.item_embedding``), one position per history item (``encoder_input: items``),
+    and a method that trains on one fixed ID table (``Method.fixed_item_ids``)."""
+    if rp.item_embedding != "auto":
+        return rp, None
+    from genrec_core.methods import method_class
+
+    spec = model_spec(rp.model)
+    missing = [
+        why
+        for ok, why in (
+            (spec.item_embedding, f"model {rp.model} has none"),
+            (rp.encoder_input == "items", f"encoder_input {rp.encoder_input}"),
+            (method_class(rp.method).fixed_item_ids, f"method {rp.method} mixes or changes the IDs"),
+        )
+        if not ok
+    ]
+    line = "recommender.item_embedding auto: " + ("on (a learned vector per item beside its semantic ID)" if not missing else f"off ({'; '.join(missing)})")
+    return dataclasses.replace(rp, item_embedding=not missing), line if spec.generative else None
+
+
 def build_training(
     params: Params,
     paths: ArtifactPaths,
@@ -106,7 +129,9 @@ def build_training(
     params, the tokenizer and the input files. A fine-tuning passes its ``ids`` (which table),
     ``init_state`` (the pre-trained weights), its own folders, ``fingerprint`` and
     ``checkpoint_meta`` additions, and ``use_dvclive=False`` (one dvclive run per pipeline)."""
-    rp = recommender or params.recommender
+    rp, chosen = resolve_item_embedding(recommender or params.recommender)
+    if chosen:
+        log.info(chosen)
     if is_item_id_model(rp.model):
         return _build_item_id(params, paths, rp, checkpoint_dir, reports_dir, use_dvclive, progress)
     return _build_generative(

@@ -122,6 +122,19 @@ def test_an_upstream_build_digest_covers_only_the_upstream_sections(tmp_path):
     assert runs.params_digest(a, ["data.cache_dir=/elsewhere/raw"]) == runs.params_digest(a)
 
 
+def test_the_digest_reads_item_embedding_auto_as_what_it_resolves_to(tmp_path):
+    """auto is on for the decoder-only plain default and off for a method that mixes ID tables: a
+    workspace made with the value auto chose is the same run (a copy of params.yaml from before the
+    param resolves to false)."""
+    auto, old = tmp_path / "auto.yaml", tmp_path / "old.yaml"
+    auto.write_text("recommender:\n  model: decoder_only\n  encoder_input: items\n  item_embedding: auto\n")
+    old.write_text("recommender:\n  model: decoder_only\n  encoder_input: items\n")
+    assert runs.params_digest(auto) == runs.params_digest(old, ["recommender.item_embedding=true"])
+    assert runs.params_digest(auto, ["recommender.item_embedding=false"]) == runs.params_digest(old)
+    assert runs.params_digest(auto, ["recommender.method=mtgrec"]) == runs.params_digest(old, ["recommender.method=mtgrec"])
+    assert runs.params_digest(auto) != runs.params_digest(old)
+
+
 def test_reuse_of_a_workspace_recorded_with_the_old_file_hash(tmp_path, fake_project):
     """Records from before the params digest hold the file's sha256; the workspace's params copy decides."""
     params = fake_project / "params.yaml"

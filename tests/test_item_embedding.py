@@ -14,13 +14,15 @@ import torch
 from test_decoder_only import make_trainer, small_params
 from test_packing import TOKENS, VOCAB, frame, model, windows
 
-from genrec_core.config import RecommenderParams
+from genrec_core.config import Params, RecommenderParams
 from genrec_core.errors import ParamError
+from genrec_core.params_validation import validate_everything
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame
 from genrec_core.recommender.item_embedding import ItemEmbedding
 from genrec_core.recommender.model import build_generative_model
 from genrec_core.recommender.packing import linked_examples, pack_batch
 from genrec_core.recommender.vocab import EOS, PAD
+from genrec_core.training import resolve_item_embedding
 
 
 def randomised(net, seed: int = 5):
@@ -144,14 +146,42 @@ def test_training_moves_the_trained_items_only(tmp_path):
     [
         (dict(model="t5"), "not available for model 't5'"),
         (dict(encoder_input="tokens", pack_examples=0), "needs encoder_input: items"),
-        (dict(method="mtgrec"), "needs method plain"),
-        (dict(method="bloger"), "needs method plain"),
+        (dict(item_embedding="yes"), "must be true, false or auto"),
+        (dict(method="mtgrec"), "mixes or changes the IDs"),
+        (dict(method="bloger"), "mixes or changes the IDs"),
     ],
 )
 def test_the_option_is_refused_where_items_cannot_be_found(kw, needle):
-    params = dict(model="decoder_only", encoder_input="items", item_embedding=True)
-    params.update(kw)
+    """At start (``validate_everything``, what every command runs): by name of the param."""
+    rp = dict(model="decoder_only", encoder_input="items", item_embedding=True)
+    rp.update(kw)
     with pytest.raises(ParamError, match="recommender.item_embedding") as err:
-        RecommenderParams(**params).validate()
+        validate_everything(Params(recommender=RecommenderParams(**rp)))
     assert needle in str(err.value)
-    RecommenderParams(**{**params, "item_embedding": False}).validate()
+    if kw.get("item_embedding") != "yes":
+        validate_everything(Params(recommender=RecommenderParams(**{**rp, "item_embedding": "auto"})))  # auto: off there, no error
+
+
+@pytest.mark.parametrize(
+    "kw, on, why",
+    [
+        (dict(), True, "on (a learned vector per item"),
+        (dict(method="tiger"), True, "on"),  # plain's old name
+        (dict(method="mtgrec"), False, "method mtgrec mixes or changes the IDs"),
+        (dict(method="bloger"), False, "method bloger mixes or changes the IDs"),
+        (dict(model="t5"), False, "model t5 has none"),
+        (dict(encoder_input="tokens", pack_examples=0), False, "encoder_input tokens"),
+    ],
+)
+def test_auto_turns_it_on_where_items_can_be_found_and_says_why_not_elsewhere(kw, on, why):
+    rp = RecommenderParams(**{**dict(model="decoder_only", encoder_input="items", item_embedding="auto"), **kw})
+    resolved, line = resolve_item_embedding(rp)
+    assert resolved.item_embedding is on and why in line
+    assert resolve_item_embedding(resolved) == (resolved, None)  # a given value stays as it is
+    sasrec, line = resolve_item_embedding(RecommenderParams(model="sasrec", item_embedding="auto"))
+    assert sasrec.item_embedding is False and line is None  # item-ID models: nothing to say
+
+
+def test_a_model_refuses_an_unresolved_auto():
+    with pytest.raises(ValueError, match="resolve auto first"):
+        model(item_embedding="auto")

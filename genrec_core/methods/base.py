@@ -101,6 +101,9 @@ class Method:
     name: ClassVar[str] = ""
     #: every accepted ``recommender.method_params`` key with its default (values keep its type)
     param_defaults: ClassVar[dict[str, Any]] = {}
+    #: True: the model trains on one ID table that stays fixed, so an item can be found by its ID
+    #: (``recommender.item_embedding``); a method that mixes several tables or changes the IDs says False
+    fixed_item_ids: ClassVar[bool] = True
 
     def __init__(self, context: MethodContext, **params: Any):
         self.params = self.check_params(params)

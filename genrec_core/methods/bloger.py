@@ -158,6 +158,7 @@ def peak_rss_mb() -> float:
 class BlogerMethod(Method):
     """Bi-level (or joint) training of a runtime RQ-VAE tokenizer and the recommender (module docstring)."""
 
+    fixed_item_ids = False  # the IDs change with the tokenizer
     param_defaults = {
         "mode": "bilevel",
         "surgery": "projection",

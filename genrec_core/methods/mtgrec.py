@@ -142,6 +142,7 @@ def stage_end_steps(total_steps: int, steps_per_epoch: int, warmup: float, stage
 class MTGRecMethod(Method):
     """Per-example tokenizer sampling from p, influence-driven p updates at stage ends (module docstring)."""
 
+    fixed_item_ids = False  # several ID tables at once
     param_defaults = {
         "warmup": 0.3,
         "stage_length": 0.1,

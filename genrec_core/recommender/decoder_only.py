@@ -101,6 +101,8 @@ class DecoderOnlyRecommender(SemanticIdRanking, nn.Module):
         self.llama = LlamaForCausalLM(build_llama_config(params, vocab))
         self.embed_dropout = nn.Dropout(params.dropout)
         # recommender.item_embedding: a vector per item beside its ID tokens (sized by set_items)
+        if params.item_embedding not in (True, False):
+            raise ValueError(f"recommender.item_embedding {params.item_embedding!r}: resolve auto first (genrec_core.training.resolve_item_embedding)")
         self.item_embedding = ItemEmbedding(params.d_model, self.llama.config.vocab_size) if params.item_embedding else None
         self.register_buffer("level_mask", level_token_mask(vocab), persistent=False)
         self._cache_kwarg = _cache_kwarg()
