@@ -182,6 +182,19 @@ def test_auto_turns_it_on_where_items_can_be_found_and_says_why_not_elsewhere(kw
     assert sasrec.item_embedding is False and line is None  # item-ID models: nothing to say
 
 
+def test_the_fingerprint_ignores_the_option_where_it_changes_nothing(tmp_path):
+    """Off (or auto on a model without it, e.g. SASRec) is the training before the param: old
+    last.pt files resume; on is another run."""
+    from genrec_core.recommender.fingerprint import fingerprint
+
+    def fp(**kw):
+        return fingerprint(Params(recommender=RecommenderParams(**kw)), "t", {})[0]
+
+    assert fp(model="sasrec", item_embedding="auto") == fp(model="sasrec", item_embedding=False) == fp(model="sasrec")
+    assert fp(model="decoder_only", encoder_input="items", item_embedding=False) == fp(model="decoder_only", encoder_input="items")
+    assert fp(model="decoder_only", encoder_input="items", item_embedding=True) != fp(model="decoder_only", encoder_input="items")
+
+
 def test_a_model_refuses_an_unresolved_auto():
     with pytest.raises(ValueError, match="resolve auto first"):
         model(item_embedding="auto")

@@ -33,8 +33,8 @@ def fingerprint(params: Params, tokenizer: str, files: dict[str, Path]) -> tuple
         rec.pop("pack_examples")
     if rec.get("pack_order") == "random" or "pack_examples" not in rec:  # random packed batches (before the param), or unpacked
         rec.pop("pack_order", None)
-    if not rec.get("item_embedding", True):  # no item vectors (before the param)
-        rec.pop("item_embedding")
+    if not spec.item_embedding or not rec.get("item_embedding", True):  # no item vectors (before the param), or a model without them
+        rec.pop("item_embedding", None)
     if rec.get("precision") == "auto":  # and the default autocast (float32 on a CPU, as before the param)
         rec.pop("precision")
     info: dict[str, Any] = {f"recommender.{k}": v for k, v in rec.items()}
