@@ -310,6 +310,17 @@ def finetune_final_ids(params: Params, paths: ArtifactPaths, run: TrainingRun, s
     return out
 
 
+def slot_finetune_recipe(rp: RecommenderParams) -> RecommenderParams:
+    """The recommender params of a finetune slot: the method's recipe (``Method.finetune_params``,
+    plain training) over the pre-training's params with ``item_embedding`` as the pre-training
+    resolved it, so that the fine-tuned model has the pre-trained one's parameters (MTGRec under
+    auto: none, although plain training alone would have them)."""
+    from genrec_core.methods import method_class
+
+    pretraining, _ = resolve_item_embedding(rp)
+    return method_class(pretraining.method).finetune_params(pretraining)
+
+
 def build_slot_finetuning(params: Params, paths: ArtifactPaths, slot: int, table: int) -> TrainingRun:
     """The finetune stage's run of ``slot``: the method's fine-tuning recipe
     (``Method.finetune_params``) from the pre-trained ``data/recommender/best.pt`` on table
@@ -322,7 +333,7 @@ def build_slot_finetuning(params: Params, paths: ArtifactPaths, slot: int, table
     pretrained = paths.recommender_dir / BEST
     if not pretrained.exists():
         raise MissingInputError(pretrained, "the pre-trained model; run the train stage first")
-    recipe = method_class(params.recommender.method).finetune_params(params.recommender)
+    recipe = slot_finetune_recipe(params.recommender)
     item_ids, tables, _ = read_ids(paths, params.recommender.tokenizer)
     names = list(tables)
     ids = dataclasses.replace(method_class(recipe.method).prepare_ids(params, paths, item_ids, tables, names[table]), extra={})

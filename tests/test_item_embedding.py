@@ -195,6 +195,17 @@ def test_the_fingerprint_ignores_the_option_where_it_changes_nothing(tmp_path):
     assert fp(model="decoder_only", encoder_input="items", item_embedding=True) != fp(model="decoder_only", encoder_input="items")
 
 
+def test_a_finetune_slot_keeps_what_the_pre_training_had():
+    """MTGRec's slots fine-tune with plain training; under auto they must stay without item vectors,
+    as the pre-trained model whose weights they load."""
+    from genrec_core.training import slot_finetune_recipe
+
+    rp = RecommenderParams(model="decoder_only", encoder_input="items", item_embedding="auto", method="mtgrec")
+    recipe = slot_finetune_recipe(rp)
+    assert recipe.method == "plain" and recipe.item_embedding is False
+    assert resolve_item_embedding(recipe) == (recipe, None)
+
+
 def test_a_model_refuses_an_unresolved_auto():
     with pytest.raises(ValueError, match="resolve auto first"):
         model(item_embedding="auto")
