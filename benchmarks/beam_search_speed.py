@@ -63,6 +63,8 @@ def make_setting(
     params = dataclasses.replace(
         base or RecommenderParams(), model=model_kind, encoder_input=encoder_input, pack_examples=0, user_tokens=0, item_embedding=False
     )
+    if params.dropout == "auto":  # ranking only: dropout is off in eval mode anyway
+        params = dataclasses.replace(params, dropout=0.0)
     model = build_generative_model(params, vocab).eval()
     hist = items[torch.as_tensor(rng.integers(0, n_items, size=(n_users, history)))]  # [U, H, L]
     if encoder_input == "tokens":

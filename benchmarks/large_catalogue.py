@@ -327,6 +327,8 @@ def step_trie(args, work: Path) -> dict:
 
 
 def step_beam(args, work: Path) -> dict:
+    import dataclasses
+
     import torch
 
     from genrec_core.recommender.data import ExampleArrays, SequenceEncoder
@@ -336,6 +338,7 @@ def step_beam(args, work: Path) -> dict:
 
     params = load(args)
     rp, _ = resolve_item_embedding(params.recommender)
+    rp = dataclasses.replace(rp, dropout=0.0) if rp.dropout == "auto" else rp  # ranking only: dropout is off in eval mode anyway
     vocab, tokens = _item_tokens(work, args.ids_from)
     log = np.load(work / "log.npz")
     offsets, items = log["offsets"], log["items"]

@@ -8,7 +8,9 @@ Usage (repository root, venv active):
 Each ``--run NAME=DIR`` is a workspace with ``data/processed`` and ``data/recommender/best.pt`` (a
 ``genrec train`` of the generative model). Its best checkpoint ranks five sets of one example per
 user, all built from ``data/processed/sequences.parquet`` with the run's history window H
-(``data.max_items``), train = the user's training items, v = validation item, t = test item:
+(``data.max_items``); ``NAME=DIR::last`` ranks with the weights of the run's ``last.pt`` instead
+(the model where training stopped, past the selected epoch). Train = the user's training items,
+v = validation item, t = test item:
 
 * ``train last``: ``train[:-1][-H:] -> train[-1]``, a training example (recited if memorised);
 * ``valid``: ``train[-H:] -> v``, the validation split itself;
@@ -44,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from genrec_core.config import load_params  # noqa: E402
 from genrec_core.recommender.checkpoint import load_recommender  # noqa: E402
+from genrec_core.recommender.checkpoint_format import read_weights  # noqa: E402
 from genrec_core.recommender.data import ExampleArrays, SequenceEncoder  # noqa: E402
 from genrec_core.recommender.interface import rank_examples  # noqa: E402
 from genrec_core.recommender.trainer import validation_metrics  # noqa: E402
@@ -74,46 +77,60 @@ def probe_examples(sequences: pl.DataFrame, window: int) -> dict[str, ExampleArr
     }
 
 
-def probe_run(workspace: Path, beam_size: int, batch_size: int) -> dict[str, dict[str, float]]:
+def probe_run(workspace: Path, beam_size: int, batch_size: int, cases: tuple[str, ...] = CASES, weights: str = "best") -> dict[str, dict[str, float]]:
     params = load_params(workspace / "params.yaml")
     loaded = load_recommender(workspace / "data" / "recommender" / "best.pt", "cpu")
+    if weights == "last":  # best.pt frames the model (params, IDs); last.pt's training state holds the weights
+        loaded.model.load_state_dict(read_weights(workspace / "data" / "recommender" / "last.pt"))
     p = loaded.params
     encoder = SequenceEncoder.for_recommender(loaded.item_tokens, p, loaded.vocab)
     sequences = pl.read_parquet(workspace / "data" / "processed" / "sequences.parquet")
     out = {}
     for case, examples in probe_examples(sequences, params.data.max_items).items():
+        if case not in cases:
+            continue
         items, _ = rank_examples(loaded.model, examples, encoder.collate, beam_size, batch_size)
-        out[case] = validation_metrics(items, examples.targets)
+        out[case] = {**validation_metrics(items, examples.targets), "users": len(examples.targets)}
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", action="append", required=True, metavar="NAME=DIR", help="a trained workspace (repeatable)")
+    ap.add_argument("--run", action="append", required=True, metavar="NAME=DIR[::last]", help="a trained workspace (repeatable)")
     ap.add_argument("--beam-size", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--out", default=None, help="write <out>.md and <out>.csv")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of the cases (large datasets: each case ranks every user)")
     args = ap.parse_args(argv)
+    cases = tuple(c.strip() for c in args.cases.split(","))
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise SystemExit(f"--cases: unknown {', '.join(map(repr, unknown))}; known: {', '.join(CASES)}")
 
     rows = []
     for spec in args.run:
         name, _, directory = spec.partition("=")
-        if not directory:
-            raise SystemExit(f"--run {spec!r}: expected NAME=DIR")
+        directory, _, weights = directory.partition("::")
+        if not directory or weights not in ("", "best", "last"):
+            raise SystemExit(f"--run {spec!r}: expected NAME=DIR or NAME=DIR::last")
         start = time.perf_counter()
-        metrics = probe_run(Path(directory), args.beam_size, args.batch_size)
-        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        for case in CASES:
-            rows.append({"run": name, "workspace": directory, "case": case, **{k: round(v, 4) for k, v in metrics[case].items()}})
+        metrics = probe_run(Path(directory), args.beam_size, args.batch_size, cases, weights or "best")
+        # each run as it finishes: a probe of a large dataset takes minutes per case
+        summary = ", ".join(f"{c} {m['hit@10']:.4f} / {m['ndcg@10']:.4f}" for c, m in metrics.items())
+        print(f"{name}: {time.perf_counter() - start:.1f} s; H@10 / N@10: {summary}", file=sys.stderr, flush=True)
+        for case in cases:
+            rounded = {k: v if k == "users" else round(v, 4) for k, v in metrics[case].items()}
+            rows.append({"run": name, "workspace": directory, "weights": weights or "best", "case": case, **rounded})
 
-    header = "| run | " + " | ".join(f"{c} H@10 / N@10" for c in CASES) + " | test / valid H@10 | train last / test H@10 |"
-    lines = [header, "|---|" + "---:|" * (len(CASES) + 2)]
+    ratios = [("test / valid H@10", "test", "valid"), ("train last / test H@10", "train last", "test")]
+    ratios = [r for r in ratios if r[1] in cases and r[2] in cases]
+    header = "| run | " + " | ".join([f"{c} H@10 / N@10" for c in cases] + [r[0] for r in ratios]) + " |"
+    lines = [header, "|---|" + "---:|" * (len(cases) + len(ratios))]
     for name in dict.fromkeys(r["run"] for r in rows):
         by_case = {r["case"]: r for r in rows if r["run"] == name}
-        cells = [f"{by_case[c]['hit@10']:.4f} / {by_case[c]['ndcg@10']:.4f}" for c in CASES]
-        ratio = by_case["test"]["hit@10"] / max(by_case["valid"]["hit@10"], 1e-12)
-        recite = by_case["train last"]["hit@10"] / max(by_case["test"]["hit@10"], 1e-12)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} | {recite:.2f} |")
+        cells = [f"{by_case[c]['hit@10']:.4f} / {by_case[c]['ndcg@10']:.4f}" for c in cases]
+        cells += [f"{by_case[a]['hit@10'] / max(by_case[b]['hit@10'], 1e-12):.2f}" for _, a, b in ratios]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:
@@ -126,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
             f"Command: `{command}`",
             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. Beam {args.beam_size}.",
             "",
-            "One example per user (943 on ml-100k); the cases are defined in the docstring of benchmarks/memorization.py.",
+            f"One example per user with >= 2 training items ({rows[0]['users']} in the first run);"
+            " the cases are defined in the docstring of benchmarks/memorization.py.",
             "",
             table,
             "",

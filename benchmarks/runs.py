@@ -209,21 +209,40 @@ def tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = (), sections: tuple[str, ...] | None = None) -> str:
+def params_digest(params_file: Path, overrides: list[str] | tuple[str, ...] = (), sections: tuple[str, ...] | None = None, data: Path | None = None) -> str:
     """sha256 of the params a run resolves to (the file, then its overrides; every key, defaults
     filled in): comments, key order, keys added at their default values and an override that
     restates the file's value do not change it; any effective value does. ``sections``: only
-    these params sections (a build of the upstream stages reads no other)."""
+    these params sections (a build of the upstream stages reads no other). ``data``: the project
+    root whose ``data/processed`` the run trains on, from which ``dropout: auto`` is resolved under
+    ``epochs: auto`` (without it, or before that folder exists, it stays ``auto``)."""
     from genrec_core.config import load_params, params_record
     from genrec_core.training import resolve_item_embedding
 
     params = load_params(params_file, list(overrides))
-    params = dataclasses.replace(params, recommender=resolve_item_embedding(params.recommender)[0])  # item_embedding auto: what it means for this run
+    rp = resolve_item_embedding(params.recommender)[0]  # item_embedding auto: what it means for this run
+    params = dataclasses.replace(params, recommender=resolved_dropout(rp, data))
     resolved = params_record(params)  # the tokenizer section flat, as before kind_params
     resolved["data"].pop("cache_dir", None)  # where verified downloads are cached: not what a run computes (a clone elsewhere shares its runs)
     if sections is not None:
         resolved = {k: v for k, v in resolved.items() if k in sections}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resolved_dropout(rp: Any, data: Path | None) -> Any:
+    """``rp`` with ``dropout: auto`` as the run resolves it (it follows the schedule's length; the
+    schedule's ``epochs: auto`` itself stays as written, the data digest covers it)."""
+    from genrec_core.paths import ArtifactPaths
+    from genrec_core.recommender.schedule import artifact_counts, auto_epochs, resolve_dropout
+
+    if rp.dropout != "auto":
+        return rp
+    if isinstance(rp.epochs, int):
+        return resolve_dropout(rp)[0]
+    paths = ArtifactPaths(Path(data)) if data is not None else None
+    if paths is None or not (paths.items.exists() and paths.examples("train").exists()):
+        return rp
+    return resolve_dropout(rp, auto_epochs(*artifact_counts(paths))[0])[0]
 
 
 def reads_tokenizer_folder(params_file: Path, overrides: list[str] | tuple[str, ...]) -> bool:
@@ -245,7 +264,10 @@ def reuse_key(spec: RunSpec, params_file: Path, upstream_root: Path | None = Non
     if not reads_tokenizer_folder(params_file, overrides):
         rebuilt.add("tokenizer")
     inputs = {sub: tree_digest(data_root(upstream_root) / sub) for sub in UPSTREAM_OUTPUT.values() if sub not in rebuilt}
-    return {"resolved_params": params_digest(params_file, overrides, digest_sections(spec.stages)), "stages": list(spec.stages), "inputs": inputs}
+    # dropout auto is resolved from the processed data the workspace links to (kept auto when it builds its own)
+    data = Path(upstream_root if upstream_root is not None else PROJECT_ROOT) if "processed" in inputs else None
+    digest = params_digest(params_file, overrides, digest_sections(spec.stages), data)
+    return {"resolved_params": digest, "stages": list(spec.stages), "inputs": inputs}
 
 
 def digest_sections(stages: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
@@ -267,7 +289,10 @@ def record_matches(root: Path, record: dict[str, Any] | None, key: dict[str, Any
             record = {
                 **record,
                 "resolved_params": params_digest(
-                    root / "params.yaml", absolute_overrides(record.get("overrides", [])), digest_sections(record.get("stages", []))
+                    root / "params.yaml",
+                    absolute_overrides(record.get("overrides", [])),
+                    digest_sections(record.get("stages", [])),
+                    root if "processed" in key.get("inputs", {}) else None,  # as reuse_key resolved dropout auto
                 ),
             }
         except Exception:  # a copy today's code rejects cannot match

@@ -58,6 +58,7 @@ from genrec_core.methods import MethodContext, build_method  # noqa: E402
 from genrec_core.recommender.data import SequenceEncoder, examples_from_frame  # noqa: E402
 from genrec_core.recommender.losses import LossContext, build_loss  # noqa: E402
 from genrec_core.recommender.model import GenerativeRecommender, build_generative_model  # noqa: E402
+from genrec_core.recommender.schedule import resolve_dropout  # noqa: E402
 from genrec_core.recommender.trainer import Trainer  # noqa: E402
 from genrec_core.recommender.vocab import SemanticIdVocab  # noqa: E402
 from genrec_core.training import resolve_item_embedding  # noqa: E402
@@ -125,6 +126,7 @@ def model_trainer(name: str, base: RecommenderParams, vocab, tokens, examples, t
     kind, encoder_input = MODELS[name]
     params = dataclasses.replace(base, model=kind, encoder_input=encoder_input, batch_size=batch, epochs=1, threads=0, device="cpu", max_eval_users=0)
     params, _ = resolve_item_embedding(params)
+    params, _ = resolve_dropout(params)  # dropout auto on this 1-epoch schedule: 0 (Beauty's 20-epoch default would draw 0.1)
     params.validate()
     torch.manual_seed(seed)
     model = build_generative_model(params, vocab, tokens)

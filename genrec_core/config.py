@@ -214,7 +214,7 @@ class RecommenderParams:
     d_ff: int = 512
     num_heads: int = 4
     d_kv: int = 32
-    dropout: float = 0.1
+    dropout: float | str = 0.1  # or auto: 0.1 on a schedule longer than 7 epochs, else 0 (recommender/schedule.py; params.yaml's default)
     level_softmax: bool = False  # softmax of decoding step l over level l's codes only (GRID's per-level heads); training and decoding alike
     user_tokens: int = 0  # TIGER's user token: hash buckets of the user id, prepended to the encoder input (0 = off)
     history_dropout: float = 0.0  # training only: each history item but the most recent is left out with this probability
@@ -285,7 +285,11 @@ class RecommenderParams:
             "log_every",
         ):
             _check(getattr(self, name) >= 1, f"{prefix}.{name}", f"must be >= 1, got {getattr(self, name)}")
-        _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(
+            self.dropout == "auto" or (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0.0 <= self.dropout < 1.0),
+            f"{prefix}.dropout",
+            f"must be in [0, 1) or auto, got {self.dropout!r}",
+        )
         _check(self.optimizer in ("adamw",), f"{prefix}.optimizer", f"must be adamw, got {self.optimizer!r}")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")

@@ -129,9 +129,13 @@ def build_training(
     params, the tokenizer and the input files. A fine-tuning passes its ``ids`` (which table),
     ``init_state`` (the pre-trained weights), its own folders, ``fingerprint`` and
     ``checkpoint_meta`` additions, and ``use_dvclive=False`` (one dvclive run per pipeline)."""
+    from genrec_core.recommender.schedule import resolve_dropout
+
     rp, chosen = resolve_item_embedding(recommender or params.recommender)
-    if chosen:
-        log.info(chosen)
+    rp, dropout_chosen = resolve_dropout(rp)  # after the stage resolved recommender.epochs
+    for line in (chosen, dropout_chosen):
+        if line:
+            log.info(line)
     if is_item_id_model(rp.model):
         return _build_item_id(params, paths, rp, checkpoint_dir, reports_dir, use_dvclive, progress)
     return _build_generative(

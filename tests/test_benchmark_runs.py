@@ -364,3 +364,25 @@ def test_cost_and_ids_section_of_runs_with_moving_ids():
     assert "| `bloger` | 25.0 | 2.50 | 900 | 1.50 | 0.500 -> 0.750 | 5.000 -> 5.500 |" in lines
     assert "| `fixed` | 10.0 | 1.00 | 600 | 1.00 | (fixed IDs) | (fixed IDs) |" in lines
     assert converged.cost_and_ids_lines(methods, [{"method": "fixed", **base}], "fixed") == []  # no moving IDs: no section
+
+
+def test_the_digest_reads_dropout_auto_as_the_schedule_resolves_it(tmp_path):
+    """dropout auto follows the schedule: with a numeric schedule it resolves without data; under
+    epochs auto from the processed data the run links to (Beauty-sized: 20 epochs, 0.1), and
+    without that data it stays auto."""
+    import polars as pl
+
+    from genrec_core.paths import ArtifactPaths
+
+    auto, old = tmp_path / "auto.yaml", tmp_path / "old.yaml"
+    auto.write_text("recommender:\n  dropout: auto\n  epochs: auto\n")
+    old.write_text("recommender:\n  dropout: 0.0\n  epochs: auto\n")
+    assert runs.params_digest(auto, ["recommender.epochs=7"]) == runs.params_digest(old, ["recommender.epochs=7"])
+    assert runs.params_digest(auto, ["recommender.epochs=8"]) == runs.params_digest(old, ["recommender.epochs=8", "recommender.dropout=0.1"])
+    sparse = ArtifactPaths(tmp_path / "sparse")
+    sparse.processed_dir.mkdir(parents=True)
+    pl.DataFrame({"item_id": list(range(100))}).write_parquet(sparse.items)
+    pl.DataFrame({"user_id": [0] * 1000}).write_parquet(sparse.examples("train"))  # 500 x 100 / 1000 = 50 -> 20 epochs
+    assert runs.params_digest(auto, [], None, tmp_path / "sparse") == runs.params_digest(old, ["recommender.dropout=0.1"])
+    assert runs.params_digest(auto, [], None, tmp_path / "absent") == runs.params_digest(auto)
+    assert runs.params_digest(auto) != runs.params_digest(old) and runs.params_digest(auto) != runs.params_digest(old, ["recommender.dropout=0.1"])

@@ -33,3 +33,10 @@ def test_probe_windows_by_hand():
     assert as_lists(sets["v from last train window"]) == ([[1, 2], [11, 12]], [4, 14], [0, 1])
     assert as_lists(sets["test"]) == ([[3, 4], [13, 14]], [5, 15], [0, 1])
     assert as_lists(sets["t without v"]) == ([[2, 3], [12, 13]], [5, 15], [0, 1])
+
+
+def test_unknown_case_is_refused_before_any_run_loads(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="--cases: unknown 'tset'"):
+        _module().main(["--run", f"x={tmp_path / 'absent'}", "--cases", "valid,tset"])

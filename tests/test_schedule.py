@@ -8,7 +8,7 @@ import pytest
 from genrec_core.config import Params, load_params
 from genrec_core.errors import MissingInputError, ParamError
 from genrec_core.paths import ArtifactPaths
-from genrec_core.recommender.schedule import auto_epochs, resolve_epochs, resolve_epochs_from_artifacts
+from genrec_core.recommender.schedule import auto_epochs, resolve_dropout, resolve_epochs, resolve_epochs_from_artifacts
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,47 @@ def test_progress_lines_without_a_terminal(caplog, monkeypatch):
     text = caplog.records[0].getMessage()
     assert text.startswith("epoch 2/20: step 5/10,") and "loss 3.2500" in text and "examples/s" in text and "s left in the epoch" in text
     assert lines.done == 6 and lines.examples == 250
+
+
+@pytest.mark.parametrize("epochs, expected", [(1, 0.0), (7, 0.0), (8, 0.1), (20, 0.1)])
+def test_dropout_auto_follows_the_schedule_length(epochs, expected):
+    """0.1 (TIGER's) on a schedule longer than the 7-epoch short one, none on it or shorter."""
+    rp = load_params(None, ["recommender.dropout=auto", f"recommender.epochs={epochs}"]).recommender
+    resolved, line = resolve_dropout(rp)
+    assert resolved.dropout == expected and f"{epochs}-epoch" in line
+    assert dataclasses.replace(resolved, dropout="auto") == rp  # nothing else changes
+    # a number is kept as given, whatever the schedule
+    given = dataclasses.replace(rp, dropout=0.3)
+    assert resolve_dropout(given) == (given, None)
+
+
+def test_dropout_auto_needs_the_epochs_resolved_first():
+    rp = load_params(None, ["recommender.dropout=auto", "recommender.epochs=auto"]).recommender
+    with pytest.raises(ValueError, match="recommender.epochs"):
+        resolve_dropout(rp)
+    assert resolve_dropout(rp, epochs=20)[0].dropout == 0.1  # the stage's resolved schedule
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1", "sometimes", "true"])
+def test_bad_dropout_names_the_param(value):
+    with pytest.raises(ParamError, match="recommender.dropout"):
+        load_params(None, [f"recommender.dropout={value}"])
+
+
+def test_a_model_is_never_built_with_dropout_auto():
+    from genrec_core.recommender.model import build_generative_model
+    from genrec_core.recommender.vocab import SemanticIdVocab
+    from genrec_core.sequential.models import build_model
+
+    rp = load_params(None, ["recommender.dropout=auto", "recommender.model=decoder_only", "recommender.item_embedding=false"]).recommender
+    with pytest.raises(ValueError, match="dropout auto"):
+        build_generative_model(rp, SemanticIdVocab([4, 4]))
+    with pytest.raises(ValueError, match="dropout auto"):
+        build_model("sasrec", 10, 5, rp)
+
+
+def test_params_yaml_dropout_is_auto_and_ml100k_keeps_none():
+    rp = load_params("params.yaml").recommender
+    assert rp.dropout == "auto"
+    assert resolve_dropout(rp, epochs=auto_epochs(1349, 96458)[0])[0].dropout == 0.0  # ml-100k: 7 epochs, as measured
+    assert resolve_dropout(rp, epochs=auto_epochs(12101, 131413)[0])[0].dropout == 0.1  # Beauty: 20 epochs

@@ -12,6 +12,14 @@ last epoch (issue 24). ``auto`` therefore sizes the schedule in target visits pe
 measured schedule: ceil(6.99) = 7); ``AUTO_MAX_EPOCHS`` = 20 is a CPU budget, not a measured
 optimum (Beauty and Yelp would ask for 45-47 epochs: ~100 minutes at one thread; 20 take ~45),
 which is why the chosen value and the uncapped one are both logged and written to summary.json.
+
+``recommender.dropout: auto`` follows the schedule's length: AUTO_DROPOUT (0.1, TIGER's) on a
+schedule longer than AUTO_MIN_EPOCHS, none on the short one. Without dropout the model recites its
+training windows and overfits late in a long schedule: on Beauty's 20 epochs it peaked at epoch 8-9
+and its last.pt ranked 67% of the last training targets in its top 10 but fewer test targets than
+the selected epoch (reports/benchmarks/memorization_beauty.md), and dropout 0.1 raised test H@10 and
+N@10 by ~20% there (reports/reproduction.md); ml-100k's 7-epoch schedule was better at every epoch
+without it (1.6x faster per step; reports/findings.md section 3), and keeps exactly that run.
 """
 
 from __future__ import annotations
@@ -23,6 +31,26 @@ from typing import Any
 AUTO_VISITS_PER_ITEM = 500
 AUTO_MIN_EPOCHS = 7
 AUTO_MAX_EPOCHS = 20
+AUTO_DROPOUT = 0.1
+
+
+def auto_dropout(epochs: int) -> float:
+    """The dropout ``auto`` chooses for a schedule of ``epochs`` epochs."""
+    return AUTO_DROPOUT if epochs > AUTO_MIN_EPOCHS else 0.0
+
+
+def resolve_dropout(rp: Any, epochs: int | None = None) -> tuple[Any, str | None]:
+    """``rp`` (RecommenderParams) with ``dropout: auto`` replaced by its value for the schedule
+    (``epochs``, else ``rp.epochs``, which must be resolved by then), and a log line (None when
+    dropout was given as a number)."""
+    if rp.dropout != "auto":
+        return rp, None
+    epochs = rp.epochs if epochs is None else epochs
+    if not isinstance(epochs, int):
+        raise ValueError(f"recommender.dropout auto follows the schedule: resolve recommender.epochs ({epochs!r}) first")
+    value = auto_dropout(epochs)
+    why = f"longer than {AUTO_MIN_EPOCHS}" if value else f"not longer than {AUTO_MIN_EPOCHS}"
+    return dataclasses.replace(rp, dropout=value), f"recommender.dropout auto: {value} (a {epochs}-epoch schedule, {why} epochs)"
 
 
 def auto_epochs(num_items: int, num_train_examples: int) -> tuple[int, float]:
@@ -59,11 +87,8 @@ def describe(record: dict[str, Any]) -> str:
     )
 
 
-def resolve_epochs_from_artifacts(params: Any, paths: Any) -> tuple[Any, dict[str, Any] | None]:
-    """``resolve_epochs`` with the item and training-example counts of ``paths``' processed data
-    (an ``ArtifactPaths``); params without ``epochs: auto`` are returned without reading anything."""
-    if params.recommender.epochs != "auto":
-        return params, None
+def artifact_counts(paths: Any) -> tuple[int, int]:
+    """(items, training examples) of ``paths``' processed data (an ``ArtifactPaths``)."""
     import polars as pl
 
     from genrec_core.errors import MissingInputError
@@ -73,4 +98,12 @@ def resolve_epochs_from_artifacts(params: Any, paths: Any) -> tuple[Any, dict[st
         if not path.exists():
             raise MissingInputError(path, f"{what} (recommender.epochs: auto counts them); run the preprocess stage first")
         counts.append(int(pl.scan_parquet(path).select(pl.len()).collect().item()))
-    return resolve_epochs(params, *counts)
+    return counts[0], counts[1]
+
+
+def resolve_epochs_from_artifacts(params: Any, paths: Any) -> tuple[Any, dict[str, Any] | None]:
+    """``resolve_epochs`` with the item and training-example counts of ``paths``' processed data
+    (an ``ArtifactPaths``); params without ``epochs: auto`` are returned without reading anything."""
+    if params.recommender.epochs != "auto":
+        return params, None
+    return resolve_epochs(params, *artifact_counts(paths))
