@@ -316,12 +316,15 @@ def finetune_final_ids(params: Params, paths: ArtifactPaths, run: TrainingRun, s
 
 def slot_finetune_recipe(rp: RecommenderParams) -> RecommenderParams:
     """The recommender params of a finetune slot: the method's recipe (``Method.finetune_params``,
-    plain training) over the pre-training's params with ``item_embedding`` as the pre-training
-    resolved it, so that the fine-tuned model has the pre-trained one's parameters (MTGRec under
-    auto: none, although plain training alone would have them)."""
+    plain training) over the pre-training's params with ``item_embedding`` and ``dropout`` as the
+    pre-training resolved them, so that the fine-tuned model has the pre-trained one's parameters
+    (MTGRec under auto: none, although plain training alone would have them) and its dropout (the
+    recipe's shorter schedule alone would resolve none)."""
     from genrec_core.methods import method_class
+    from genrec_core.recommender.schedule import resolve_dropout
 
     pretraining, _ = resolve_item_embedding(rp)
+    pretraining, _ = resolve_dropout(pretraining)  # the stage resolved recommender.epochs first
     return method_class(pretraining.method).finetune_params(pretraining)
 
 

@@ -138,3 +138,15 @@ def test_params_yaml_dropout_is_auto_and_ml100k_keeps_none():
     assert rp.dropout == "auto"
     assert resolve_dropout(rp, epochs=auto_epochs(1349, 96458)[0])[0].dropout == 0.0  # ml-100k: 7 epochs, as measured
     assert resolve_dropout(rp, epochs=auto_epochs(12101, 131413)[0])[0].dropout == 0.1  # Beauty: 20 epochs
+
+
+def test_a_finetune_slot_keeps_the_pre_training_dropout():
+    """MTGRec's slots fine-tune for finetune_epochs (3 here): their recipe keeps the 0.1 that the
+    pre-training's 20-epoch schedule resolved, not the 0 a 3-epoch schedule alone would get."""
+    from genrec_core.config import RecommenderParams
+    from genrec_core.training import slot_finetune_recipe
+
+    rp = RecommenderParams(model="decoder_only", encoder_input="items", dropout="auto", epochs=20, method="mtgrec", method_params={"finetune_epochs": 3})
+    recipe = slot_finetune_recipe(rp)
+    assert recipe.epochs == 3 and recipe.dropout == 0.1
+    assert resolve_dropout(recipe) == (recipe, None)
