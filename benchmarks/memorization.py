@@ -107,12 +107,17 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--cases: unknown {', '.join(map(repr, unknown))}; known: {', '.join(CASES)}")
 
-    rows = []
+    runs = []  # every --run checked before the first one ranks anything (each takes minutes on Beauty)
     for spec in args.run:
-        name, _, directory = spec.partition("=")
+        name, _, directory = spec.rpartition("=")  # the last "=": a run's name may hold one
         directory, _, weights = directory.partition("::")
-        if not directory or weights not in ("", "best", "last"):
+        if not name or not directory or weights not in ("", "best", "last"):
             raise SystemExit(f"--run {spec!r}: expected NAME=DIR or NAME=DIR::last")
+        if not (Path(directory) / "params.yaml").exists():
+            raise SystemExit(f"--run {spec!r}: {directory} has no params.yaml (not a trained workspace)")
+        runs.append((name, directory, weights))
+    rows = []
+    for name, directory, weights in runs:
         start = time.perf_counter()
         metrics = probe_run(Path(directory), args.beam_size, args.batch_size, cases, weights or "best")
         # each run as it finishes: a probe of a large dataset takes minutes per case

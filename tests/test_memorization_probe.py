@@ -40,3 +40,21 @@ def test_unknown_case_is_refused_before_any_run_loads(tmp_path):
 
     with pytest.raises(SystemExit, match="--cases: unknown 'tset'"):
         _module().main(["--run", f"x={tmp_path / 'absent'}", "--cases", "valid,tset"])
+
+
+def test_every_run_is_checked_before_the_first_one_ranks(tmp_path, monkeypatch):
+    """A missing workspace in the last --run stops the probe before the first (minutes long) run;
+    a run's name may hold "=" (the directory is what follows the last one)."""
+    import pytest
+
+    module = _module()
+    ranked = []
+    monkeypatch.setattr(module, "probe_run", lambda *a, **k: ranked.append(a) or {})
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "params.yaml").write_text("{}\n")
+    with pytest.raises(SystemExit, match="absent has no params.yaml"):
+        module.main(["--run", f"a (best = last)={good}", "--run", f"b={tmp_path / 'absent'}::last"])
+    assert ranked == []
+    with pytest.raises(SystemExit, match="expected NAME=DIR"):
+        module.main(["--run", f"c={good}::final"])
