@@ -16,6 +16,8 @@ is beam search constrained to the trie of the item IDs given to ``set_items``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
@@ -181,12 +183,17 @@ class GenerativeRecommender(SemanticIdRanking, nn.Module):
         return self.decode(self.encode(input_ids, attention_mask, inputs_embeds), attention_mask, decoder_input_ids, decoder_inputs_embeds)
 
 
+def check_dropout_resolved(params: Any) -> None:
+    """A model is built with a number: ``dropout: auto`` is resolved from the schedule first."""
+    if params.dropout == "auto":
+        raise ValueError("recommender.dropout auto: resolve it from the schedule first (genrec_core.recommender.schedule.resolve_dropout)")
+
+
 def build_generative_model(params: RecommenderParams, vocab: SemanticIdVocab, item_tokens: torch.Tensor | None = None) -> nn.Module:
     """The generative backbone ``recommender.model`` names (its ``ModelSpec``: ``t5``, this T5,
     or ``decoder_only``), built from (params, vocab); with ``item_tokens`` [N, L] its ``rank``
     decodes to those items."""
     from genrec_core.recommender.model_spec import model_names, model_spec
-    from genrec_core.recommender.schedule import check_dropout_resolved
 
     spec = model_spec(params.model)
     if not spec.generative:

@@ -39,12 +39,6 @@ def auto_dropout(epochs: int) -> float:
     return AUTO_DROPOUT if epochs > AUTO_MIN_EPOCHS else 0.0
 
 
-def check_dropout_resolved(rp: Any) -> None:
-    """A model is built with a number: ``dropout: auto`` is resolved from the schedule first."""
-    if rp.dropout == "auto":
-        raise ValueError("recommender.dropout auto: resolve it from the schedule first (genrec_core.recommender.schedule.resolve_dropout)")
-
-
 def resolve_dropout(rp: Any, epochs: int | None = None) -> tuple[Any, str | None]:
     """``rp`` (RecommenderParams) with ``dropout: auto`` replaced by its value for the schedule
     (``epochs``, else ``rp.epochs``, which must be resolved by then), and a log line (None when

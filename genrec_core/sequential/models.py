@@ -196,9 +196,8 @@ def _item_model_class(kind: str) -> type[ItemScorer]:
 
 def build_model(kind: str, num_items: int, max_len: int, rp: Any) -> nn.Module:
     """A model from ``recommender`` params: d_model, num_layers, num_heads, d_ff, dropout."""
-    from genrec_core.recommender.schedule import check_dropout_resolved
-
-    check_dropout_resolved(rp)
+    if rp.dropout == "auto":
+        raise ValueError("recommender.dropout auto: resolve it from the schedule first (genrec_core.recommender.schedule.resolve_dropout)")
     return _item_model_class(kind).from_params(num_items, max_len, rp)
 
 
