@@ -19,7 +19,10 @@ The YAML (scripts/reproduction.yaml) has one section per dataset::
           label: TIGER-style decoder-only, our CPU default
           overrides: [...]                              # optional: key=value list (or "k=v,k=v", or a map)
           config: configs/tiger-paper.yaml              # optional overlay, before ``overrides``; missing: row skipped
-          base: tiger-default                           # optional: the row its p-values compare against
+          base: tiger-default                           # optional: the row its p-values and effect compare against
+          paper_effect: true                            # optional: the paper measured this row against the base
+                                                        #   row's method on one setup (same table), so the
+                                                        #   paper's effect = this row's figure / the base's - 1
           runs_of: tiger-default                        # optional: table that row's runs (same settings)
                                                         #   under this row's label and paper figures
           paper: {source: "TIGER paper", hit@5: .0454, ndcg@5: .0321, hit@10: .0648, ndcg@10: .0384}
@@ -84,7 +87,8 @@ SHORT = {"hit@5": "H@5", "ndcg@5": "N@5", "hit@10": "H@10", "ndcg@10": "N@10"}
 STAGES = ("train", "evaluate")
 UPSTREAM_NAME = "upstream"  # <work-dir>/<dataset>/upstream: a row may not take this name
 DATASET_KEYS = ("label", "config", "overrides", "rows", "note")
-ROW_KEYS = ("name", "label", "overrides", "config", "base", "runs_of", "paper", "note")
+ROW_KEYS = ("name", "label", "overrides", "config", "base", "runs_of", "paper", "paper_effect", "note")
+EFFECT_METRICS = ("hit@10", "ndcg@10")  # the markdown's effect column (the CSV has every metric)
 PAPER_KEYS = ("source", *METRICS)
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 PATH_KEYS = ("data.raw_dir", "data.cache_dir")
@@ -110,6 +114,7 @@ class Row:
     runs_of: str | None = None
     paper: Paper = field(default_factory=Paper)
     note: str = ""
+    paper_effect: bool = False  # the paper's figures of this row and its base come from one comparison
     resolved: list[str] | None = None  # overlay + overrides, paths absolute (``expand``); None: skipped
     skipped: str = ""  # why the row cannot run (its overlay file is missing)
 
@@ -186,6 +191,12 @@ def _paper(value: Any, where: str) -> Paper:
     return Paper(str(value.get("source") or ""), figures)
 
 
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
 def _row(entry: Any, where: str) -> Row:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping ({', '.join(ROW_KEYS)}), got {entry!r}")
@@ -203,7 +214,10 @@ def _row(entry: Any, where: str) -> Row:
         None if entry.get("runs_of") is None else str(entry["runs_of"]),
         _paper(entry.get("paper"), where),
         str(entry.get("note") or ""),
+        _flag(entry.get("paper_effect", False), f"{where}: paper_effect"),
     )
+    if row.paper_effect and not row.base:
+        raise ConfigError(f"{where}: paper_effect compares the paper's figure with the base row's; the row has no base")
     if row.runs_of and (row.overrides or row.config):
         raise ConfigError(f"{where}: runs_of {row.runs_of!r} tables that row's runs; it cannot have overrides or a config of its own")
     return row
@@ -396,6 +410,23 @@ def _ratio(ours: float, paper: float | None) -> float:
     return ours / paper if paper and math.isfinite(ours) else float("nan")
 
 
+def _effect(value: float, base: float) -> float:
+    """Relative change against the base (+0.07 = 7% above it); NaN where either is missing."""
+    return value / base - 1 if math.isfinite(value) and math.isfinite(base) and base > 0 else float("nan")
+
+
+def add_effects(ds: Dataset, records: list[dict[str, Any]]) -> None:
+    """Each row's effect against its base, ``effect_<m>`` = mean / base mean - 1, and beside it the
+    paper's, ``paper_effect_<m>`` = the row's figure / the base row's - 1, where the row says the
+    paper compared the two (``paper_effect``); NaN where a side is missing."""
+    by_name = {rec["row"]: rec for rec in records}
+    for r in ds.rows:
+        rec, base = by_name[r.name], by_name.get(r.base or "")
+        for m in METRICS:
+            rec[f"effect_{m}"] = _effect(rec[f"{m}_mean"], base[f"{m}_mean"]) if base else float("nan")
+            rec[f"paper_effect_{m}"] = _effect(rec[f"paper_{m}"], base[f"paper_{m}"]) if base and r.paper_effect else float("nan")
+
+
 def dataset_table(
     ds: Dataset, found: list[dict[str, Any]], floors: dict[str, dict[str, float]] | None, command=lambda dataset, row: ""
 ) -> list[dict[str, Any]]:
@@ -447,6 +478,7 @@ def dataset_table(
             rec[f"paper_{m}"] = r.paper.figures.get(m, float("nan"))
             rec[f"ratio_{m}"] = _ratio(rec[f"{m}_mean"], r.paper.figures.get(m))
         out.append(rec)
+    add_effects(ds, out)
     for name, met in (floors or {}).items():
         rec = {
             "dataset": ds.name,
@@ -469,6 +501,8 @@ def dataset_table(
                     f"{m}_p": float("nan"),
                     f"paper_{m}": float("nan"),
                     f"ratio_{m}": float("nan"),
+                    f"effect_{m}": float("nan"),
+                    f"paper_effect_{m}": float("nan"),
                 }
             )
         out.append(rec)
@@ -479,13 +513,32 @@ def _p(p: float) -> str:
     return "" if not math.isfinite(p) else (f"{p:.3g}" if p >= 0.001 else f"{p:.1e}")
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%" if math.isfinite(x) else "-"
+
+
+def effect_cell(rec: dict[str, Any]) -> str:
+    """``ours +21.0% / +20.9%`` (H@10 / N@10 against the base) and, where the paper compared the
+    two, ``paper +7.4% / +9.7%`` under it; empty for a row without a base."""
+    if not rec["base"]:
+        return ""
+    cell = "ours " + " / ".join(_pct(rec[f"effect_{m}"]) for m in EFFECT_METRICS)
+    paper = [rec[f"paper_effect_{m}"] for m in EFFECT_METRICS]
+    if any(math.isfinite(x) for x in paper):
+        cell += "<br>paper " + " / ".join(_pct(x) for x in paper)
+    return cell
+
+
 def markdown_table(records: list[dict[str, Any]]) -> list[str]:
-    """The dataset's table: ours (mean ± std, p vs base under it), seeds, base, seconds, and per
-    metric the paper's figure with ours/paper under it."""
-    head = ["row", "method", "seeds", *(SHORT[m] for m in METRICS), "base", "train s / run", *(f"paper {SHORT[m]}" for m in METRICS), "paper's source"]
+    """The dataset's table: ours (mean ± std, p vs base under it), seeds, base, the effect against
+    it (ours; the paper's where it compared the two), seconds, and per metric the paper's figure
+    with ours/paper under it."""
+    effect_head = f"effect vs base ({' / '.join(SHORT[m] for m in EFFECT_METRICS)})"
+    papers = [f"paper {SHORT[m]}" for m in METRICS]
+    head = ["row", "method", "seeds", *(SHORT[m] for m in METRICS), "base", effect_head, "train s / run", *papers, "paper's source"]
     lines = [
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (1 + len(METRICS)) + ["---", "---:"] + ["---:"] * len(METRICS) + ["---"]) + "|",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (1 + len(METRICS)) + ["---", "---:", "---:"] + ["---:"] * len(METRICS) + ["---"]) + "|",
     ]
     for rec in records:
         if rec["status"] == "ok":
@@ -499,7 +552,7 @@ def markdown_table(records: list[dict[str, Any]]) -> list[str]:
             mean, std, p = rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_p"]
             cell = _f(mean) + (f" ± {_f(std)}" if math.isfinite(std) else "")
             cells.append(cell + (f"<br>p={_p(p)}" if math.isfinite(p) else ""))
-        cells += [f"`{rec['base']}`" if rec["base"] else "", _f(rec["train_seconds"], ".0f")]
+        cells += [f"`{rec['base']}`" if rec["base"] else "", effect_cell(rec), _f(rec["train_seconds"], ".0f")]
         for m in METRICS:
             fig, ratio = rec[f"paper_{m}"], rec[f"ratio_{m}"]
             cells.append("" if not math.isfinite(fig) else _f(fig) + (f"<br>×{ratio:.2f}" if math.isfinite(ratio) else ""))
@@ -572,7 +625,9 @@ def markdown(sections: list[list[str]], command: str, machine: str, args: argpar
         "full ranking of every test user (leave-one-out: the papers' R@K is our H@K).",
         "",
         "Cells: mean ± sample std (ddof 1) over the finished seeds; under it, the two-sided Mann-Whitney U p against the row's `base` "
-        "(3 vs 3 seeds can never reach p < 0.05: the smallest p is 0.1). Paper columns: the paper's figure, under it ours/paper (×). "
+        "(3 vs 3 seeds can never reach p < 0.05: the smallest p is 0.1). Effect vs base: our mean over the base's mean - 1 on H@10 / N@10 "
+        "and, under it, the paper's own figure over its figure for the base's method where the paper measured both on one setup "
+        "(the sign and size of each method's effect beside the paper's). Paper columns: the paper's figure, under it ours/paper (×). "
         "Train s / run: training + validation seconds of summary.json (mean over seeds). The floors (MostPop, Markov chain) are deterministic, "
         "computed on the upstream's test split. Every row with finished workspaces in the work dir is tabled, whichever invocation ran it; "
         f"per-run metrics: `{Path(args.out).name}_runs.csv`.",
@@ -596,6 +651,7 @@ def write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         "train_seconds",
         *(f"{m}_{k}" for m in METRICS for k in ("mean", "std", "p")),
         *(f"{k}_{m}" for m in METRICS for k in ("paper", "ratio")),
+        *(f"{k}_{m}" for m in METRICS for k in ("effect", "paper_effect")),
         "paper_source",
         "command",
     ]

@@ -93,6 +93,8 @@ def test_expand_resolves_paths_against_the_repository_root_and_skips_missing_ove
         (lambda t: t["toy"]["rows"][1].update(overrides=["seed"]), "not key=value"),
         (lambda t: t["toy"]["rows"][0]["paper"].update({"hit@10": 6.48}), "in (0, 1]"),
         (lambda t: t["toy"].update(rows=[]), "rows must be a non-empty list"),
+        (lambda t: t["toy"]["rows"][0].update(paper_effect=True), "paper_effect compares the paper's figure with the base row's; the row has no base"),
+        (lambda t: t["toy"]["rows"][1].update(paper_effect="yes"), "paper_effect must be true or false, got 'yes'"),
     ],
 )
 def test_config_errors_say_where_and_what(mutate, message):
@@ -110,6 +112,7 @@ def test_load_config_of_the_shipped_yaml_and_the_selection():
     assert {"tiger-default", "tiger-t5", "sasrec-ce", "sasrec-bce", "gru4rec-ce", "fixed", "bloger", "mtgrec"} <= set(names["beauty"])
     beauty = next(d for d in datasets if d.name == "beauty")
     assert beauty.row("tiger-default").paper.figures["ndcg@10"] == 0.0384 and beauty.row("bloger").base == "fixed"
+    assert beauty.row("bloger").paper_effect and not beauty.row("tiger-nodropout").paper_effect  # a paper comparison / two rows under one figure
     chosen = rp.select(datasets, ["beauty"], ["sasrec-ce", "bloger"])
     assert [(d.name, [r.name for r in rows]) for d, rows in chosen] == [("beauty", ["sasrec-ce", "bloger"])]
     assert [d.name for d, _ in rp.select(datasets, None, ["curriculum"])] == ["yelp"]  # a dataset without the row does not run
@@ -174,6 +177,34 @@ def test_dataset_table_paper_ratios_p_and_not_run_rows():
     assert "| `gru4rec-ce` | gru4rec-ce | not run yet |" in md
     assert "0.0500 ± 0.0141" in md and "0.0800<br>×0.62" in md and "p=0.667" in md
     assert "Markov chain (floor)" in md and "(runs of `tiger-default`)" in md
+
+
+def test_effect_against_the_base_and_the_papers_only_where_it_compared_the_two():
+    """Effect = our mean / the base's mean - 1 (by hand from _found: tiger-default's mean H@10 is
+    (0.06 + 0.04) / 2 = 0.05, sasrec-ce's 0.10: +100%); the paper's = its figure for the row over its
+    figure for the base's method, only with paper_effect (0.2 / 0.08 - 1 = +150%)."""
+    for flagged in (False, True):
+        t = tree()
+        t["toy"]["rows"][1]["paper_effect"] = flagged
+        [ds] = rp.parse_config(t)
+        rp.expand([ds], overlay=lambda path: [])
+        recs = {r["row"]: r for r in rp.dataset_table(ds, _found(), {"markov": _metrics(0.02, 0.01)}, lambda d, r: "cmd")}
+        sasrec = recs["sasrec-ce"]
+        assert sasrec["effect_hit@10"] == pytest.approx(0.10 / 0.05 - 1) and sasrec["effect_ndcg@10"] == pytest.approx(0.05 / 0.025 - 1)
+        assert math.isnan(sasrec["paper_effect_ndcg@10"])  # the paper gives no N@10 for the row
+        if flagged:
+            assert sasrec["paper_effect_hit@10"] == pytest.approx(0.2 / 0.08 - 1)
+        else:
+            assert math.isnan(sasrec["paper_effect_hit@10"])
+        assert math.isnan(recs["tiger-default"]["effect_hit@10"])  # no base
+        assert math.isnan(recs["gru4rec-ce"]["effect_hit@10"])  # not run
+        assert math.isnan(recs["markov"]["effect_hit@10"])
+        md = "\n".join(rp.markdown_table(list(recs.values())))
+        line = next(x for x in md.splitlines() if x.startswith("| `sasrec-ce`"))
+        assert ("ours +100.0% / +100.0%<br>paper +150.0% / -" if flagged else "ours +100.0% / +100.0% |") in line
+        assert "effect vs base (H@10 / N@10)" in md
+        gru = next(x for x in md.splitlines() if x.startswith("| `gru4rec-ce`"))
+        assert "| `fixed` | ours - / - |" in gru  # a base but no runs
 
 
 def test_rows_whose_base_has_no_runs_get_no_p_and_skipped_rows_no_command():
