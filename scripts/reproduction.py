@@ -6,6 +6,7 @@ Usage (repository root, venv active; no ``dvc repro`` needed: every dataset gets
         --work-dir /work/repro --out reports/reproduction
     python scripts/reproduction.py ... --datasets beauty --rows tiger-default,sasrec-ce   # a subset now
     python scripts/reproduction.py ... --report-only          # table what the work dir holds, run nothing
+    python scripts/reproduction.py ... --datasets yelp --upstream-only   # the data, floors and transitions first
 
 The YAML (scripts/reproduction.yaml) has one section per dataset::
 
@@ -695,6 +696,8 @@ def run_dataset(ds: Dataset, chosen: list[Row], args: argparse.Namespace, params
     if not up.ok:
         ds.notes.append(f"FAILED upstream: {up.short_error()} (log: {up.root}/run.log); no run of {ds.name} started.")
         return [up]
+    if getattr(args, "upstream_only", False):
+        return [up]
     specs = {}
     for r in chosen:
         if r.resolved is None:
@@ -723,7 +726,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports/reproduction"))
     ap.add_argument("--force", action="store_true", help="retrain the selected runs (not the upstream)")
     ap.add_argument("--report-only", action="store_true", help="run nothing: table what the work dir holds")
+    ap.add_argument(
+        "--upstream-only", action="store_true", help="build (or reuse) the selected datasets' upstreams, run no row: their data counts, floors and transitions"
+    )
     args = ap.parse_args(argv)
+    if args.report_only and args.upstream_only:
+        raise SystemExit("error: --report-only runs nothing, --upstream-only builds the upstreams: choose one")
 
     command = command_line()
     try:

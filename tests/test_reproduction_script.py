@@ -338,3 +338,25 @@ def test_runs_link_an_upstream_root_and_build_one(tmp_path):
     assert runs.reuse_key(build, params)["inputs"] == {}  # links nothing: depends on its params alone
     runs.prepare_workspace(tmp_path / "work" / "upstream", build, params, force=False)
     assert not any((tmp_path / "work" / "upstream" / "data").iterdir())
+
+
+def test_upstream_only_builds_the_upstream_and_starts_no_row(tmp_path, monkeypatch):
+    """--upstream-only: run_dataset asks run_all for the upstream alone; without it, for the rows too."""
+    [ds] = rp.parse_config(tree())
+    rp.expand([ds], overlay=lambda path: [])
+    calls = []
+
+    def fake_run_all(specs, ds_dir, params_file, jobs, threads, force, command, upstream_root=None):
+        calls.append([s.name for s in specs])
+        return [runs.RunResult(s, ds_dir / s.name, ok=True) for s in specs]
+
+    monkeypatch.setattr(rp, "run_all", fake_run_all)
+    args = Namespace(work_dir=tmp_path, seeds=[42], set=[], jobs=1, threads=1, force=False, upstream_only=True)
+    assert [r.spec.name for r in rp.run_dataset(ds, ds.rows[:2], args, tmp_path / "p.yaml", "cmd")] == ["upstream"]
+    assert calls == [["upstream"]]
+    calls.clear()
+    args.upstream_only = False
+    rp.run_dataset(ds, ds.rows[:2], args, tmp_path / "p.yaml", "cmd")
+    assert calls == [["upstream"], ["tiger-default-s42", "sasrec-ce-s42"]]
+    with pytest.raises(SystemExit, match="choose one"):
+        rp.main(["--report-only", "--upstream-only"])
