@@ -55,8 +55,10 @@ genrec_core.evaluation.significance.results_table call per base), mean training 
 (summary.json), the paper's figures and ours/paper; then the floors (MostPop, first-order Markov:
 deterministic, computed on the upstream's test split) and, under the table, the share of users whose
 (last history item -> target) pair is a transition of the training data
-(genrec_core.evaluation.transitions). Rows with no finished run are "not run yet", with the command
-that runs them.
+(genrec_core.evaluation.transitions); then what each row's finished runs measured about themselves
+(scripts/run_diagnostics.py: validation-test ratio, BLOGER's codebook density and entropy and IDs
+changed per update, MTGRec's last tokenizer mix). Rows with no finished run are "not run yet", with
+the command that runs them.
 
 Writes ``<out>.md``, ``<out>.csv`` (one line per dataset x row, floors included) and
 ``<out>_runs.csv`` (every tabled run, the failed runs of this invocation and the floors).
@@ -79,6 +81,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "scripts"))
 from converged import FLOOR_LABELS, _f, _mean, floor_metrics, overlay_overrides, override_list, run_row, write_runs_csv  # noqa: E402
+from run_diagnostics import diagnostics_lines  # noqa: E402
 
 from benchmarks import runs  # noqa: E402
 from benchmarks.runs import RunSpec, command_line, machine_line, report_failures, run_all  # noqa: E402
@@ -585,7 +588,23 @@ def data_line(upstream: Path) -> str:
     )
 
 
-def dataset_section(ds: Dataset, records: list[dict[str, Any]], upstream: Path, transitions: dict[str, Any] | None, notes: list[str]) -> list[str]:
+def row_workspaces(ds: Dataset, found: list[dict[str, Any]]) -> list[tuple[str, list[Path]]]:
+    """(row name, its finished workspaces in seed order) per row of ``ds`` that the table counts."""
+    return [
+        (r.name, [Path(x["workspace"]) for x in sorted(found, key=lambda x: x["seed"]) if x["method"] == r.workspace])
+        for r in ds.rows
+        if r.resolved is not None
+    ]
+
+
+def dataset_section(
+    ds: Dataset,
+    records: list[dict[str, Any]],
+    upstream: Path,
+    transitions: dict[str, Any] | None,
+    notes: list[str],
+    diagnostics: list[str] = (),
+) -> list[str]:
     lines = [
         f"## {ds.name}: {ds.label}",
         "",
@@ -596,6 +615,8 @@ def dataset_section(ds: Dataset, records: list[dict[str, Any]], upstream: Path, 
     ]
     lines += markdown_table(records)
     lines += ["", *transition_lines(transitions), ""]
+    if diagnostics:
+        lines += [*diagnostics, ""]
     todo = [r for r in records if r["command"]]
     if todo:
         lines += ["Not run yet (the command that runs each; it adds to this report):", ""]
@@ -777,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"The upstream in {upstream} is not finished or was built with other params: no floors (run without --report-only to rebuild it).")
         recs = dataset_table(ds, found, floors, lambda d, r: row_command(args, d, r))
         records += recs
-        sections.append(dataset_section(ds, recs, upstream, transitions, notes))
+        sections.append(dataset_section(ds, recs, upstream, transitions, notes, diagnostics_lines(row_workspaces(ds, found))))
         run_lines += found + [
             {**run_row(r), "dataset": ds.name} for r in results if not r.ok and r.spec.info.get("dataset") == ds.name and r.spec.name != UPSTREAM_NAME
         ]

@@ -240,7 +240,7 @@ def test_row_command_runs_one_row_into_the_same_report():
 def _fake_workspace(root: Path, key: dict, overrides: list[str], metrics: dict[str, float], seconds: float) -> None:
     (root / "reports" / "train").mkdir(parents=True)
     (root / "overrides.json").write_text(json.dumps({**key, "overrides": overrides}))
-    (root / "reports" / "train" / "summary.json").write_text(json.dumps({"seconds": seconds, "epochs": 1, "best_epoch": 1}))
+    (root / "reports" / "train" / "summary.json").write_text(json.dumps({"seconds": seconds, "epochs": 1, "best_epoch": 1, "best_valid_ndcg@10": 0.1}))
     (root / "reports" / "train" / "valid_curve.csv").write_text("epoch,step,ndcg@10\n1,10,0.1\n")
     (root / "reports" / "metrics.json").write_text(json.dumps(metrics))
 
@@ -292,6 +292,9 @@ def test_report_tables_the_finished_runs_of_a_fake_work_dir(tmp_path, monkeypatc
     assert "| `gru4rec-ce` | gru4rec-ce | not run yet |" in md and "--datasets toy --rows gru4rec-ce" in md
     assert "`gru4rec-ce-s42`: other params" in md
     assert "Known transitions:" in md and "Markov chain (floor)" in md and "MostPop (floor)" in md
+    # the diagnostics table: finished runs only (gru4rec-ce's was made with other params), means over seeds
+    assert "| `tiger-default` | 2 | 0.1000 | 0.0250 | 0.25 | - | - |" in md and "| `sasrec-ce` | 1 | 0.1000 | 0.0500 | 0.50 |" in md
+    assert "| `gru4rec-ce` | 1 |" not in md
     with open(f"{out}.csv", newline="") as f:
         table = {r["row"]: r for r in csv.DictReader(f)}
     assert table["tiger-default"]["seeds_finished"] == "2" and float(table["tiger-default"]["ratio_hit@10"]) == pytest.approx(0.05 / 0.08)

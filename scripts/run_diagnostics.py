@@ -1,0 +1,125 @@
+"""What a finished run measured about itself, beside its test figures: the diagnostics issue 24 asks
+for where a paper's effect does not appear (scripts/reproduction.py tables them per dataset).
+
+Per row (means over its finished seeds), read from each workspace:
+
+* the validation-test gap: best validation N@10 (``reports/train/summary.json``, on the validation
+  sample when ``max_eval_users`` samples) and test N@10 (``reports/metrics.json``), and their ratio;
+* BLOGER (``summary.json`` ``bloger_before`` / ``bloger_after`` / ``bloger_updates``): level-1
+  codebook density (share of the K codes some item uses) and entropy (bits) of the starting and
+  of the selected IDs, and the share of items whose ID changed at the first and at the last update;
+* MTGRec (``reports/method/influence.csv``, ``reports/method/selected.json``): the sampling
+  distribution p over the kept tokenizers at the last stage (its smallest and largest value and its
+  entropy over log2 of the number of tokenizers: 1 = uniform, the mix did not single any out) and
+  the tokenizer whose fine-tuned model was tested.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def final_mix(influence_csv: Path) -> dict[str, float] | None:
+    """The last stage's p over tokenizers: min, max, entropy / log2(count); None without stages."""
+    try:
+        with influence_csv.open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    if not rows:
+        return None
+    last = max(int(r["stage"]) for r in rows)
+    p = [float(r["p"]) for r in rows if int(r["stage"]) == last]
+    total = sum(p)
+    if len(p) < 2 or total <= 0:
+        return None
+    p = [x / total for x in p]
+    entropy = -sum(x * math.log2(x) for x in p if x > 0)
+    return {"p_min": min(p), "p_max": max(p), "p_entropy": entropy / math.log2(len(p)), "tokenizers": len(p)}
+
+
+def workspace_diagnostics(workspace: Path) -> dict[str, Any]:
+    """The diagnostics one finished workspace holds (keys absent where it has none)."""
+    workspace = Path(workspace)
+    summary = _json(workspace / "reports" / "train" / "summary.json")
+    metrics = _json(workspace / "reports" / "metrics.json")
+    out: dict[str, Any] = {}
+    valid, test = summary.get("best_valid_ndcg@10"), metrics.get("ndcg@10")
+    if isinstance(valid, (int, float)) and isinstance(test, (int, float)):
+        out.update(valid_ndcg10=float(valid), test_ndcg10=float(test))
+        if valid > 0:
+            out["test_over_valid"] = float(test) / float(valid)
+    before, after, updates = summary.get("bloger_before"), summary.get("bloger_after"), summary.get("bloger_updates") or []
+    if before:
+        out.update(density_before=before["density"][0], entropy_before=before["entropy"][0])
+    if after:
+        out.update(density_after=after["density"][0], entropy_after=after["entropy"][0])
+    if updates:
+        out.update(changed_first=float(updates[0]["changed"]), changed_last=float(updates[-1]["changed"]), updates=len(updates))
+    mix = final_mix(workspace / "reports" / "method" / "influence.csv")
+    if mix:
+        out.update(mix)
+        selected = _json(workspace / "reports" / "method" / "selected.json").get("tokenizer")
+        if selected is not None:
+            out["selected"] = str(selected)
+    return out
+
+
+def _mean(values: list[Any]) -> float | None:
+    values = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def _cell(diags: list[dict[str, Any]], key: str, fmt: str) -> str:
+    value = _mean([d.get(key) for d in diags])
+    return "-" if value is None else format(value, fmt)
+
+
+def row_cells(diags: list[dict[str, Any]]) -> list[str]:
+    """The table cells of one row's workspaces' diagnostics (means over them)."""
+    ids = "-"
+    if any("density_before" in d for d in diags):
+        ids = (
+            f"density {_cell(diags, 'density_before', '.3f')} -> {_cell(diags, 'density_after', '.3f')}, "
+            f"entropy {_cell(diags, 'entropy_before', '.2f')} -> {_cell(diags, 'entropy_after', '.2f')} bits; "
+            f"IDs changed {_cell(diags, 'changed_first', '.1%')} (first update) -> {_cell(diags, 'changed_last', '.1%')} "
+            f"(last of {_cell(diags, 'updates', '.0f')})"
+        )
+    mix = "-"
+    if any("p_entropy" in d for d in diags):
+        chosen = ", ".join(sorted({d["selected"] for d in diags if "selected" in d})) or "-"
+        mix = (
+            f"p over {_cell(diags, 'tokenizers', '.0f')} tokenizers {_cell(diags, 'p_min', '.2f')}-{_cell(diags, 'p_max', '.2f')}, "
+            f"entropy {_cell(diags, 'p_entropy', '.2f')} of uniform's; tested: {chosen}"
+        )
+    return [_cell(diags, "valid_ndcg10", ".4f"), _cell(diags, "test_ndcg10", ".4f"), _cell(diags, "test_over_valid", ".2f"), ids, mix]
+
+
+def diagnostics_lines(rows: list[tuple[str, list[Path]]]) -> list[str]:
+    """A markdown table, one line per (row name, its finished workspaces); none if no row has one."""
+    rows = [(name, spaces) for name, spaces in rows if spaces]
+    if not rows:
+        return []
+    lines = [
+        "Diagnostics of the finished runs (means over seeds; scripts/run_diagnostics.py): best validation N@10 (on the validation "
+        "sample where one is drawn), test N@10 and their ratio; BLOGER's level-1 codebook density and entropy of the starting -> "
+        "selected IDs and the share of IDs each tokenizer update changed; MTGRec's sampling distribution over its tokenizers at the "
+        "last stage and the tokenizer tested.",
+        "",
+        "| row | seeds | best valid N@10 | test N@10 | test / valid | BLOGER: IDs | MTGRec: tokenizer mix |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, spaces in rows:
+        lines.append("| " + " | ".join([f"`{name}`", str(len(spaces)), *row_cells([workspace_diagnostics(w) for w in spaces])]) + " |")
+    return lines
