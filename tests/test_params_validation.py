@@ -74,6 +74,12 @@ def test_preprocess_accepts_good_params(tmp_path, stage_calls):
         (["evaluate.beam_size=10"], "evaluate.ks", "cannot exceed evaluate.beam_size (10)"),  # default ks go up to 20
         (["recommender.model=sasrec", "recommender.loss=pos"], "recommender.loss", "trains with ce or bce"),
         (["recommender.model=sasrec", "recommender.num_heads=3"], "recommender.num_heads", "must divide recommender.d_model"),
+        (
+            ["recommender.model=decoder_only", "recommender.num_heads=6", "recommender.d_kv=64"],
+            "recommender.num_heads",
+            "must divide recommender.d_model (128)",
+        ),
+        (["recommender.model=decoder_only", "recommender.d_kv=33"], "recommender.d_kv", "must be even"),
         (["ids.source=index_json"], "ids.source", "data.dataset is 'ml-100k'"),
     ],
 )

@@ -145,6 +145,14 @@ def _heads_divide_d_model(rp: Any, prefix: str) -> None:
         raise ParamError(f"{prefix}.num_heads", f"must divide {prefix}.d_model ({rp.d_model}), got {rp.num_heads}")
 
 
+def _decoder_only_checks(rp: Any, prefix: str) -> None:
+    """RoPE's even head dimension, and transformers' LlamaConfig, which refuses a hidden size that
+    is not a multiple of the heads even with an explicit head_dim (its error would come from deep
+    inside model construction, after the data are loaded)."""
+    _rope_needs_even_head_dim(rp, prefix)
+    _heads_divide_d_model(rp, prefix)
+
+
 register_model(ModelSpec("t5", "generative", "TIGER (T5 over semantic IDs)", "genrec_core.recommender.model:GenerativeRecommender", aliases=("tiger",)))
 register_model(
     ModelSpec(
@@ -154,7 +162,7 @@ register_model(
         "genrec_core.recommender.decoder_only:DecoderOnlyRecommender",
         packs=True,
         item_embedding=True,
-        check=_rope_needs_even_head_dim,
+        check=_decoder_only_checks,
     )
 )
 register_model(ModelSpec("sasrec", "item_id", "SASRec (item IDs)", "genrec_core.sequential.models:SASRec", check=_heads_divide_d_model))
