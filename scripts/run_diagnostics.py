@@ -11,7 +11,10 @@ Per row (means over its finished seeds), read from each workspace:
 * MTGRec (``reports/method/influence.csv``, ``reports/method/selected.json``): the sampling
   distribution p over the kept tokenizers at the last stage (its smallest and largest value and its
   entropy over log2 of the number of tokenizers: 1 = uniform, the mix did not single any out) and
-  the tokenizer whose fine-tuned model was tested.
+  the tokenizer whose fine-tuned model was tested; and how alike its kept tokenizers' ID tables are
+  (``data/ids/item_ids.parquet``): MTGRec's Table 5 at one epoch apart, the share of items whose
+  first token and whose any token changes. MTGRec means its tokenizers to be neighbours of one
+  another; on tables that share few IDs the model learns several unrelated ones.
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ def final_mix(influence_csv: Path) -> dict[str, float] | None:
     return {"p_min": min(p), "p_max": max(p), "p_entropy": entropy / math.log2(len(p)), "tokenizers": len(p)}
 
 
+def adjacent_id_changes(item_ids: Path) -> dict[str, float] | None:
+    """MTGRec Table 5 at interval 1 (genrec_core.analysis.id_analysis.change_shares): the share of
+    items whose first token / any token differs between kept tokenizers one epoch apart; None for a
+    missing table or one without such pairs."""
+    from genrec_core.analysis.id_analysis import change_shares
+    from genrec_core.tokenizers.id_table import read_id_table_with_items
+
+    if not item_ids.exists():
+        return None
+    rows = change_shares(read_id_table_with_items(item_ids)[1], intervals=[1])
+    return {"first_changed": rows[0]["first_changed"], "any_changed": rows[0]["any_changed"]} if rows else None
+
+
 def workspace_diagnostics(workspace: Path) -> dict[str, Any]:
     """The diagnostics one finished workspace holds (keys absent where it has none)."""
     workspace = Path(workspace)
@@ -73,6 +89,9 @@ def workspace_diagnostics(workspace: Path) -> dict[str, Any]:
         selected = _json(workspace / "reports" / "method" / "selected.json").get("tokenizer")
         if selected is not None:
             out["selected"] = str(selected)
+        changes = adjacent_id_changes(workspace / "data" / "ids" / "item_ids.parquet")
+        if changes:
+            out.update(changes)
     return out
 
 
@@ -103,6 +122,11 @@ def row_cells(diags: list[dict[str, Any]]) -> list[str]:
             f"p over {_cell(diags, 'tokenizers', '.0f')} tokenizers {_cell(diags, 'p_min', '.2f')}-{_cell(diags, 'p_max', '.2f')}, "
             f"entropy {_cell(diags, 'p_entropy', '.2f')} of uniform's; tested: {chosen}"
         )
+        if any("any_changed" in d for d in diags):
+            mix += (
+                f"; kept tokenizers one epoch apart change the first token of {_cell(diags, 'first_changed', '.1%')} of the items, "
+                f"any token of {_cell(diags, 'any_changed', '.1%')}"
+            )
     return [_cell(diags, "valid_ndcg10", ".4f"), _cell(diags, "test_ndcg10", ".4f"), _cell(diags, "test_over_valid", ".2f"), ids, mix]
 
 
@@ -115,7 +139,8 @@ def diagnostics_lines(rows: list[tuple[str, list[Path]]]) -> list[str]:
         "Diagnostics of the finished runs (means over seeds; scripts/run_diagnostics.py): best validation N@10 (on the validation "
         "sample where one is drawn), test N@10 and their ratio; BLOGER's level-1 codebook density and entropy of the starting -> "
         "selected IDs and the share of IDs each tokenizer update changed; MTGRec's sampling distribution over its tokenizers at the "
-        "last stage and the tokenizer tested.",
+        "last stage, the tokenizer tested, and the share of items whose first / any token changes between kept tokenizers one epoch apart "
+        "(MTGRec Table 5).",
         "",
         "| row | seeds | best valid N@10 | test N@10 | test / valid | BLOGER: IDs | MTGRec: tokenizer mix |",
         "|---|---:|---:|---:|---:|---|---|",

@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -53,6 +54,28 @@ def test_mtgrec_last_stage_mix(tmp_path):
     assert d["tokenizers"] == 3 and d["p_min"] == pytest.approx(0.25) and d["p_max"] == pytest.approx(0.5)
     assert d["p_entropy"] == pytest.approx(1.5 / math.log2(3))  # H(.5, .25, .25) = 1.5 bits
     assert d["selected"] == "epoch_0099"
+
+
+def test_mtgrec_kept_tables_one_epoch_apart(tmp_path):
+    ws = workspace(tmp_path, "m", 0.04, 0.03, influence=INFLUENCE, selected="epoch_0099")
+    (ws / "data" / "ids").mkdir(parents=True)
+    # 4 items, epochs 7, 8, 9 (and 11: two epochs from 9, not a pair at one epoch apart)
+    # 7 -> 8: item 1 changes its second token, items 2, 3 their first; 8 -> 9: item 3 its second only
+    tables = {
+        "epoch_0007": [[1, 1], [2, 2], [3, 3], [4, 4]],
+        "epoch_0008": [[1, 1], [2, 9], [5, 3], [6, 4]],
+        "epoch_0009": [[1, 1], [2, 9], [5, 3], [6, 7]],
+        "epoch_0011": [[9, 1], [9, 2], [9, 8], [9, 7]],
+    }
+    rows = [(item, name, codes[item]) for name, codes in tables.items() for item in range(4)]
+    pl.DataFrame(
+        {"item_id": [r[0] for r in rows], "tokenizer": [r[1] for r in rows], "codes": [r[2] for r in rows]},
+        schema={"item_id": pl.Int32, "tokenizer": pl.Utf8, "codes": pl.List(pl.Int32)},
+    ).write_parquet(ws / "data" / "ids" / "item_ids.parquet")
+    d = rd.workspace_diagnostics(ws)
+    assert d["first_changed"] == pytest.approx((2 / 4 + 0 / 4) / 2)
+    assert d["any_changed"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert rd.row_cells([d])[4].endswith("; kept tokenizers one epoch apart change the first token of 25.0% of the items, any token of 50.0%")
 
 
 def test_a_missing_workspace_has_nothing(tmp_path):
