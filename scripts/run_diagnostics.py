@@ -3,8 +3,9 @@ for where a paper's effect does not appear (scripts/reproduction.py tables them 
 
 Per row (means over its finished seeds), read from each workspace:
 
-* the validation-test gap: best validation N@10 (``reports/train/summary.json``, on the validation
-  sample when ``max_eval_users`` samples) and test N@10 (``reports/metrics.json``), and their ratio;
+* the validation-test gap: best validation N@10 of the tested checkpoint (``reports/train/summary.json``,
+  or a fine-tuned one's, ``reports/method/selected.json``; on the validation sample when
+  ``max_eval_users`` samples) and test N@10 (``reports/metrics.json``), and their ratio;
 * BLOGER (``summary.json`` ``bloger_before`` / ``bloger_after`` / ``bloger_updates``): level-1
   codebook density (share of the K codes some item uses) and entropy (bits) of the starting and
   of the selected IDs, and the share of items whose ID changed at the first and at the last update;
@@ -71,7 +72,9 @@ def workspace_diagnostics(workspace: Path) -> dict[str, Any]:
     summary = _json(workspace / "reports" / "train" / "summary.json")
     metrics = _json(workspace / "reports" / "metrics.json")
     out: dict[str, Any] = {}
-    valid, test = summary.get("best_valid_ndcg@10"), metrics.get("ndcg@10")
+    # the tested checkpoint's validation: a fine-tuned one's (MTGRec, selected.json) where there is one
+    selected = _json(workspace / "reports" / "method" / "selected.json")
+    valid, test = (selected.get("valid") or {}).get("ndcg@10", summary.get("best_valid_ndcg@10")), metrics.get("ndcg@10")
     if isinstance(valid, (int, float)) and isinstance(test, (int, float)):
         out.update(valid_ndcg10=float(valid), test_ndcg10=float(test))
         if valid > 0:
@@ -86,9 +89,8 @@ def workspace_diagnostics(workspace: Path) -> dict[str, Any]:
     mix = final_mix(workspace / "reports" / "method" / "influence.csv")
     if mix:
         out.update(mix)
-        selected = _json(workspace / "reports" / "method" / "selected.json").get("tokenizer")
-        if selected is not None:
-            out["selected"] = str(selected)
+        if selected.get("tokenizer") is not None:
+            out["selected"] = str(selected["tokenizer"])
         changes = adjacent_id_changes(workspace / "data" / "ids" / "item_ids.parquet")
         if changes:
             out.update(changes)

@@ -23,7 +23,7 @@ def workspace(root: Path, name: str, valid: float, test: float, summary: dict | 
     (ws / "reports" / "method").mkdir()
     (ws / "reports" / "method" / "influence.csv").write_text(influence or "stage,epoch,step,tokenizer,influence,cumulative,p\n")
     if selected is not None:
-        (ws / "reports" / "method" / "selected.json").write_text(json.dumps({"tokenizer": selected}))
+        (ws / "reports" / "method" / "selected.json").write_text(json.dumps({"tokenizer": selected, "valid": {"ndcg@10": 2 * valid}}))
     return ws
 
 
@@ -54,6 +54,7 @@ def test_mtgrec_last_stage_mix(tmp_path):
     assert d["tokenizers"] == 3 and d["p_min"] == pytest.approx(0.25) and d["p_max"] == pytest.approx(0.5)
     assert d["p_entropy"] == pytest.approx(1.5 / math.log2(3))  # H(.5, .25, .25) = 1.5 bits
     assert d["selected"] == "epoch_0099"
+    assert d["valid_ndcg10"] == 0.08 and d["test_over_valid"] == pytest.approx(0.03 / 0.08)  # the fine-tuned checkpoint's validation
 
 
 def test_mtgrec_kept_tables_one_epoch_apart(tmp_path):
