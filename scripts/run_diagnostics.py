@@ -26,6 +26,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from converged import _f, _mean  # the report scripts' mean over runs and "-" for a missing value
+
 
 def _json(path: Path) -> dict[str, Any]:
     try:
@@ -97,14 +99,9 @@ def workspace_diagnostics(workspace: Path) -> dict[str, Any]:
     return out
 
 
-def _mean(values: list[Any]) -> float | None:
-    values = [float(v) for v in values if isinstance(v, (int, float))]
-    return sum(values) / len(values) if values else None
-
-
 def _cell(diags: list[dict[str, Any]], key: str, fmt: str) -> str:
-    value = _mean([d.get(key) for d in diags])
-    return "-" if value is None else format(value, fmt)
+    """The mean of ``key`` over the workspaces that have it, formatted ("-" where none has)."""
+    return _f(_mean([d.get(key) for d in diags]), fmt)
 
 
 def row_cells(diags: list[dict[str, Any]]) -> list[str]:
