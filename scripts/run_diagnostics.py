@@ -21,19 +21,17 @@ Per row (means over its finished seeds), read from each workspace:
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from converged import _f, _mean  # the report scripts' mean over runs and "-" for a missing value
 
+from benchmarks.runs import read_json  # converged puts the repository root on sys.path
+
 
 def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_json(path) or {}
 
 
 def final_mix(influence_csv: Path) -> dict[str, float] | None:
